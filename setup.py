@@ -1,0 +1,36 @@
+"""ament_python package definition; also installs with plain pip into a venv."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "sof_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        ("share/" + PACKAGE + "/models", glob("models/*")),
+    ],
+    package_data={PACKAGE: ["py.typed"]},
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="sof_ros maintainers",
+    maintainer_email="sof-ros@example.org",
+    description="SOF: learning manipulation skills from action-free videos, as ROS 2 nodes.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "sof-collect = sof_ros.data.collect:main",
+            "sof-import-videos = sof_ros.data.video_import:main",
+            "sof-flow = sof_ros.flow.extract:main",
+            "sof-bench = sof_ros.bench.cli:main",
+            "sof-demo = sof_ros.demo:main",
+        ],
+    },
+)

@@ -1,0 +1,123 @@
+"""`sof-collect`: seeded scripted-expert demonstrations in MetaWorld, written as a dataset."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+from sof_ros.config import SimConfig, load_config
+from sof_ros.data.dataset import Dataset
+from sof_ros.errors import SofError, run_cli
+
+POST_SUCCESS_FRAMES = 5  # keep a few frames after success so the video shows the finished task
+
+
+def rollout_expert(arm, policy, seed: int, max_steps: int, noise: float, rng: np.random.Generator):
+    """One expert episode; returns (observations, actions)."""
+    obs = arm.reset(seed)
+    observations, actions = [obs], []
+    after_success = 0
+    for _ in range(max_steps):
+        action = np.asarray(policy.get_action(obs.state), dtype=np.float64)
+        if noise > 0:
+            action[:3] += rng.normal(0.0, noise, size=3)
+        action = np.clip(action, -1.0, 1.0)
+        obs = arm.step(action)
+        observations.append(obs)
+        actions.append(action)
+        if obs.success:
+            after_success += 1
+            if after_success > POST_SUCCESS_FRAMES:
+                break
+    return observations, np.asarray(actions, dtype=np.float32)
+
+
+def episode_arrays(observations, geom_body: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "rgb": np.stack([o.rgb for o in observations]),
+        "depth": np.stack([o.depth for o in observations]).astype(np.float32),
+        "seg": np.stack([o.seg for o in observations]).astype(np.int16),
+        "intrinsics": observations[0].intrinsics,
+        "cam_pose": np.stack([o.cam_pose for o in observations]),
+        "ee_pos": np.stack([o.ee_pos for o in observations]),
+        "gripper": np.array([o.gripper for o in observations], dtype=np.float32),
+        "sim/body_pos": np.stack([o.body_pos for o in observations]),
+        "sim/body_mat": np.stack([o.body_mat for o in observations]),
+        "sim/geom_body": geom_body,
+    }
+
+
+def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: SimConfig,
+            act_fraction: float = 0.2, noise: float = 0.1, camera: str | None = None,
+            only_successful: bool = False, progress: bool = True) -> dict[str, float]:
+    """Collect episodes; returns per-task expert success rate. Seeds are `seed + k` per task."""
+    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
+
+    if episodes_per_task < 1:
+        raise SofError("--episodes must be at least 1")
+    if not 0.0 <= act_fraction <= 1.0:
+        raise SofError(f"--act-fraction must be in [0, 1], got {act_fraction}")
+    ds = Dataset.create(out)
+    index = ds.next_index()
+    n_act = math.ceil(act_fraction * episodes_per_task)
+    rng = np.random.default_rng(seed)
+    rates = {}
+    bar = tqdm(total=len(tasks) * episodes_per_task, desc="collect", unit="ep", disable=not progress)
+    for task in tasks:
+        arm = MetaWorldArm(task, sim, camera=camera)
+        policy = expert_policy(task)
+        geom_body = arm.geom_body_ids()
+        successes = 0
+        for k in range(episodes_per_task):
+            ep_seed = seed + k
+            observations, actions = rollout_expert(arm, policy, ep_seed, sim.max_steps, noise, rng)
+            success = observations[-1].success
+            successes += int(success)
+            bar.update(1)
+            bar.set_postfix(task=task, success=f"{successes}/{k + 1}")
+            if only_successful and not success:
+                continue
+            attrs = dict(task=arm.task, instruction=arm.instruction, source="metaworld",
+                         success=bool(success), seed=int(ep_seed), camera=arm.camera,
+                         in_d_act=bool(k < n_act))
+            ds.write_episode(index, attrs, episode_arrays(observations, geom_body), actions)
+            index += 1
+        rates[arm.task] = successes / episodes_per_task
+        arm.close()
+    bar.close()
+    return rates
+
+
+def main(argv=None):
+    def body():
+        p = argparse.ArgumentParser(description=__doc__)
+        p.add_argument("--out", required=True, help="dataset directory (created if missing, appended to if present)")
+        p.add_argument("--config", help="YAML config (sections sim, collect)")
+        p.add_argument("--tasks", nargs="+", help="MetaWorld task names (default: the 11-task benchmark suite)")
+        p.add_argument("--episodes", type=int, help="episodes per task")
+        p.add_argument("--seed", type=int, help="first seed; episode k of a task uses seed+k")
+        p.add_argument("--camera", help="MetaWorld camera (corner, corner2, corner3, topview, ...)")
+        p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="image size")
+        p.add_argument("--act-fraction", type=float, help="share of episodes per task marked as D_act")
+        p.add_argument("--only-successful", action="store_true", help="drop failed expert episodes")
+        a = p.parse_args(argv)
+        cfg = load_config(a.config)
+        if a.size:
+            cfg.sim.width, cfg.sim.height = a.size
+        c = cfg.collect
+        rates = collect(a.out, a.tasks or c.tasks, a.episodes or c.episodes_per_task,
+                        c.seed if a.seed is None else a.seed, cfg.sim,
+                        c.act_fraction if a.act_fraction is None else a.act_fraction,
+                        c.expert_noise, a.camera, a.only_successful or c.only_successful)
+        print("expert success per task:")
+        for task, rate in rates.items():
+            print(f"  {task:24s} {rate:.2f}")
+        print(f"dataset: {a.out}")
+
+    run_cli(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Simulated arms (MetaWorld Sawyer) rendering RGB, depth, segmentation and camera models headlessly."""

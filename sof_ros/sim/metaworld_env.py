@@ -1,0 +1,193 @@
+"""MetaWorld (Sawyer) as a camera-equipped arm: RGB, metric depth, segmentation, camera model,
+end-effector pose and success, rendered headless on CPU.
+
+Camera conventions (same as RealSense / OpenCV, so real and simulated cameras share code):
+intrinsics K is 3x3 in pixels, pixel (u, v) = column, row of the *upright* image; the camera pose
+is camera-to-world with x right, y down, z forward. MetaWorld's `corner` camera is mounted
+upside down, so images are rotated 180 degrees and the pose is rotated with them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+
+import numpy as np  # noqa: E402
+
+from sof_ros.config import BENCHMARK_TASKS, SimConfig  # noqa: E402
+from sof_ros.errors import SofError  # noqa: E402
+
+# MuJoCo camera axes are x right, y up, z backward; OpenCV's are x right, y down, z forward.
+_MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
+_ROT180 = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Observation:
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    depth: np.ndarray  # (H, W) float32 metres along the optical axis
+    seg: np.ndarray  # (H, W) int32 MuJoCo geom id, -1 where no geom (background)
+    intrinsics: np.ndarray  # (3, 3)
+    cam_pose: np.ndarray  # (4, 4) camera-to-world, OpenCV axes
+    ee_pos: np.ndarray  # (3,) tool centre point in world metres
+    gripper: float  # finger opening, MetaWorld's normalised obs[3]
+    body_pos: np.ndarray  # (nbody, 3) for ground-truth flow
+    body_mat: np.ndarray  # (nbody, 3, 3)
+    success: bool
+    state: np.ndarray  # MetaWorld's full state vector (what the scripted expert reads)
+
+
+def metaworld_env_name(task: str) -> str:
+    return task if task.endswith("-v3") else f"{task}-v3"
+
+
+def instruction_for(task: str) -> str:
+    base = task[:-3] if task.endswith("-v3") else task
+    return BENCHMARK_TASKS.get(base, base.replace("-", " "))
+
+
+def available_tasks() -> list[str]:
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    return sorted(name[:-3] for name in ALL_V3_ENVIRONMENTS)
+
+
+class MetaWorldArm:
+    """One MetaWorld task with a fixed camera; `reset(seed)` draws object positions from the seed."""
+
+    def __init__(self, task: str, cfg: SimConfig | None = None, camera: str | None = None):
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self.cfg = cfg or SimConfig()
+        self.task = task[:-3] if task.endswith("-v3") else task
+        name = metaworld_env_name(task)
+        if name not in ALL_V3_ENVIRONMENTS:
+            raise SofError(
+                f"unknown MetaWorld task '{task}'; choose one of: {', '.join(available_tasks())}"
+            )
+        self.instruction = instruction_for(self.task)
+        env = ALL_V3_ENVIRONMENTS[name]()
+        env._partially_observable = False  # the scripted experts read the goal
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True
+        env._set_task_called = True
+        env.max_path_length = 10**9  # episode length is ours to decide (cfg.max_steps)
+        self.env = env
+        self.model, self.data = env.model, env.data
+        self.camera = camera or self.cfg.camera
+        cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
+        if cam_id < 0:
+            names = [self.model.camera(i).name for i in range(self.model.ncam)]
+            raise SofError(f"camera '{self.camera}' not in the MetaWorld scene; choose one of {names}")
+        self.cam_id = cam_id
+        h, w = self.cfg.height, self.cfg.width
+        if not (16 <= h <= 1080 and 16 <= w <= 1920):
+            raise SofError(f"image size {w}x{h} out of range; use 16..1920 x 16..1080")
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, w)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, h)
+        self.renderer = mujoco.Renderer(self.model, h, w)
+        if not self.cfg.render_shadows:
+            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                         mujoco.mjtRndFlag.mjRND_SKYBOX):
+                self.renderer.scene.flags[flag] = False
+        self._mujoco = mujoco
+        self._state = None
+        self._success = False
+        self.steps = 0
+
+    # --- camera model -------------------------------------------------------------------
+    def intrinsics(self) -> np.ndarray:
+        h, w = self.cfg.height, self.cfg.width
+        fovy = np.deg2rad(self.model.cam_fovy[self.cam_id])
+        f = 0.5 * h / np.tan(0.5 * fovy)
+        return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
+
+    def _upside_down(self) -> bool:
+        return float(self.data.cam_xmat[self.cam_id].reshape(3, 3)[2, 1]) < 0  # camera up vs world z
+
+    def cam_pose(self) -> np.ndarray:
+        rot = self.data.cam_xmat[self.cam_id].reshape(3, 3) @ _MJ_TO_CV
+        if self._upside_down():
+            rot = rot @ _ROT180
+        pose = np.eye(4)
+        pose[:3, :3] = rot
+        pose[:3, 3] = self.data.cam_xpos[self.cam_id]
+        return pose
+
+    # --- episode ------------------------------------------------------------------------
+    def reset(self, seed: int) -> Observation:
+        self.env.seed(int(seed))
+        state, _ = self.env.reset()
+        self._state = state
+        self._success = False
+        self.steps = 0
+        return self.observe()
+
+    def step(self, action: np.ndarray) -> Observation:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (4,) or not np.all(np.isfinite(action)):
+            raise SofError(f"MetaWorld action must be 4 finite numbers (dx, dy, dz, grip), got {action}")
+        state, _, _, _, info = self.env.step(np.clip(action, -1, 1).astype(np.float32))
+        self._state = state
+        self._success = self._success or bool(info.get("success", 0.0))
+        self.steps += 1
+        return self.observe()
+
+    @property
+    def success(self) -> bool:
+        return self._success
+
+    def render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = self.renderer
+        r.update_scene(self.data, camera=self.cam_id)
+        rgb = r.render().copy()
+        r.enable_depth_rendering()
+        depth = r.render().astype(np.float32).copy()
+        r.disable_depth_rendering()
+        r.enable_segmentation_rendering()
+        seg_raw = r.render().copy()
+        r.disable_segmentation_rendering()
+        seg = np.where(seg_raw[..., 1] == int(self._mujoco.mjtObj.mjOBJ_GEOM), seg_raw[..., 0], -1)
+        seg = seg.astype(np.int32)
+        if self._upside_down():
+            rgb, depth, seg = rgb[::-1, ::-1].copy(), depth[::-1, ::-1].copy(), seg[::-1, ::-1].copy()
+        return rgb, depth, seg
+
+    def render_rgb(self) -> np.ndarray:
+        self.renderer.update_scene(self.data, camera=self.cam_id)
+        rgb = self.renderer.render()
+        return rgb[::-1, ::-1].copy() if self._upside_down() else rgb.copy()
+
+    def observe(self) -> Observation:
+        rgb, depth, seg = self.render()
+        return Observation(
+            rgb=rgb, depth=depth, seg=seg, intrinsics=self.intrinsics(), cam_pose=self.cam_pose(),
+            ee_pos=np.array(self.env.tcp_center, dtype=np.float64),
+            gripper=float(self._state[3]) if self._state is not None else 0.0,
+            body_pos=self.data.xpos.copy(), body_mat=self.data.xmat.reshape(-1, 3, 3).copy(),
+            success=self._success,
+            state=np.array(self._state, dtype=np.float64) if self._state is not None else np.zeros(39),
+        )
+
+    def geom_body_ids(self) -> np.ndarray:
+        return self.model.geom_bodyid.astype(np.int32).copy()
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.env.close()
+
+
+def expert_policy(task: str):
+    """MetaWorld's scripted expert for a task (reads the privileged state vector)."""
+    import importlib
+
+    base = task[:-3] if task.endswith("-v3") else task
+    cls_name = "Sawyer" + "".join(p.capitalize() for p in base.split("-")) + "V3Policy"
+    module = importlib.import_module("metaworld.policies")
+    policy_cls = getattr(module, cls_name, None)
+    if policy_cls is None:
+        raise SofError(f"MetaWorld has no scripted expert '{cls_name}' for task '{task}'")
+    return policy_cls()
