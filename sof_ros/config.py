@@ -65,12 +65,79 @@ class FlowConfig:
 
 
 @dataclass
+class SkillConfig:
+    """Stage 1: flow-segment autoencoder with FSQ skill tokens."""
+
+    segment: int = 8  # H: flow steps per skill segment (the paper uses ~32; CPU budget here)
+    flow_res: int = 32  # working resolution of flow fields (square)
+    image_res: int = 64  # working resolution of RGB inputs (square)
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # 1000 codes
+    tokens_per_segment: int = 4
+    width: int = 32  # conv channels
+    flow_scale: float = 1.0  # flow (working-res px) is divided by this before the network
+
+
+@dataclass
+class PolicyConfig:
+    """Stage 2: decoder-only Transformer from (image, instruction) to skill tokens."""
+
+    d_model: int = 128
+    layers: int = 3
+    heads: int = 4
+    dropout: float = 0.1
+    text_dim: int = 384  # all-MiniLM-L6-v2
+
+
+@dataclass
+class Flow2ActionConfig:
+    """Stage 3: flow plan (+ frame, proprioception) to end-effector actions."""
+
+    width: int = 48
+    use_proprio: bool = True  # end-effector position and gripper opening, as every arm reports them
+    d_act_episodes_per_task: int = 4  # size of the action-labelled set D_act (first k episodes per task)
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "data/mw_train"
+    out: str = "runs/sof"
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    skill_steps: int = 3000
+    policy_steps: int = 3000
+    f2a_steps: int = 2000
+    baseline_steps: int = 2000  # skill2action and bc
+    val_fraction: float = 0.1  # held-out episodes per task for reports
+    log_every: int = 100
+    ckpt_every: int = 500
+    num_threads: int = 2
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=lambda: list(BENCHMARK_TASKS))
+    episodes_per_task: int = 5
+    first_seed: int = 1000  # held out: training demos use seeds 0..N
+    max_steps: int = 150
+    replan_every: int = 4
+    rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "expert"])
+
+
+@dataclass
 class SofConfig:
     """All sections; a YAML file sets any subset of them."""
 
     sim: SimConfig = field(default_factory=SimConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    skill: SkillConfig = field(default_factory=SkillConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    f2a: Flow2ActionConfig = field(default_factory=Flow2ActionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _merge(obj: Any, overrides: dict, where: str) -> Any:
@@ -90,7 +157,7 @@ def _merge(obj: Any, overrides: dict, where: str) -> Any:
         hint = hints[key]
         if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = hint(value)
-        elif hint in (int, float, str, bool) and not isinstance(value, hint):
+        elif hint in (int, float, str, bool) and (not isinstance(value, hint) or isinstance(value, bool) != (hint is bool)):
             raise SofError(f"config key '{where}.{key}' must be {hint.__name__}, got {value!r}")
         setattr(obj, key, value)
     return obj
@@ -115,3 +182,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> SofConfig:
+    """Rebuild a config saved with a checkpoint (same merge rules as YAML)."""
+    return _merge(SofConfig(), data, "checkpoint")

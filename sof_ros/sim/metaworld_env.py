@@ -71,6 +71,8 @@ class MetaWorldArm:
         self.instruction = instruction_for(self.task)
         env = ALL_V3_ENVIRONMENTS[name]()
         env._partially_observable = False  # the scripted experts read the goal
+        if "sawyer_observation_space" in env.__dict__:  # cached while the goal was hidden: its
+            del env.sawyer_observation_space  # bounds would clip the goal to zero in step()
         env._freeze_rand_vec = False
         env.seeded_rand_vec = True
         env._set_task_called = True
@@ -176,8 +178,23 @@ class MetaWorldArm:
         return self.model.geom_bodyid.astype(np.int32).copy()
 
     def close(self) -> None:
-        self.renderer.close()
+        """Free GL resources with *this* renderer's context current: MuJoCo's own close frees
+        whatever context is current, which silently corrupts another live arm's renderer."""
+        renderer = getattr(self, "renderer", None)
+        if renderer is None:
+            return
+        ctx = getattr(renderer, "_gl_context", None)
+        if ctx is not None:
+            ctx.make_current()
+        renderer.close()
+        self.renderer = None
         self.env.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: GL may already be gone
+            pass
 
 
 def expert_policy(task: str):

@@ -1,0 +1,57 @@
+"""Small building blocks shared by the three SOF stages (sized for CPU training)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch), ch)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1), norm(cout), nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1), norm(cout),
+        )
+        self.skip = nn.Identity() if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ConvEncoder(nn.Module):
+    """Image-like input -> feature maps at every scale (finest first), halving resolution per stage."""
+
+    def __init__(self, cin: int, width: int, stages: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(cin, width, 3, 1, 1), nn.SiLU())
+        chans = [width * min(2 ** i, 4) for i in range(stages + 1)]
+        self.stages = nn.ModuleList(ResBlock(chans[i], chans[i + 1], stride=2) for i in range(stages))
+        self.out_channels = chans[-1]
+        self.channels = chans
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for stage in self.stages:
+            feats.append(stage(feats[-1]))
+        return feats
+
+
+def image_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return rgb.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def flow_to_channels(flow: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, T, h, w, 2) -> (B, 2T, h, w)."""
+    b, t, h, w, _ = flow.shape
+    return (flow / scale).permute(0, 1, 4, 2, 3).reshape(b, 2 * t, h, w)
+
+
+def channels_to_flow(x: torch.Tensor, scale: float) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return (x * scale).reshape(b, c // 2, 2, h, w).permute(0, 1, 3, 4, 2)

@@ -1,0 +1,72 @@
+"""Stage 2 of SOF: a decoder-only causal Transformer that writes skill tokens.
+
+Sequence: [instruction, image patches..., BOS, token_1, ..., token_n]; every position attends
+causally, and token_i is read off the position before it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sof_ros.config import PolicyConfig, SkillConfig
+from sof_ros.nn import ConvEncoder, image_to_tensor
+
+
+class SkillPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, skill_cfg: SkillConfig, codebook_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_tokens = skill_cfg.tokens_per_segment
+        self.codebook_size = codebook_size
+        d = cfg.d_model
+        self.img_enc = ConvEncoder(3, 32, 3)  # 64x64 -> 8x8 patches
+        self.img_proj = nn.Linear(self.img_enc.out_channels, d)
+        self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.tok_emb = nn.Embedding(codebook_size + 1, d)  # last id = BOS
+        n_img = (skill_cfg.image_res // 8) ** 2
+        self.prefix_len = 1 + n_img
+        self.pos = nn.Parameter(torch.zeros(1, self.prefix_len + 1 + self.n_tokens, d))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, codebook_size)
+
+    def _prefix(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        feats = self.img_enc(image_to_tensor(image))[-1]  # (B, C, 8, 8)
+        patches = self.img_proj(feats.flatten(2).transpose(1, 2))
+        return torch.cat([self.text_proj(text)[:, None], patches], 1)
+
+    def _run(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        bos = torch.full((tokens.shape[0], 1), self.codebook_size, dtype=torch.long, device=tokens.device)
+        x = torch.cat([prefix, self.tok_emb(torch.cat([bos, tokens], 1))], 1)
+        x = x + self.pos[:, : x.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], device=x.device)
+        x = self.blocks(x, mask=mask, is_causal=True)
+        return self.head(self.norm(x[:, self.prefix_len:]))  # logits for token_1.. (and one extra)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, n, codebook)."""
+        return self._run(self._prefix(image, text), tokens[:, :-1])[:, : self.n_tokens]
+
+    def loss(self, image, text, tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(image, text, tokens)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+        acc = (logits.argmax(-1) == tokens).float().mean()
+        return loss, acc
+
+    @torch.no_grad()
+    def generate(self, image: torch.Tensor, text: torch.Tensor, temperature: float = 0.0) -> torch.Tensor:
+        """Autoregressive tokens (B, n); greedy when temperature is 0."""
+        prefix = self._prefix(image, text)
+        tokens = torch.zeros(image.shape[0], 0, dtype=torch.long, device=image.device)
+        for _ in range(self.n_tokens):
+            logits = self._run(prefix, tokens)[:, -1]
+            if temperature > 0:
+                nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1)
+            else:
+                nxt = logits.argmax(-1, keepdim=True)
+            tokens = torch.cat([tokens, nxt], 1)
+        return tokens

@@ -1,0 +1,1 @@
+"""Stage 1: skill tokens from optical-flow segments."""
