@@ -70,10 +70,10 @@ class SkillConfig:
 
     segment: int = 8  # H: flow steps per skill segment (the paper uses ~32; CPU budget here)
     flow_res: int = 32  # working resolution of flow fields (square)
-    image_res: int = 64  # working resolution of RGB inputs (square)
+    image_res: int = 32  # working resolution of RGB inputs (square)
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # 1000 codes
     tokens_per_segment: int = 4
-    width: int = 32  # conv channels
+    width: int = 16  # conv channels
     flow_scale: float = 1.0  # flow (working-res px) is divided by this before the network
 
 
@@ -81,8 +81,8 @@ class SkillConfig:
 class PolicyConfig:
     """Stage 2: decoder-only Transformer from (image, instruction) to skill tokens."""
 
-    d_model: int = 128
-    layers: int = 3
+    d_model: int = 96
+    layers: int = 2
     heads: int = 4
     dropout: float = 0.1
     text_dim: int = 384  # all-MiniLM-L6-v2
@@ -92,7 +92,7 @@ class PolicyConfig:
 class Flow2ActionConfig:
     """Stage 3: flow plan (+ frame, proprioception) to end-effector actions."""
 
-    width: int = 48
+    width: int = 16
     use_proprio: bool = True  # end-effector position and gripper opening, as every arm reports them
     d_act_episodes_per_task: int = 4  # size of the action-labelled set D_act (first k episodes per task)
 
@@ -103,13 +103,13 @@ class TrainConfig:
     out: str = "runs/sof"
     device: str = "cpu"
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    skill_steps: int = 3000
-    policy_steps: int = 3000
-    f2a_steps: int = 2000
-    baseline_steps: int = 2000  # skill2action and bc
+    skill_steps: int = 1500
+    policy_steps: int = 1500
+    f2a_steps: int = 1500
+    baseline_steps: int = 1000  # skill2action and bc
     val_fraction: float = 0.1  # held-out episodes per task for reports
     log_every: int = 100
     ckpt_every: int = 500

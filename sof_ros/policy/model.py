@@ -20,7 +20,7 @@ class SkillPolicy(nn.Module):
         self.n_tokens = skill_cfg.tokens_per_segment
         self.codebook_size = codebook_size
         d = cfg.d_model
-        self.img_enc = ConvEncoder(3, 32, 3)  # 64x64 -> 8x8 patches
+        self.img_enc = ConvEncoder(3, 16, 3)  # 32x32 -> 4x4 patches
         self.img_proj = nn.Linear(self.img_enc.out_channels, d)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.tok_emb = nn.Embedding(codebook_size + 1, d)  # last id = BOS

@@ -1,0 +1,166 @@
+"""`sof-eval`: closed-loop MetaWorld rollouts (in process, no ROS) on held-out seeds.
+
+Rows: sof (learned Flow2Action), sof_learning_free (geometric solver), skill2action (tokens straight
+to actions), bc (image + instruction -> actions), expert (MetaWorld's scripted policy, upper bound).
+Writes JSON, a markdown table and a bar plot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sof_ros.bench.meta import command_line, git_commit, machine
+from sof_ros.config import SimConfig, load_config
+from sof_ros.errors import SofError, run_cli
+
+ROW_MODES = {"sof": "learned", "sof_learning_free": "learning_free", "skill2action": "skill2action", "bc": "bc"}
+ROW_LABELS = {
+    "sof": "SOF, learned Flow2Action (ours)",
+    "sof_learning_free": "SOF, learning-free Flow2Action (ours)",
+    "skill2action": "Skill2Action ablation (ours)",
+    "bc": "Behaviour cloning baseline (ours)",
+    "expert": "Scripted expert, privileged state (upper bound)",
+}
+# Quoted from the project issue that cites the paper (arXiv 2512.20052); not measured here.
+PAPER_REFERENCE = {"sof_average_success": 0.69, "flow2action": 0.49, "skill2action": "0.15-0.21"}
+
+
+def rollout(arm, seed: int, max_steps: int, agent=None, expert=None, instruction: str | None = None):
+    """One episode; returns (success, steps, per-step agent latencies in ms)."""
+    from sof_ros.agent import agent_input
+
+    obs = arm.reset(seed)
+    latencies, plan = [], None
+    k = agent.replan_every if agent is not None else 1
+    for step in range(max_steps):
+        if expert is not None:
+            action = expert.get_action(obs.state)
+        else:
+            t0 = time.perf_counter()
+            inp = agent_input(obs)
+            if step % k == 0:
+                plan = agent.plan(inp, instruction or arm.instruction)
+            action = agent.act(plan, inp, step % k)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+        obs = arm.step(action)
+        if obs.success:
+            return True, step + 1, latencies
+    return False, max_steps, latencies
+
+
+def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes: int, first_seed: int,
+             max_steps: int, sim: SimConfig, device: str = "cpu", replan_every: int | None = None,
+             progress: bool = True) -> dict:
+    from sof_ros.agent import SofAgent
+    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
+
+    unknown = [r for r in rows if r not in ROW_LABELS]
+    if unknown:
+        raise SofError(f"unknown rows {unknown}; choose from {list(ROW_LABELS)}")
+    if any(r != "expert" for r in rows) and not checkpoint:
+        raise SofError("--checkpoint is required for the learned rows")
+    seeds = list(range(first_seed, first_seed + episodes))
+    results = {"episodes_per_task": episodes, "seeds": seeds, "max_steps": max_steps, "rows": {}}
+    torch.set_num_threads(2)
+    for row in rows:
+        agent = None if row == "expert" else SofAgent.load(checkpoint, device, ROW_MODES[row], replan_every)
+        per_task, lat_all, ep_times = {}, [], []
+        bar = tqdm(total=len(tasks) * episodes, desc=f"eval {row}", disable=not progress)
+        for task in tasks:
+            arm = MetaWorldArm(task, sim)
+            expert = expert_policy(task) if row == "expert" else None
+            wins = 0
+            for seed in seeds:
+                t0 = time.time()
+                ok, _, lat = rollout(arm, seed, max_steps, agent, expert)
+                ep_times.append(time.time() - t0)
+                wins += int(ok)
+                lat_all.extend(lat)
+                bar.update(1)
+                bar.set_postfix(task=task, success=f"{wins}")
+            per_task[arm.task] = wins / episodes
+            arm.close()
+        bar.close()
+        entry = {"per_task": per_task, "average": float(np.mean(list(per_task.values()))),
+                 "label": ROW_LABELS[row], "wall_s_per_episode": float(np.mean(ep_times))}
+        if lat_all:
+            entry["control_step_ms_p50"] = float(np.percentile(lat_all, 50))
+            entry["control_step_ms_p95"] = float(np.percentile(lat_all, 95))
+        results["rows"][row] = entry
+    return results
+
+
+def markdown(results: dict) -> str:
+    rows = results["rows"]
+    tasks = list(next(iter(rows.values()))["per_task"])
+    lines = [
+        "# MetaWorld closed-loop success",
+        "",
+        f"- command: `{results['command']}`",
+        f"- commit: `{results['commit']}`",
+        f"- machine: {results['machine']}",
+        f"- {results['episodes_per_task']} episodes per task, held-out seeds {results['seeds'][0]}..{results['seeds'][-1]}, "
+        f"max {results['max_steps']} control steps",
+        "",
+        "| row | " + " | ".join(tasks) + " | average | s/episode |",
+        "|---|" + "---|" * (len(tasks) + 2),
+    ]
+    for name, r in rows.items():
+        cells = " | ".join(f"{r['per_task'][t]:.2f}" for t in tasks)
+        lines.append(f"| {r.get('label', name)} | {cells} | **{r['average']:.2f}** | {r['wall_s_per_episode']:.1f} |")
+    lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
+              f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
+              f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]
+    lat = {n: r for n, r in rows.items() if "control_step_ms_p50" in r}
+    if lat:
+        lines += ["", "| row | control step p50 ms | p95 ms |", "|---|---|---|"]
+        for n, r in lat.items():
+            lines.append(f"| {n} | {r['control_step_ms_p50']:.1f} | {r['control_step_ms_p95']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out: Path) -> None:
+    from sof_ros.learn.reports import success_bars
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(markdown(results))
+    success_bars(results["rows"], out.with_suffix(".png"),
+                 f"MetaWorld success, {results['episodes_per_task']} held-out seeds per task")
+
+
+def main(argv=None):
+    def body():
+        p = argparse.ArgumentParser(description=__doc__)
+        p.add_argument("--checkpoint", default="models/sof_metaworld", help="trained checkpoint directory")
+        p.add_argument("--config", help="YAML config (eval section)")
+        p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROW_LABELS)}")
+        p.add_argument("--tasks", nargs="+")
+        p.add_argument("--episodes", type=int, help="episodes (held-out seeds) per task")
+        p.add_argument("--first-seed", type=int)
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--replan-every", type=int)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--out", default="benchmarks/results/metaworld.json")
+        a = p.parse_args(argv)
+        cfg = load_config(a.config)
+        e = cfg.eval
+        results = evaluate(a.checkpoint, a.rows or e.rows, a.tasks or e.tasks, a.episodes or e.episodes_per_task,
+                           e.first_seed if a.first_seed is None else a.first_seed, a.max_steps or e.max_steps,
+                           cfg.sim, a.device, a.replan_every)
+        results = {"command": command_line(), "commit": git_commit(), "machine": machine(), **results}
+        write_results(results, Path(a.out))
+        print(markdown(results))
+        print(f"results: {a.out} (+ .md, .png)")
+
+    run_cli(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training data, training loops and reports for the three SOF stages (pure PyTorch)."""

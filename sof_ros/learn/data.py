@@ -1,0 +1,124 @@
+"""Episodes -> training tensors at the working resolution.
+
+Frames and flows of all episodes are concatenated once, with H padding steps after every episode,
+so a skill segment starting anywhere is a contiguous slice (no per-sample copies, little memory).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sof_ros.config import SkillConfig
+from sof_ros.data.dataset import Dataset
+from sof_ros.errors import DatasetError
+
+
+def resize_rgb(rgb: np.ndarray, res: int) -> np.ndarray:
+    """(..., H, W, 3) uint8 -> (..., res, res, 3)."""
+    if rgb.shape[-3:-1] == (res, res):
+        return rgb
+    flat = rgb.reshape(-1, *rgb.shape[-3:])
+    out = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in flat])
+    return out.reshape(*rgb.shape[:-3], res, res, 3)
+
+
+def resize_flow(flow: np.ndarray, res: int) -> np.ndarray:
+    """(..., H, W, 2) pixels -> (..., res, res, 2) in pixels of the working resolution."""
+    h, w = flow.shape[-3:-1]
+    flat = flow.reshape(-1, h, w, 2).astype(np.float32)
+    out = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in flat])
+    out[..., 0] *= res / w
+    out[..., 1] *= res / h
+    return out.reshape(*flow.shape[:-3], res, res, 2)
+
+
+@dataclass
+class EpisodeMeta:
+    task: str
+    instruction: str
+    length: int  # frames
+    in_d_act: bool
+    is_val: bool
+    start: int  # offset of frame 0 in the concatenated arrays
+
+
+class SegmentData:
+    """All frames/flows/actions of a dataset, indexed by (episode, t)."""
+
+    def __init__(self, root: str, cfg: SkillConfig, flow_name: str = "dis", val_fraction: float = 0.1,
+                 progress: bool = True, with_actions: bool = True):
+        ds = Dataset(root)
+        infos = ds.episodes()
+        if not infos:
+            raise DatasetError(f"{root} holds no episodes; run sof-collect first")
+        self.cfg = cfg
+        h = cfg.segment
+        by_task: dict[str, list] = {}
+        for info in infos:
+            by_task.setdefault(info.task, []).append(info)
+        val = set()
+        for task_infos in by_task.values():  # hold out the last non-D_act episodes of every task
+            candidates = [i.index for i in task_infos if not i.in_d_act]
+            n_val = max(1, int(round(val_fraction * len(task_infos)))) if len(candidates) > 1 else 0
+            val.update(candidates[len(candidates) - n_val:])
+        rgb, flow, act, prop, self.episodes = [], [], [], [], []
+        start = 0
+        flow_key = f"flow/{flow_name}"
+        for info in tqdm(infos, desc="load episodes", disable=not progress):
+            keys = ("rgb", flow_key) + (("ee_pos", "gripper") if True else ())
+            try:
+                arr = ds.load(info.path, keys)
+            except DatasetError as exc:
+                raise DatasetError(f"{exc}; training needs flow (`sof-flow {root} --estimator {flow_name}`) "
+                                   "and proprioception (simulated or robot episodes)") from None
+            t = arr["rgb"].shape[0]
+            rgb.append(resize_rgb(arr["rgb"], cfg.image_res))
+            rgb.append(np.repeat(rgb[-1][-1:], h, 0))
+            f = resize_flow(arr[flow_key], cfg.flow_res)
+            flow.append(np.concatenate([f, np.zeros((h + 1,) + f.shape[1:], np.float32)]))
+            p = np.concatenate([arr["ee_pos"], arr["gripper"][:, None]], 1).astype(np.float32)
+            prop.append(np.concatenate([p, np.repeat(p[-1:], h, 0)]))
+            a = np.zeros((t - 1 + h + 1, 4), np.float32)
+            if with_actions and info.in_d_act:
+                acts = ds.load_actions(info.path)
+                a[: t - 1] = acts
+                a[t - 1:, 3] = acts[-1, 3]  # hold the gripper, stop moving
+            act.append(a)
+            self.episodes.append(EpisodeMeta(info.task, info.instruction, t, info.in_d_act,
+                                             info.index in val, start))
+            start += t + h
+        self.rgb = torch.from_numpy(np.concatenate(rgb))
+        self.flow = torch.from_numpy(np.concatenate(flow))
+        self.actions = torch.from_numpy(np.concatenate(act))
+        self.proprio = torch.from_numpy(np.concatenate(prop))
+        self.instructions = sorted({e.instruction for e in self.episodes})
+        self.tokens: torch.Tensor | None = None  # (N_frames_total, n_tokens) filled after stage 1
+
+    def starts(self, split: str = "train", d_act_only: bool = False, d_act_per_task: int | None = None) -> np.ndarray:
+        """Global frame offsets of every valid segment start (t < T-1) in a split."""
+        out, per_task = [], {}
+        for e in self.episodes:
+            if (split == "train") == e.is_val:
+                continue
+            if d_act_only:
+                if not e.in_d_act:
+                    continue
+                per_task[e.task] = per_task.get(e.task, 0) + 1
+                if d_act_per_task is not None and per_task[e.task] > d_act_per_task:
+                    continue
+            out.append(np.arange(e.start, e.start + e.length - 1))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def instruction_index(self) -> np.ndarray:
+        idx = np.zeros(len(self.rgb), np.int64)
+        for e in self.episodes:
+            idx[e.start: e.start + e.length + self.cfg.segment] = self.instructions.index(e.instruction)
+        return idx
+
+    def segment(self, starts: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        idx = starts[:, None] + torch.arange(self.cfg.segment)[None]
+        return source[idx]

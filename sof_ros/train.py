@@ -1,0 +1,315 @@
+"""`sof-train`: the three SOF stages (and the Skill2Action / BC comparisons) from one config.
+
+    sof-train --config config/metaworld.yaml                 # everything
+    sof-train --config config/metaworld.yaml --stage policy  # one stage (earlier ones must exist)
+    torchrun --nproc_per_node 2 -m sof_ros.train --config ...   # DDP, gloo on CPU / nccl on CUDA
+
+Outputs in train.out: config.yaml, <stage>.pt weights (load with weights_only=True),
+instructions.pt (cached instruction embeddings), metrics.json and plots/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from sof_ros.config import SofConfig, load_config, to_dict
+from sof_ros.errors import SofError, run_cli
+from sof_ros.flow2action.learned import BCNet, Flow2ActionNet, Skill2ActionNet
+from sof_ros.learn import reports  # noqa: F401 (imported lazily below would hide errors)
+from sof_ros.learn.data import SegmentData
+from sof_ros.learn.loop import fit, init_distributed, is_main
+from sof_ros.policy.model import SkillPolicy
+from sof_ros.skills.model import SkillAutoencoder, codebook_usage, epe
+from sof_ros.text import InstructionEncoder
+
+STAGES = ("skill", "policy", "f2a", "skill2action", "bc")
+
+
+def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
+    skill = SkillAutoencoder(cfg.skill)
+    n = skill.codebook_size
+    return {
+        "skill": skill,
+        "policy": SkillPolicy(cfg.policy, cfg.skill, n),
+        "f2a": Flow2ActionNet(cfg.f2a, cfg.skill),
+        "skill2action": Skill2ActionNet(cfg.f2a, cfg.skill, n),
+        "bc": BCNet(cfg.f2a, cfg.skill, cfg.policy.text_dim),
+    }
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def load_weights(model: torch.nn.Module, path: Path, device: str = "cpu") -> torch.nn.Module:
+    if not path.is_file():
+        raise SofError(f"{path} is missing; train that stage first (sof-train --stage {path.stem})")
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+class Trainer:
+    def __init__(self, cfg: SofConfig, device: str = "cpu", progress: bool = True):
+        self.cfg = cfg
+        self.device = init_distributed(device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SofError("--device cuda requested but no CUDA device is available; use --device cpu")
+        torch.set_num_threads(cfg.train.num_threads)
+        self.progress = progress
+        self.out = Path(cfg.train.out)
+        self.plots = self.out / "plots"
+        if is_main():
+            self.plots.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        self.rng = np.random.default_rng(cfg.train.seed + rank)
+        torch.manual_seed(cfg.train.seed)  # same init on every rank; DDP also broadcasts
+        self.data = SegmentData(cfg.train.dataset, cfg.skill, val_fraction=cfg.train.val_fraction,
+                                progress=progress and is_main())
+        self.models = build_models(cfg)
+        for m in self.models.values():
+            m.to(self.device)
+        encoder = InstructionEncoder()
+        self.text = torch.from_numpy(np.stack([encoder(i) for i in self.data.instructions]))
+        self.instr_idx = torch.from_numpy(self.data.instruction_index())
+        if is_main():
+            torch.save({k: torch.from_numpy(v) for k, v in encoder.cache.items()}, self.out / "instructions.pt")
+        self.metrics: dict = {}
+        self.histories: dict[str, list] = {}
+        self.timing: dict[str, float] = {}
+
+    # --- batches --------------------------------------------------------------------------
+    def _batch(self, starts: np.ndarray, size: int | None = None) -> torch.Tensor:
+        if len(starts) == 0:
+            raise SofError("no training samples for this stage: check the dataset split "
+                           "(D_act needs episodes collected with --act-fraction > 0)")
+        pick = self.rng.choice(starts, size=size or self.cfg.train.batch_size)
+        return torch.from_numpy(pick)
+
+    def _to(self, *tensors):
+        return [t.to(self.device) for t in tensors]
+
+    def _fit(self, name, model, loss_fn, steps):
+        t0 = time.time()
+        hist = fit(name, model, loss_fn, steps, self.out, self.cfg.train.lr, self.cfg.train.weight_decay,
+                   self.cfg.train.log_every, self.cfg.train.ckpt_every, self.progress)
+        self.timing[name] = time.time() - t0
+        self.histories[name] = hist
+        if is_main():
+            save_weights(model, self.out / f"{name}.pt")
+        return hist
+
+    # --- stage 1 --------------------------------------------------------------------------
+    def train_skill(self) -> None:
+        d, model = self.data, self.models["skill"]
+        starts = d.starts("train")
+
+        def loss_fn(m, step):
+            s = self._batch(starts)
+            flow, img = self._to(d.segment(s, d.flow), d.rgb[s])
+            rec, _ = m(flow, img)
+            return {"loss": F.smooth_l1_loss(rec, flow), "epe": epe(rec, flow).detach()}
+
+        self._fit("skill", model, loss_fn, self.cfg.train.skill_steps)
+        self.encode_tokens()
+        if is_main():
+            self.report_skill()
+
+    @torch.no_grad()
+    def encode_tokens(self) -> None:
+        """Token ids of the segment starting at every frame (targets for stage 2)."""
+        d, model = self.data, self.models["skill"].eval()
+        all_starts = torch.arange(len(d.rgb) - self.cfg.skill.segment)
+        ids = []
+        for chunk in all_starts.split(512):
+            ids.append(model.encode(d.segment(chunk, d.flow).to(self.device))[1].cpu())
+        pad = torch.zeros(self.cfg.skill.segment, ids[0].shape[1], dtype=torch.long)
+        d.tokens = torch.cat(ids + [pad])
+
+    @torch.no_grad()
+    def report_skill(self) -> None:
+        d, model = self.data, self.models["skill"]
+        val = d.starts("val")
+        if len(val) == 0:
+            val = d.starts("train")
+        s = torch.from_numpy(val[:: max(1, len(val) // 512)])
+        flow, img = self._to(d.segment(s, d.flow), d.rgb[s])
+        rec, ids = model(flow, img)
+        moving = flow.norm(dim=-1) > 0.25
+        usage = codebook_usage(d.tokens[torch.from_numpy(d.starts("train"))], model.codebook_size)
+        self.metrics["skill"] = {
+            "val_epe_px_working": float(epe(rec, flow)),
+            "val_epe_px_image": float(epe(rec, flow)) * 128 / self.cfg.skill.flow_res,
+            "val_epe_moving_px_working": float((rec - flow).norm(dim=-1)[moving].mean()) if moving.any() else None,
+            "zero_flow_epe_moving_px_working": float(flow.norm(dim=-1)[moving].mean()) if moving.any() else None,
+            "codebook_size": model.codebook_size, **{f"train_{k}": v for k, v in usage.items()},
+        }
+        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
+        reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
+                                     rec[energetic].cpu().numpy(), self.plots / "skill_reconstructions.png")
+        reports.token_usage(d.tokens[torch.from_numpy(d.starts("train"))].numpy(), model.codebook_size,
+                            self.plots / "skill_token_usage.png")
+        timelines = [(f"{e.task} (held out)", d.tokens[e.start: e.start + e.length - 1, 0].numpy())
+                     for e in d.episodes if e.is_val]
+        reports.token_timelines(timelines[:24], model.codebook_size, self.plots / "skill_token_timelines.png")
+        self.metrics["skill"]["token_sharing"] = token_sharing(d)
+
+    # --- stage 2 --------------------------------------------------------------------------
+    def train_policy(self) -> None:
+        d, model = self.data, self.models["policy"]
+        self._ensure_tokens()
+        starts = d.starts("train")
+
+        def loss_fn(m, step):
+            s = self._batch(starts)
+            img, text, tok = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s])
+            logits = m(img, text, tok)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
+            return {"loss": loss, "acc": (logits.argmax(-1) == tok).float().mean().detach()}
+
+        self._fit("policy", model, loss_fn, self.cfg.train.policy_steps)
+        if is_main():
+            self.report_policy()
+
+    @torch.no_grad()
+    def report_policy(self) -> None:
+        d, policy, skill = self.data, self.models["policy"], self.models["skill"]
+        val = d.starts("val")
+        if len(val) == 0:
+            return
+        s = torch.from_numpy(val[:: max(1, len(val) // 256)])
+        img, text, tok, flow = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s], d.segment(s, d.flow))
+        pred = policy.generate(img, text)
+        plan = skill.decode_ids(pred, img)
+        self.metrics["policy"] = {
+            "val_token_accuracy": float((pred == tok).float().mean()),
+            "val_first_token_accuracy": float((pred[:, 0] == tok[:, 0]).float().mean()),
+            "val_plan_epe_px_working": float(epe(plan, flow)),
+            "val_autoencoder_epe_px_working": float(epe(skill.decode_ids(tok, img), flow)),
+            "val_zero_plan_epe_px_working": float(flow.norm(dim=-1).mean()),
+        }
+        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
+        reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
+                                     plan[energetic].cpu().numpy(), self.plots / "policy_flow_plans.png",
+                                     title="real future flow (top) vs flow plan from predicted tokens (bottom)")
+
+    # --- stage 3 and comparisons ------------------------------------------------------------
+    def _ensure_tokens(self):
+        if self.data.tokens is None:
+            load_weights(self.models["skill"], self.out / "skill.pt", self.device)
+            self.encode_tokens()
+
+    def _action_stage(self, name: str, forward) -> None:
+        d = self.data
+        self._ensure_tokens()
+        per_task = self.cfg.f2a.d_act_episodes_per_task
+        starts = d.starts("train", d_act_only=True, d_act_per_task=per_task)
+        skill = self.models["skill"].eval()
+        for p in skill.parameters():
+            p.requires_grad_(False)
+
+        def loss_fn(m, step):
+            s = self._batch(starts)
+            img, prop, act, tok = self._to(d.rgb[s], d.proprio[s], d.segment(s, d.actions), d.tokens[s])
+            pred = forward(m, s, img, prop, tok)
+            return {"loss": F.mse_loss(pred, act)}
+
+        self._fit(name, self.models[name], loss_fn, self.cfg.train.baseline_steps if name != "f2a"
+                  else self.cfg.train.f2a_steps)
+        self.metrics.setdefault("actions", {})[name] = {"train_samples": int(len(starts)),
+                                                         "d_act_episodes_per_task": per_task}
+
+    def train_f2a(self) -> None:
+        skill = self.models["skill"]
+
+        def forward(m, s, img, prop, tok):
+            with torch.no_grad():  # the decoder's flow, as at run time (not the raw flow)
+                plan = skill.decode_ids(tok, img)
+            return m(plan, img, prop)
+
+        self._action_stage("f2a", forward)
+
+    def train_skill2action(self) -> None:
+        self._action_stage("skill2action", lambda m, s, img, prop, tok: m(tok, img, prop))
+
+    def train_bc(self) -> None:
+        text = self.text
+
+        def forward(m, s, img, prop, tok):
+            return m(text[self.instr_idx[s]].to(self.device), img, prop)
+
+        self._action_stage("bc", forward)
+
+    def finish(self) -> None:
+        if not is_main():
+            return
+        old = {}
+        mpath = self.out / "metrics.json"
+        if mpath.exists():
+            old = json.loads(mpath.read_text())
+        old.update(self.metrics)
+        old.setdefault("train_seconds", {}).update({k: round(v, 1) for k, v in self.timing.items()})
+        mpath.write_text(json.dumps(old, indent=2))
+        hist = {}
+        for name in STAGES:
+            hp = self.out / f"{name}_history.json"
+            if hp.exists():
+                hist[name] = json.loads(hp.read_text())
+        reports.loss_curves(hist, self.plots / "loss_curves.png")
+
+
+def token_sharing(d: SegmentData) -> dict:
+    """How many first-token ids appear in more than one task (shared motion primitives)."""
+    tasks_per_token: dict[int, set] = {}
+    for e in d.episodes:
+        for t in d.tokens[e.start: e.start + e.length - 1, 0].tolist():
+            tasks_per_token.setdefault(t, set()).add(e.task)
+    shared = [t for t, tasks in tasks_per_token.items() if len(tasks) > 1]
+    return {"first_token_ids_used": len(tasks_per_token), "shared_across_tasks": len(shared)}
+
+
+def train(cfg: SofConfig, stages=STAGES, device: str = "cpu", progress: bool = True) -> Trainer:
+    trainer = Trainer(cfg, device, progress)
+    for stage in stages:
+        getattr(trainer, f"train_{stage}")()
+    trainer.finish()
+    return trainer
+
+
+def main(argv=None):
+    def body():
+        p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", help="YAML config (see config/metaworld.yaml)")
+        p.add_argument("--stage", default="all", choices=("all",) + STAGES)
+        p.add_argument("--dataset", help="override train.dataset")
+        p.add_argument("--out", help="override train.out")
+        p.add_argument("--device", help="cpu | cuda | cuda:N (override train.device)")
+        a = p.parse_args(argv)
+        cfg = load_config(a.config)
+        if a.dataset:
+            cfg.train.dataset = a.dataset
+        if a.out:
+            cfg.train.out = a.out
+        device = a.device or cfg.train.device
+        t0 = time.time()
+        trainer = train(cfg, STAGES if a.stage == "all" else (a.stage,), device)
+        if is_main():
+            print(json.dumps(trainer.metrics, indent=2))
+            print(f"trained {a.stage} in {time.time() - t0:.0f} s -> {cfg.train.out}")
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+    run_cli(body)
+
+
+if __name__ == "__main__":
+    main()
