@@ -1,0 +1,1 @@
+"""Benchmarks behind `sof-bench <name>`; each writes results with command, commit and machine."""
