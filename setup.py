@@ -30,6 +30,8 @@ setup(
             "sof-import-videos = sof_ros.data.video_import:main",
             "sof-flow = sof_ros.flow.extract:main",
             "sof-bench = sof_ros.bench.cli:main",
+            "sof-train = sof_ros.train:main",
+            "sof-eval = sof_ros.eval:main",
             "sof-demo = sof_ros.demo:main",
         ],
     },

@@ -147,7 +147,7 @@ class Trainer:
         usage = codebook_usage(d.tokens[torch.from_numpy(d.starts("train"))], model.codebook_size)
         self.metrics["skill"] = {
             "val_epe_px_working": float(epe(rec, flow)),
-            "val_epe_px_image": float(epe(rec, flow)) * 128 / self.cfg.skill.flow_res,
+            "val_epe_px_image": float(epe(rec, flow)) * d.source_width / self.cfg.skill.flow_res,
             "val_epe_moving_px_working": float((rec - flow).norm(dim=-1)[moving].mean()) if moving.any() else None,
             "zero_flow_epe_moving_px_working": float(flow.norm(dim=-1)[moving].mean()) if moving.any() else None,
             "codebook_size": model.codebook_size, **{f"train_{k}": v for k, v in usage.items()},
@@ -157,8 +157,9 @@ class Trainer:
                                      rec[energetic].cpu().numpy(), self.plots / "skill_reconstructions.png")
         reports.token_usage(d.tokens[torch.from_numpy(d.starts("train"))].numpy(), model.codebook_size,
                             self.plots / "skill_token_usage.png")
-        timelines = [(f"{e.task} (held out)", d.tokens[e.start: e.start + e.length - 1, 0].numpy())
-                     for e in d.episodes if e.is_val]
+        shown = [e for e in d.episodes if e.is_val] or d.episodes  # no val split: show training episodes
+        timelines = [(f"{e.task} ({'held out' if e.is_val else 'train'})",
+                      d.tokens[e.start: e.start + e.length - 1, 0].numpy()) for e in shown]
         reports.token_timelines(timelines[:24], model.codebook_size, self.plots / "skill_token_timelines.png")
         self.metrics["skill"]["token_sharing"] = token_sharing(d)
 
@@ -182,20 +183,20 @@ class Trainer:
     @torch.no_grad()
     def report_policy(self) -> None:
         d, policy, skill = self.data, self.models["policy"], self.models["skill"]
-        val = d.starts("val")
-        if len(val) == 0:
-            return
+        split, val = "val", d.starts("val")
+        if len(val) == 0:  # no held-out episodes (tiny configs): report on training segments, say so
+            split, val = "train", d.starts("train")
         s = torch.from_numpy(val[:: max(1, len(val) // 256)])
         img, text, tok, flow = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s], d.segment(s, d.flow))
         pred = policy.generate(img, text)
         plan = skill.decode_ids(pred, img)
-        self.metrics["policy"] = {
-            "val_token_accuracy": float((pred == tok).float().mean()),
-            "val_first_token_accuracy": float((pred[:, 0] == tok[:, 0]).float().mean()),
-            "val_plan_epe_px_working": float(epe(plan, flow)),
-            "val_autoencoder_epe_px_working": float(epe(skill.decode_ids(tok, img), flow)),
-            "val_zero_plan_epe_px_working": float(flow.norm(dim=-1).mean()),
-        }
+        self.metrics["policy"] = {f"{split}_{k}": v for k, v in {
+            "token_accuracy": float((pred == tok).float().mean()),
+            "first_token_accuracy": float((pred[:, 0] == tok[:, 0]).float().mean()),
+            "plan_epe_px_working": float(epe(plan, flow)),
+            "autoencoder_epe_px_working": float(epe(skill.decode_ids(tok, img), flow)),
+            "zero_plan_epe_px_working": float(flow.norm(dim=-1).mean()),
+        }.items()}
         energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
         reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
                                      plan[energetic].cpu().numpy(), self.plots / "policy_flow_plans.png",

@@ -69,13 +69,14 @@ class SegmentData:
         start = 0
         flow_key = f"flow/{flow_name}"
         for info in tqdm(infos, desc="load episodes", disable=not progress):
-            keys = ("rgb", flow_key) + (("ee_pos", "gripper") if True else ())
+            keys = ("rgb", flow_key, "ee_pos", "gripper")
             try:
                 arr = ds.load(info.path, keys)
             except DatasetError as exc:
                 raise DatasetError(f"{exc}; training needs flow (`sof-flow {root} --estimator {flow_name}`) "
                                    "and proprioception (simulated or robot episodes)") from None
             t = arr["rgb"].shape[0]
+            self.source_width = int(arr["rgb"].shape[2])  # image px per working px = source_width / flow_res
             rgb.append(resize_rgb(arr["rgb"], cfg.image_res))
             rgb.append(np.repeat(rgb[-1][-1:], h, 0))
             f = resize_flow(arr[flow_key], cfg.flow_res)
