@@ -199,12 +199,13 @@ def main(argv=None):
                        help="processes running (row, task) jobs in parallel, one thread each")
         p.add_argument("--out", default="benchmarks/results/metaworld.json")
         a = p.parse_args(argv)
+        provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         cfg = load_config(a.config)
         e = cfg.eval
         results = evaluate(a.checkpoint, a.rows or e.rows, a.tasks or e.tasks, a.episodes or e.episodes_per_task,
                            e.first_seed if a.first_seed is None else a.first_seed, a.max_steps or e.max_steps,
                            cfg.sim, a.device, a.replan_every, workers=a.workers)
-        results = {"command": command_line(), "commit": git_commit(), "machine": machine(), **results}
+        results = {**provenance, **results}
         write_results(results, Path(a.out))
         print(markdown(results))
         print(f"results: {a.out} (+ .md, .png)")
