@@ -1,9 +1,20 @@
 """ament_python package definition; also installs with plain pip into a venv."""
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "sof_ros"
+
+
+def model_files():
+    """Shipped checkpoints keep their folder layout under share/sof_ros/models (weights, configs,
+    metrics, plots); resume state (*.ckpt) is not installed."""
+    out = {}
+    for path in sorted(glob("models/**/*", recursive=True)):
+        if os.path.isfile(path) and not path.endswith(".ckpt"):
+            out.setdefault(os.path.join("share", PACKAGE, os.path.dirname(path)), []).append(path)
+    return sorted(out.items())
 
 setup(
     name=PACKAGE,
@@ -14,9 +25,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        ("share/" + PACKAGE + "/models", glob("models/*")),
-    ],
-    package_data={PACKAGE: ["py.typed"]},
+    ] + model_files(),
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="sof_ros maintainers",

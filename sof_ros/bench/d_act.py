@@ -29,6 +29,7 @@ def main(argv=None):
     p.add_argument("--work", default="runs/d_act")
     p.add_argument("--out", default="benchmarks/results/d_act.json")
     a = p.parse_args(argv)
+    provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
     ckpt = Path(a.checkpoint)
     base = from_dict(yaml.safe_load((ckpt / "config.yaml").read_text()))
     tasks = a.tasks or base.eval.tasks
@@ -48,7 +49,7 @@ def main(argv=None):
         rows[f"d_act_{n}"] = {**res["rows"]["sof"], "label": f"SOF, {n} action-labelled episodes per task"}
         print(f"D_act={n}: average success {rows[f'd_act_{n}']['average']:.2f}")
     out = Path(a.out)
-    result = {"command": command_line(), "commit": git_commit(), "machine": machine(),
+    result = {**provenance,
               "episodes_per_task": a.episodes, "seeds": res["seeds"], "rows": rows}
     out.write_text(json.dumps(result, indent=2))
     success_bars(rows, out.with_suffix(".png"), "learned Flow2Action vs size of D_act (episodes per task)")

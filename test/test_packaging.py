@@ -1,0 +1,53 @@
+"""The ament_python package installs what a workstation needs: launch files, configs, the shipped
+checkpoint (as regular files, which colcon requires), and a format-3 package.xml."""
+import runpy
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import setuptools
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_kwargs(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: seen.update(kw))
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(str(ROOT / "setup.py"))
+    return seen
+
+
+def test_data_files_are_regular_files_and_cover_launch_config_models(monkeypatch):
+    kw = setup_kwargs(monkeypatch)
+    installed = {}
+    for dest, files in kw["data_files"]:
+        for f in files:
+            assert (ROOT / f).is_file(), f"data_files lists {f}, which is not a regular file"
+            installed[f] = dest
+    for launch in ("sof_panda", "sof_sawyer", "sof_sim"):
+        assert installed.get(f"launch/{launch}.launch.py") == "share/sof_ros/launch"
+    for cfg in ("config/metaworld.yaml", "config/panda.yaml", "config/sawyer.yaml", "config/sim.yaml",
+                "config/sof.rviz"):
+        assert installed.get(cfg) == "share/sof_ros/config", cfg
+    for name in ("skill.pt", "policy.pt", "f2a.pt", "config.yaml", "instructions.pt"):
+        assert installed.get(f"models/sof_metaworld/{name}") == "share/sof_ros/models/sof_metaworld", name
+    assert not any(f.endswith(".ckpt") for f in installed)
+
+
+def test_console_scripts_resolve(monkeypatch):
+    import importlib
+
+    kw = setup_kwargs(monkeypatch)
+    for entry in kw["entry_points"]["console_scripts"]:
+        name, target = (s.strip() for s in entry.split("="))
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), entry
+
+
+def test_package_xml_format_3():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "sof_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs"} <= deps
