@@ -122,6 +122,11 @@ class SofAgent:
             actions = self.models["skill2action"](tokens, img, self._proprio(obs))[0].cpu().numpy()
         return FlowPlan(tokens[0].cpu().numpy().astype(np.int64), flow[0].cpu().numpy(), size, actions)
 
+    def reset(self) -> None:
+        """Start of an episode or a new instruction: forget state carried between plans."""
+        if self.geometric is not None:
+            self.geometric.reset()
+
     def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
         if plan.actions is not None:
             j = min(max(int(step_in_plan), 0), len(plan.actions) - 1)

@@ -38,6 +38,8 @@ def rollout(arm, seed: int, max_steps: int, agent=None, expert=None, instruction
     from sof_ros.agent import agent_input
 
     obs = arm.reset(seed)
+    if agent is not None:
+        agent.reset()
     latencies, plan_latencies, plan = [], [], None
     k = agent.replan_every if agent is not None else 1
     for step in range(max_steps):
