@@ -42,6 +42,13 @@ setup(
             "sof-train = sof_ros.train:main",
             "sof-eval = sof_ros.eval:main",
             "sof-demo = sof_ros.demo:main",
+            "sof-bringup = sof_ros.ros.bringup:main",
+            # the node executables the launch files start (sof_ros.ros.graph.console_scripts())
+            "sof-sim-bridge = sof_ros.ros.sim_bridge_node:main",
+            "sof-camera-node = sof_ros.ros.camera_node:main",
+            "sof-policy-node = sof_ros.ros.policy_node:main",
+            "sof-flow2action-node = sof_ros.ros.flow2action_node:main",
+            "sof-recorder-node = sof_ros.ros.recorder_node:main",
         ],
     },
 )

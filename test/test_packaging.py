@@ -44,6 +44,14 @@ def test_console_scripts_resolve(monkeypatch):
         assert callable(getattr(importlib.import_module(module), func)), entry
 
 
+def test_launch_executables_are_installed(monkeypatch):
+    """The launch files start nodes by executable name: each must be a console script."""
+    from sof_ros.ros import graph
+
+    scripts = set(setup_kwargs(monkeypatch)["entry_points"]["console_scripts"])
+    assert set(graph.console_scripts()) <= scripts
+
+
 def test_package_xml_format_3():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.tag == "package" and root.get("format") == "3"

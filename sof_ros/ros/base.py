@@ -1,0 +1,272 @@
+"""Shared node plumbing: parameter declaration from the params dataclasses, QoS profiles, reason
+logging, agent loading, frame synchronisation and the `main()` runner."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from sof_ros.errors import SofError
+from sof_ros.ros import params as P
+
+
+# --- parameters ---------------------------------------------------------------------------------
+def declare_params(node: Node, cls: type):
+    """Declare every field of a params dataclass as a ROS parameter (with its description), apply
+    overrides from --params-file / parameter_overrides, and return the filled dataclass.
+
+    robot.name is declared first; its profile supplies the defaults of the other robot.* fields."""
+    fields = list(P.iter_fields(cls))
+    values: dict[str, Any] = {}
+    profile_defaults: dict[str, Any] = {}
+    order = sorted(fields, key=lambda nf: 0 if nf[0].endswith("robot.name") else 1)
+    for name, f in order:
+        kind = P.field_kind(f)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if name in profile_defaults:
+            default = profile_defaults[name]
+        desc = ParameterDescriptor(
+            description=f.metadata.get("help", ""), read_only=True,
+            # YAML writes 10 for 10.0; accept ints for float parameters and convert below
+            dynamic_typing=kind in ("float", "list[float]"))
+        value = node.declare_parameter(name, default, desc).value
+        values[name] = _coerce(name, kind, value)
+        if name.endswith("robot.name"):
+            prefix = name[: -len("name")]
+            try:
+                prof = P.RobotParams.profile(values[name])
+            except ValueError as exc:
+                raise SofError(f"parameter {name}: {exc}") from None
+            profile_defaults.update({prefix + k: v for k, v in P.flatten(dataclasses.asdict(prof)).items()})
+    return P.build(cls, values)
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    try:
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind == "list[float]":
+            return [float(v) for v in value]
+        if kind == "list[str]":
+            return [str(v) for v in value]
+        if kind == "int" and not isinstance(value, bool):
+            return int(value)
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "str" and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise SofError(f"parameter {name} must be {kind}, got {value!r}")
+
+
+# --- QoS ------------------------------------------------------------------------------------------
+def sensor_qos(depth: int = 2) -> QoSProfile:
+    """Camera frames, depth, camera_info, joint states: best effort, keep last (drop, never queue)."""
+    return QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                      depth=max(1, depth), durability=DurabilityPolicy.VOLATILE)
+
+
+def command_qos(depth: int = 10) -> QoSProfile:
+    """Commands and plans: reliable."""
+    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      depth=max(1, depth), durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """State a late joiner must see (instruction, e-stop, camera pose, success): reliable, transient local."""
+    return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+# --- node base ------------------------------------------------------------------------------------
+class SofNode(Node):
+    """rclpy Node + typed parameters + reason logging. Subclasses set PARAMS and DEFAULT_NAME."""
+
+    PARAMS: type = object
+    DEFAULT_NAME = "sof_node"
+
+    def __init__(self, node_name: str | None = None, **kwargs):
+        super().__init__(node_name or self.DEFAULT_NAME, **kwargs)
+        self.p = declare_params(self, self.PARAMS)
+        self._last_reason: dict[tuple[str, str], float] = {}
+
+    def now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def log_reason(self, channel: str, reason: str, level: str = "info", every_s: float = 5.0) -> None:
+        """Log `reason` on `channel` when its kind (the text before the first ':') is new, then at
+        most every `every_s` while it recurs -- alternating reasons, or reasons carrying changing
+        numbers ('stale frame: age 0.61 s'), are logged once per period, not at the control rate."""
+        now = time.monotonic()
+        key = (channel, reason.split(":")[0])
+        last = self._last_reason.get(key)
+        if last is not None and now - last < every_s:
+            return
+        self._last_reason[key] = now
+        if len(self._last_reason) > 512:
+            for k in sorted(self._last_reason, key=self._last_reason.get)[:256]:
+                del self._last_reason[k]
+        text, log = f"[{channel}] {reason}", self.get_logger()
+        # one call site per severity: rclpy refuses a call site whose severity changes between calls
+        if level == "debug":
+            log.debug(text)
+        elif level == "info":
+            log.info(text)
+        elif level == "warning":
+            log.warning(text)
+        else:
+            log.error(text)
+
+    def close(self) -> None:
+        """Release non-ROS resources (files, devices, simulators). Safe to call twice."""
+
+
+# --- agent ----------------------------------------------------------------------------------------
+def load_agent(ap: P.AgentParams):
+    """Import agent_class and call its load(checkpoint, device=, flow2action=)."""
+    if ap.torch_threads > 0:
+        try:
+            import torch
+
+            torch.set_num_threads(ap.torch_threads)
+        except ImportError:
+            pass
+    mod_name, _, cls_name = ap.agent_class.partition(":")
+    if not cls_name:
+        raise SofError(f"agent.agent_class must be 'module:Class', got '{ap.agent_class}'")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise SofError(f"cannot import agent class '{ap.agent_class}': {exc}") from None
+    if ap.flow2action not in ("learned", "learning_free"):
+        raise SofError(f"agent.flow2action must be learned | learning_free, got '{ap.flow2action}'")
+    if not os.path.exists(ap.checkpoint) and ap.agent_class == "sof_ros.agent:SofAgent":
+        raise SofError(f"checkpoint '{ap.checkpoint}' does not exist; train one or set agent.checkpoint "
+                       f"(absolute path, or relative to the working directory {os.getcwd()})")
+    return cls.load(ap.checkpoint, device=ap.device, flow2action=ap.flow2action)
+
+
+def agent_types(agent) -> tuple[type, type]:
+    """(AgentInput, FlowPlan) for `agent`: the dataclasses of the module that defines the agent's
+    class (sof_ros.agent for SofAgent; a test double's own module in tests)."""
+    mod = sys.modules.get(type(agent).__module__)
+    if mod is not None and hasattr(mod, "AgentInput") and hasattr(mod, "FlowPlan"):
+        return mod.AgentInput, mod.FlowPlan
+    from sof_ros import agent as agent_mod
+
+    return agent_mod.AgentInput, agent_mod.FlowPlan
+
+
+def make_agent_input(cls: type, rgb, depth=None, seg=None, intrinsics=None, cam_pose=None, ee_pos=None, **extra):
+    """Build an AgentInput; extra fields (e.g. gripper) are passed only if the class has them."""
+    kwargs = dict(rgb=rgb, depth=depth, seg=seg, intrinsics=intrinsics, cam_pose=cam_pose, ee_pos=ee_pos)
+    names = getattr(cls, "__dataclass_fields__", {})
+    kwargs.update({k: v for k, v in extra.items() if k in names and v is not None})
+    return cls(**kwargs)
+
+
+# --- frame synchronisation ------------------------------------------------------------------------
+@dataclass
+class Frame:
+    stamp_ns: int
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    frame_id: str = ""
+
+
+@dataclass
+class FrameSync:
+    """Pairs colour and depth images by exact stamp (the camera node stamps both with the capture
+    time). With `use_depth` False, every colour image is a frame on its own."""
+
+    use_depth: bool = True
+    keep: int = 8
+    _rgb: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict)
+    _depth: dict[int, np.ndarray] = field(default_factory=dict)
+    _done: int = -1
+
+    def add_rgb(self, stamp_ns: int, rgb: np.ndarray, frame_id: str = "") -> Frame | None:
+        if stamp_ns <= self._done:
+            return None
+        if not self.use_depth:
+            self._done = stamp_ns
+            return Frame(stamp_ns, rgb, None, frame_id)
+        self._rgb[stamp_ns] = (rgb, frame_id)
+        return self._match(stamp_ns)
+
+    def add_depth(self, stamp_ns: int, depth: np.ndarray) -> Frame | None:
+        if not self.use_depth or stamp_ns <= self._done:
+            return None
+        self._depth[stamp_ns] = depth
+        return self._match(stamp_ns)
+
+    def _match(self, s: int) -> Frame | None:
+        if s in self._rgb and s in self._depth:
+            rgb, fid = self._rgb.pop(s)
+            depth = self._depth.pop(s)
+            self._done = s
+            for d in (self._rgb, self._depth):  # anything older can never complete
+                for k in [k for k in d if k <= s]:
+                    del d[k]
+            return Frame(s, rgb, depth, fid)
+        for d in (self._rgb, self._depth):
+            while len(d) > self.keep:
+                del d[min(d)]
+        return None
+
+
+class PoseCache:
+    """End-effector positions by stamp: the one taken with a frame (same stamp) if it arrived, else
+    the newest."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._by_stamp: dict[int, np.ndarray] = {}
+        self.latest: np.ndarray | None = None
+
+    def add(self, stamp_ns: int, pos: np.ndarray) -> None:
+        self.latest = pos
+        self._by_stamp[stamp_ns] = pos
+        while len(self._by_stamp) > self.keep:
+            del self._by_stamp[min(self._by_stamp)]
+
+    def at(self, stamp_ns: int) -> np.ndarray | None:
+        return self._by_stamp.get(stamp_ns, self.latest)
+
+
+# --- main -----------------------------------------------------------------------------------------
+def run_node(node_cls: type, args: list[str] | None = None, executor_threads: int = 1) -> int:
+    """Console entry: rclpy.init, construct the node, spin until Ctrl-C / SIGTERM, clean up."""
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = node_cls()
+        ex = MultiThreadedExecutor(num_threads=executor_threads) if executor_threads > 1 else SingleThreadedExecutor()
+        ex.add_node(node)
+        ex.spin()
+    except SofError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

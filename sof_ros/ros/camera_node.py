@@ -1,0 +1,235 @@
+"""Camera node: one place where frames enter the SOF graph, whatever their source.
+
+source = sim        the sim bridge's image / depth / camera_info / camera_pose topics
+source = topic      any ROS camera driver (e.g. realsense2_camera: color/image_raw +
+                    aligned_depth_to_color/image_raw as 16UC1 millimetres + color/camera_info)
+source = realsense  pyrealsense2 directly (colour + depth aligned to colour), imported lazily
+
+Publishes rgb8 frames, 32FC1 depth (metres), the CameraInfo in use, the camera-to-base pose and
+32FC2 optical flow between consecutive published frames. Every output of one frame carries the
+frame's capture stamp (input header stamp; for realsense the host time the frameset arrived), which
+the policy and flow2action nodes copy into plan and command headers so latency is measurable.
+Order: camera_info, depth, image, then flow -- flow never delays the control path.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image
+
+from sof_ros.errors import SofError
+from sof_ros.ros import conversions as cv
+from sof_ros.ros.base import FrameSync, SofNode, latched_qos, run_node, sensor_qos
+from sof_ros.ros.params import CameraNodeParams
+
+SOURCES = ("sim", "topic", "realsense")
+POSE_SOURCES = ("topic", "param", "tf", "none")
+
+
+def make_flow_estimator(name: str):
+    """sof_ros.flow.estimators.make_estimator(name); if that module is not installed, OpenCV DIS."""
+    try:
+        from sof_ros.flow.estimators import make_estimator
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("sof_ros.flow.estimators", "sof_ros.flow"):
+            raise
+        if name != "dis":
+            raise SofError(f"flow estimator '{name}' needs sof_ros.flow.estimators, which is not installed") from None
+        import cv2
+
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+        def estimate(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+            g0 = cv2.cvtColor(f0, cv2.COLOR_RGB2GRAY)
+            g1 = cv2.cvtColor(f1, cv2.COLOR_RGB2GRAY)
+            return dis.calc(g0, g1, None).astype(np.float32)
+
+        return estimate
+    return make_estimator(name)
+
+
+class CameraNode(SofNode):
+    PARAMS = CameraNodeParams
+    DEFAULT_NAME = "sof_camera"
+
+    def __init__(self, node_name: str | None = None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        p: CameraNodeParams = self.p
+        if p.source not in SOURCES:
+            raise SofError(f"source must be one of {SOURCES}, got '{p.source}'")
+        if p.camera_pose_source not in POSE_SOURCES:
+            raise SofError(f"camera_pose_source must be one of {POSE_SOURCES}, got '{p.camera_pose_source}'")
+        sq = sensor_qos(p.qos.sensor_depth)
+        self.pub_image = self.create_publisher(Image, p.image_topic, sq)
+        self.pub_depth = self.create_publisher(Image, p.depth_topic, sq)
+        self.pub_info = self.create_publisher(CameraInfo, p.camera_info_topic, sq)
+        self.pub_flow = self.create_publisher(Image, p.flow_topic, sq)
+        self.pub_pose = self.create_publisher(PoseStamped, p.camera_pose_topic, latched_qos())
+        self._flow = make_flow_estimator(p.flow_estimator) if p.flow_enabled else None
+        self._prev_rgb: np.ndarray | None = None
+        self._last_pub_stamp = -(10**18)
+        self._info: CameraInfo | None = None
+        self._lock = threading.Lock()
+        self.frames_published = 0
+        self._stop = threading.Event()
+        self._rs_thread = None
+        self._tf = None
+
+        if p.source in ("sim", "topic"):
+            self.sync = FrameSync(use_depth=bool(p.depth_in_topic))
+            self.create_subscription(Image, p.image_in_topic, self._on_image, sq)
+            if p.depth_in_topic:
+                self.create_subscription(Image, p.depth_in_topic, self._on_depth, sq)
+            self.create_subscription(CameraInfo, p.camera_info_in_topic, self._on_info, sq)
+        else:
+            self._start_realsense()
+
+        if p.camera_pose_source == "topic":
+            self.create_subscription(PoseStamped, p.camera_pose_in_topic, self.pub_pose.publish, latched_qos())
+        elif p.camera_pose_source == "param":
+            T = cv.xyzquat_to_matrix(p.camera_pose)
+            self.pub_pose.publish(cv.matrix_to_pose_stamped(T, self.now_ns(), p.base_frame))
+        elif p.camera_pose_source == "tf":
+            self._start_tf()
+
+    # --- ROS-topic sources -------------------------------------------------------------------
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._info = msg
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = cv.msg_to_rgb(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping frame: {exc}", "warning")
+            return
+        stamp = cv.stamp_to_ns(msg.header.stamp) or self.now_ns()
+        frame = self.sync.add_rgb(stamp, rgb, msg.header.frame_id)
+        if frame is not None:
+            self._emit(frame.stamp_ns, frame.rgb, frame.depth, None)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = cv.msg_to_depth(msg, self.p.depth_uint16_scale)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping depth: {exc}", "warning")
+            return
+        stamp = cv.stamp_to_ns(msg.header.stamp) or self.now_ns()
+        frame = self.sync.add_depth(stamp, depth)
+        if frame is not None:
+            self._emit(frame.stamp_ns, frame.rgb, frame.depth, None)
+
+    # --- output ------------------------------------------------------------------------------
+    def _emit(self, stamp: int, rgb: np.ndarray, depth: np.ndarray | None, K: np.ndarray | None) -> None:
+        p = self.p
+        with self._lock:
+            if p.rate_hz > 0 and stamp - self._last_pub_stamp < 1e9 / p.rate_hz * 0.95:
+                return  # throttled
+            if K is None and self._info is None:
+                self.log_reason("input", "waiting for camera_info before publishing frames", "warning")
+                return
+            h, w = rgb.shape[:2]
+            if K is None:
+                info = self._info
+                if (info.width, info.height) != (w, h):
+                    self.log_reason("input", f"camera_info is {info.width}x{info.height} but frames are {w}x{h}; dropping", "warning")
+                    return
+                K = cv.camera_info_to_K(info)
+                dist, model = np.asarray(info.d), info.distortion_model or "plumb_bob"
+            else:
+                dist, model = None, "plumb_bob"
+            if depth is not None and depth.shape != (h, w):
+                self.log_reason("input", f"depth {depth.shape[::-1]} does not match frame {w}x{h}; dropping", "warning")
+                return
+            fid = p.frame_id
+            self._last_pub_stamp = stamp
+            self.pub_info.publish(cv.camera_info_msg(K, w, h, stamp, fid, dist, model))
+            if depth is not None:
+                self.pub_depth.publish(cv.image_to_msg(depth.astype(np.float32), "32FC1", stamp, fid))
+            self.pub_image.publish(cv.image_to_msg(rgb, "rgb8", stamp, fid))
+            self.frames_published += 1
+            prev, self._prev_rgb = self._prev_rgb, rgb
+        if self._flow is not None and prev is not None and prev.shape == rgb.shape:
+            flow = np.asarray(self._flow(prev, rgb), dtype=np.float32)
+            self.pub_flow.publish(cv.image_to_msg(flow, "32FC2", stamp, fid))
+
+    # --- realsense (pyrealsense2, lazily imported) ----------------------------------------------
+    def _start_realsense(self) -> None:
+        try:
+            import pyrealsense2 as rs
+        except ImportError:
+            raise SofError("source=realsense needs pyrealsense2 (pip install pyrealsense2 or the librealsense "
+                           "ROS package); or use source=topic with the realsense2_camera driver") from None
+        p = self.p
+        pipe, cfg = rs.pipeline(), rs.config()
+        if p.realsense_serial:
+            cfg.enable_device(p.realsense_serial)
+        cfg.enable_stream(rs.stream.color, p.realsense_width, p.realsense_height, rs.format.rgb8, p.realsense_fps)
+        cfg.enable_stream(rs.stream.depth, p.realsense_width, p.realsense_height, rs.format.z16, p.realsense_fps)
+        profile = pipe.start(cfg)
+        scale = float(profile.get_device().first_depth_sensor().get_depth_scale())
+        align = rs.align(rs.stream.color)
+        intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
+        K = np.array([[intr.fx, 0, intr.ppx], [0, intr.fy, intr.ppy], [0, 0, 1]], dtype=np.float64)
+        self._rs_dist = np.asarray(intr.coeffs, dtype=np.float64)
+        self.get_logger().info(f"RealSense {p.realsense_width}x{p.realsense_height}@{p.realsense_fps}, depth scale {scale} m")
+
+        def loop():
+            try:
+                while not self._stop.is_set():
+                    try:
+                        frames = pipe.wait_for_frames(1000)
+                    except RuntimeError as exc:
+                        self.log_reason("realsense", f"no frames: {exc}", "warning")
+                        continue
+                    stamp = self.now_ns()
+                    aligned = align.process(frames)
+                    color, depth = aligned.get_color_frame(), aligned.get_depth_frame()
+                    if not color or not depth:
+                        continue
+                    rgb = np.asanyarray(color.get_data()).copy()
+                    z = np.asanyarray(depth.get_data()).astype(np.float32) * np.float32(scale)
+                    z[z == 0] = np.nan
+                    self._emit(stamp, rgb, z, K)
+            finally:
+                pipe.stop()
+
+        self._rs_thread = threading.Thread(target=loop, name="realsense", daemon=True)
+        self._rs_thread.start()
+
+    # --- tf (tf2_ros, lazily imported) -----------------------------------------------------------
+    def _start_tf(self) -> None:
+        try:
+            import tf2_ros
+        except ImportError:
+            raise SofError("camera_pose_source=tf needs tf2_ros; or set camera_pose_source=param with camera_pose") from None
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf = tf2_ros.TransformListener(self._tf_buffer, self)
+        self.create_timer(1.0, self._poll_tf)
+
+    def _poll_tf(self) -> None:
+        import rclpy.time
+
+        p = self.p
+        try:
+            t = self._tf_buffer.lookup_transform(p.base_frame, p.frame_id, rclpy.time.Time())
+        except Exception as exc:  # tf2 raises several lookup exception types
+            self.log_reason("tf", f"no transform {p.base_frame} <- {p.frame_id}: {exc}", "warning")
+            return
+        tr, q = t.transform.translation, t.transform.rotation
+        T = cv.xyzquat_to_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
+        self.pub_pose.publish(cv.matrix_to_pose_stamped(T, cv.stamp_to_ns(t.header.stamp), p.base_frame))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._rs_thread is not None:
+            self._rs_thread.join(timeout=2.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,386 @@
+"""Flow2Action node: current flow plan + frame (+ depth, camera model, end-effector pose) ->
+end-effector commands, always through `sof_ros.safety.SafetyFilter`.
+
+For every complete frame it calls `agent.act(plan, obs, step_in_plan)` (step_in_plan = frames since
+the frame the plan was made from), turns the action [dx, dy, dz, grip] into
+  twist   linear = action[:3] * robot.metres_per_action_unit * robot.control_rate_hz  (m/s),
+          TwistStamped in robot.base_frame, header stamp = the frame's capture stamp
+          (MoveIt Servo's delta_twist_cmds, or the sim bridge);
+  gripper std_msgs/Float64 = action[3] in [-1 open, +1 close];
+  pose    (output_mode pose|both) PoseStamped target = end effector + pose_lookahead_steps actions,
+          optionally planned + executed through moveit_py (lazy import, `use_moveit_py`).
+
+Fail safe: anything odd -> zero twist, never motion. A watchdog timer publishes zero twists while
+a frame / plan / end-effector pose / command is stale; std_msgs/Bool true on the e-stop topic
+latches a stop until true is published on the clear topic. Every decision's reason is published on
+the status topic and logged when it changes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Int64MultiArray, String
+
+from sof_ros.errors import SofError
+from sof_ros.ros import conversions as cv
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, agent_types, command_qos, latched_qos, load_agent,
+                              make_agent_input, run_node, sensor_qos)
+from sof_ros.ros.params import Flow2ActionNodeParams, watchdog_timeouts
+from sof_ros.safety import OK, SafeCommand, SafetyFilter
+
+OUTPUT_MODES = ("twist", "pose", "both")
+
+
+@dataclass
+class ActivePlan:
+    plan: object  # sof_ros.agent.FlowPlan
+    stamp_ns: int
+    seq: int | None  # sequence number of the frame it was planned on (None until that frame is seen)
+
+
+class Flow2ActionNode(SofNode):
+    PARAMS = Flow2ActionNodeParams
+    DEFAULT_NAME = "sof_flow2action"
+
+    def __init__(self, node_name: str | None = None, agent=None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        p: Flow2ActionNodeParams = self.p
+        if p.output_mode not in OUTPUT_MODES:
+            raise SofError(f"output_mode must be one of {OUTPUT_MODES}, got '{p.output_mode}'")
+        if p.robot.control_rate_hz <= 0 or p.watchdog_rate_hz <= 0:
+            raise SofError("robot.control_rate_hz and watchdog_rate_hz must be > 0")
+        try:
+            self.safety = SafetyFilter(p.robot.limits(), watchdog_timeouts(p), monitored=("frame", "plan", "pose"))
+        except ValueError as exc:
+            raise SofError(f"robot limits: {exc}") from None
+        self.agent = agent if agent is not None else load_agent(p.agent)
+        self._AgentInput, self._FlowPlan = agent_types(self.agent)
+        self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
+        if self.replan_every <= 0:
+            raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")
+        self.dt = 1.0 / p.robot.control_rate_hz
+
+        sq, cq = sensor_qos(p.qos.sensor_depth), command_qos(p.qos.command_depth)
+        self.pub_twist = self.create_publisher(TwistStamped, p.twist_topic, cq)
+        self.pub_grip = self.create_publisher(Float64, p.gripper_topic, cq)
+        self.pub_pose = self.create_publisher(PoseStamped, p.pose_target_topic, cq)
+        self.pub_status = self.create_publisher(String, p.status_topic, cq)
+        self.sync = FrameSync(use_depth=bool(p.depth_topic))
+        self.create_subscription(Image, p.image_topic, self._on_image, sq)
+        if p.depth_topic:
+            self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
+        self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
+        self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
+        self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_ee, sq)
+        if p.gripper_state_topic:
+            self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
+        self.create_subscription(Int64MultiArray, p.tokens_topic, self._on_tokens, cq)
+        self.create_subscription(Image, p.flow_plan_topic, self._on_flow_plan, cq)
+        self.create_subscription(Float64MultiArray, p.action_chunk_topic, self._on_actions, cq)
+        # a latched e-stop published before this node started still applies; a stale *clear* must not
+        self.create_subscription(Bool, p.estop_topic, self._on_estop, latched_qos())
+        self.create_subscription(Bool, p.estop_clear_topic, self._on_estop_clear, cq)
+
+        self.K = None
+        self.cam_pose = None
+        self.ee_pos = None  # newest: what the safety filter enforces the workspace on
+        self.ee = PoseCache()  # by stamp: what the agent sees with each frame
+        self.gripper_state = None
+        self.plan: ActivePlan | None = None
+        self._parts: dict[int, dict] = {}
+        self._seq = 0
+        self._stamp_seq: dict[int, int] = {}
+        self.latest: Frame | None = None
+        self._answered = -1
+        self.commands_published = 0
+        self.zero_twists_published = 0
+        self.last_reason = "starting"
+        self._moveit = _MoveItPyTarget(self, p) if p.use_moveit_py and p.output_mode != "twist" else None
+        self.create_timer(1.0 / p.watchdog_rate_hz, self._watchdog)
+        self.get_logger().info(
+            f"robot {p.robot.name}: {p.output_mode} in {p.robot.base_frame} at {p.robot.control_rate_hz:g} Hz, "
+            f"box {p.robot.workspace_min}..{p.robot.workspace_max} m, <= {p.robot.max_linear_speed} m/s")
+
+    # --- inputs ------------------------------------------------------------------------------
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.K = cv.camera_info_to_K(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("input", str(exc), "warning")
+
+    def _on_cam_pose(self, msg: PoseStamped) -> None:
+        try:
+            self.cam_pose = cv.pose_msg_to_matrix(msg.pose)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"camera pose: {exc}", "warning")
+
+    def _on_ee(self, msg: PoseStamped) -> None:
+        fid = msg.header.frame_id
+        if fid and fid != self.p.robot.base_frame:
+            self.log_reason("input", f"ignoring end-effector pose in '{fid}', expected '{self.p.robot.base_frame}'", "warning")
+            return
+        pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if np.all(np.isfinite(pos)):
+            self.ee_pos = pos
+            self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
+            self.safety.heartbeat("pose")
+
+    def _on_grip_state(self, msg: Float64) -> None:
+        self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping frame: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            frame = self.sync.add_depth(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_depth(msg))
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping depth: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+    # --- plans -------------------------------------------------------------------------------
+    def _on_tokens(self, msg: Int64MultiArray) -> None:
+        try:
+            tokens, stamp, steps, size = cv.msg_to_tokens(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("plan", f"ignoring tokens: {exc}", "warning")
+            return
+        self._add_part(stamp, tokens=tokens, steps=steps, size=size)
+
+    def _on_flow_plan(self, msg: Image) -> None:
+        self._add_part(cv.stamp_to_ns(msg.header.stamp), flow_msg=msg)
+
+    def _on_actions(self, msg: Float64MultiArray) -> None:
+        try:
+            actions, stamp = cv.msg_to_actions(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("plan", f"ignoring action chunk: {exc}", "warning")
+            return
+        self._add_part(stamp, actions=actions)
+
+    def _add_part(self, stamp: int, **part) -> None:
+        if self.plan is not None and stamp <= self.plan.stamp_ns:
+            return  # older than the plan in use
+        parts = self._parts.setdefault(stamp, {})
+        parts.update(part)
+        if not {"tokens", "flow_msg", "actions"} <= set(parts):
+            for s in sorted(self._parts)[:-4]:
+                del self._parts[s]
+            return
+        del self._parts[stamp]
+        for s in [s for s in self._parts if s < stamp]:
+            del self._parts[s]
+        try:
+            flow = cv.msg_to_flow_plan(parts["flow_msg"], parts["steps"])
+        except cv.ConversionError as exc:
+            self.log_reason("plan", f"ignoring plan: {exc}", "warning")
+            return
+        extra = {}
+        if parts["actions"] is not None:
+            if "actions" not in getattr(self._FlowPlan, "__dataclass_fields__", {}):
+                self.log_reason("plan", "ignoring plan: it carries an action chunk this agent's FlowPlan cannot hold", "warning")
+                return
+            extra["actions"] = parts["actions"]
+        plan = self._FlowPlan(tokens=parts["tokens"], flow=flow, image_size=parts["size"], **extra)
+        self.plan = ActivePlan(plan, stamp, self._seq_of(stamp))
+        self.safety.heartbeat("plan")
+        if self.latest is not None and self.latest.stamp_ns > self._answered:
+            self.on_frame(self.latest, new=False)
+
+    def _seq_of(self, stamp: int) -> int | None:
+        if stamp in self._stamp_seq:
+            return self._stamp_seq[stamp]
+        later = [q for s, q in self._stamp_seq.items() if s > stamp]
+        return min(later) - 1 if later else None  # planning frame dropped here: the one before
+
+    # --- acting ------------------------------------------------------------------------------
+    def on_frame(self, frame: Frame, new: bool = True) -> None:
+        if new:
+            self._seq += 1
+            self._stamp_seq[frame.stamp_ns] = self._seq
+            if len(self._stamp_seq) > 256:
+                for s in sorted(self._stamp_seq)[:-128]:
+                    del self._stamp_seq[s]
+            self.latest = frame
+            self.safety.heartbeat("frame")
+        plan = self.plan
+        if plan is None:
+            self._status("waiting for a plan", "debug")
+            return
+        if plan.seq is None:
+            if frame.stamp_ns < plan.stamp_ns:
+                self._status("plan is newer than this frame; waiting", "debug")
+                return
+            plan.seq = self._stamp_seq[frame.stamp_ns] - (0 if frame.stamp_ns == plan.stamp_ns else 1)
+        step = self._stamp_seq.get(frame.stamp_ns, self._seq) - plan.seq
+        if step < 0:
+            return
+        if self.p.wait_for_replan and step >= self.replan_every:
+            self._status(f"waiting for the re-plan due at step {step}", "debug")
+            return
+        horizon = int(np.asarray(plan.plan.flow).shape[0])
+        if step >= horizon:
+            self._publish(SafeCommand.stop(), f"plan exhausted: step {step} >= {horizon} planned steps; holding still until the next plan", frame.stamp_ns)
+            return
+        obs = make_agent_input(self._AgentInput, frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
+                               ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
+        try:
+            action = np.asarray(self.agent.act(plan.plan, obs, step), dtype=np.float64).reshape(-1)
+        except Exception as exc:  # a learner failure must stop the arm, not the node
+            self._publish(SafeCommand.stop(), f"rejected: act() failed: {type(exc).__name__}: {exc}", frame.stamp_ns)
+            return
+        self.command_from_action(action, frame.stamp_ns)
+
+    def command_from_action(self, action: np.ndarray, stamp_ns: int) -> tuple[SafeCommand, str]:
+        """Action [dx, dy, dz, grip] for the frame stamped `stamp_ns` -> filtered command, published."""
+        p = self.p
+        if action.shape != (4,) or not np.all(np.isfinite(action)):
+            cmd, reason = SafeCommand.stop(), f"rejected: action must be 4 finite numbers, got {action.tolist()}"
+            self._publish(cmd, reason, stamp_ns)
+            return cmd, reason
+        a = np.clip(action, -1.0, 1.0)
+        step_m = a[:3] * p.robot.metres_per_action_unit
+        cmd, reason = SafeCommand.stop(), OK
+        if p.output_mode != "pose":
+            cmd, reason = self.safety.filter_twist(step_m / self.dt, np.zeros(3), a[3], self.ee_pos, self.dt)
+        if p.output_mode == "pose" or (p.output_mode == "both" and _ok(reason)):
+            if self.ee_pos is None:
+                tcmd, treason = SafeCommand.stop(), "rejected: no end-effector pose to place a pose target"
+            else:
+                tcmd, treason = self.safety.filter_target(self.ee_pos + step_m * p.pose_lookahead_steps,
+                                                          self.ee_pos, a[3])
+            if tcmd.target is not None:
+                T = cv.xyzquat_to_matrix(list(tcmd.target) + list(p.robot.target_orientation))
+                msg = cv.matrix_to_pose_stamped(T, stamp_ns, p.robot.base_frame)
+                self.pub_pose.publish(msg)
+                if self._moveit is not None:
+                    self._moveit.submit(msg)
+            if p.output_mode == "pose":
+                cmd, reason = tcmd, treason
+            elif treason != OK:
+                reason = treason if reason == OK else f"{reason}; {treason}"
+                if not _ok(treason):
+                    cmd = SafeCommand.stop()
+        if _ok(reason):
+            self.safety.heartbeat("command")
+        self._publish(cmd, reason, stamp_ns)
+        return cmd, reason
+
+    def _publish(self, cmd: SafeCommand, reason: str, stamp_ns: int, answers_frame: bool = True) -> None:
+        """Gripper first, then the twist (stamp = the frame it answers; the sim bridge's lockstep and
+        the latency benchmark key on it). Zero twists are always published, whatever the mode."""
+        p = self.p
+        if answers_frame:
+            self._answered = max(self._answered, stamp_ns)
+        if cmd.gripper is not None:
+            self.pub_grip.publish(Float64(data=float(cmd.gripper)))
+        if p.output_mode != "pose" or cmd.is_zero:
+            self.pub_twist.publish(cv.twist_msg(cmd.linear, cmd.angular, stamp_ns, p.robot.base_frame))
+        if cmd.is_zero:
+            self.zero_twists_published += 1
+        else:
+            self.commands_published += 1
+        self._status(reason, "info" if _ok(reason) else "warning")
+
+    def _status(self, reason: str, level: str) -> None:
+        self.last_reason = reason
+        self.pub_status.publish(String(data=reason))
+        self.log_reason("safety", reason, level)
+
+    # --- watchdog / e-stop ------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        cmd, reason = self.safety.tick()
+        if cmd is not None:
+            self._publish(cmd, reason, self.now_ns(), answers_frame=False)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data:
+            cmd, reason = self.safety.estop(f"{self.p.estop_topic} = true")
+            self._publish(cmd, reason, self.now_ns(), answers_frame=False)
+        else:
+            self.log_reason("estop", f"false on {self.p.estop_topic} does not clear the e-stop; publish true on {self.p.estop_clear_topic}")
+
+    def _on_estop_clear(self, msg: Bool) -> None:
+        if msg.data:
+            self._status(self.safety.clear_estop(), "warning")
+
+    def close(self) -> None:
+        if self._moveit is not None:
+            self._moveit.stop()
+
+
+def _ok(reason: str) -> bool:
+    return reason == OK or reason.startswith("clamped")
+
+
+class _MoveItPyTarget:
+    """Pose targets through moveit_py (MoveIt 2 Python API), planned and executed in a worker thread,
+    newest target wins, at most pose_rate_hz. Thin on purpose: MoveIt owns collision checking and
+    trajectory execution; our SafetyFilter has already clamped the target to the workspace box."""
+
+    def __init__(self, node: Flow2ActionNode, p: Flow2ActionNodeParams):
+        try:
+            from moveit.planning import MoveItPy
+        except ImportError:
+            raise SofError("use_moveit_py needs MoveIt 2's moveit_py (ros-<distro>-moveit-py); "
+                           "or set use_moveit_py false and consume the pose_target topic") from None
+        self.node, self.p = node, p
+        self.robot = MoveItPy(node_name=f"{node.get_name()}_moveit_py")
+        self.arm = self.robot.get_planning_component(p.robot.moveit_group)
+        self._target: PoseStamped | None = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="moveit_py", daemon=True)
+        self._thread.start()
+
+    def submit(self, target: PoseStamped) -> None:
+        with self._cv:
+            self._target = target
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        period = 1.0 / max(self.p.pose_rate_hz, 1e-3)
+        while True:
+            with self._cv:
+                while self._target is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                target, self._target = self._target, None
+            t0 = time.monotonic()
+            if self.node.safety.estopped:
+                continue
+            self.arm.set_start_state_to_current_state()
+            self.arm.set_goal_state(pose_stamped_msg=target, pose_link=self.p.robot.moveit_ee_link)
+            result = self.arm.plan()
+            if not result:
+                self.node.log_reason("moveit", "moveit_py planning to the pose target failed", "warning")
+            elif not self.node.safety.estopped:
+                self.robot.execute(result.trajectory, controllers=[])
+            time.sleep(max(0.0, period - (time.monotonic() - t0)))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Flow2ActionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

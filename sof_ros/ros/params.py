@@ -1,0 +1,340 @@
+"""Every ROS parameter of every sof_ros node, with its default and description, in one place.
+
+Nodes declare these (with `ParameterDescriptor(description=...)`) through
+`sof_ros.ros.base.declare_params`; config/{sim,panda,sawyer}.yaml override a subset in the standard
+`node_name: ros__parameters: {...}` format. Nested dataclasses become dotted parameter names
+(`robot.workspace_min`), i.e. nested mappings in the YAML files.
+
+Robot profiles: a node's `robot.name` selects one of `ROBOT_PROFILES`, which supplies the defaults of
+all other `robot.*` parameters; the YAML files may still override each of them.
+
+This module is pure Python (no rclpy) so graph.py, the launch files and tests can read it anywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sof_ros.safety import RobotLimits, WatchdogTimeouts
+
+
+def P(default: Any, help: str):  # noqa: A002 - "help" reads best at the call sites
+    """A parameter field: default + the description shown by `ros2 param describe`."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+class Topics:
+    """Default topic names (absolute, so nodes can be renamed or composed freely)."""
+
+    # sim bridge (MetaWorld as a robot)
+    SIM_IMAGE = "/sof/sim/image"
+    SIM_DEPTH = "/sof/sim/depth"
+    SIM_CAMERA_INFO = "/sof/sim/camera_info"
+    SIM_CAMERA_POSE = "/sof/sim/camera_pose"
+    SIM_JOINT_STATES = "/sof/sim/joint_states"
+    SIM_EE_POSE = "/sof/sim/ee_pose"
+    SIM_GRIPPER_STATE = "/sof/sim/gripper_state"
+    SIM_SUCCESS = "/sof/sim/success"
+    SIM_RESET = "/sof/sim/reset"
+    SIM_TASK = "/sof/sim/task"
+    # camera node outputs
+    IMAGE = "/sof/camera/image"
+    DEPTH = "/sof/camera/depth"
+    CAMERA_INFO = "/sof/camera/camera_info"
+    CAMERA_POSE = "/sof/camera/pose"
+    FLOW = "/sof/camera/flow"
+    # policy node
+    INSTRUCTION = "/sof/instruction"
+    TOKENS = "/sof/policy/tokens"
+    FLOW_PLAN = "/sof/policy/flow_plan"
+    ACTION_CHUNK = "/sof/policy/action_chunk"
+    PLAN_IMAGE = "/sof/policy/plan_image"
+    MARKERS = "/sof/policy/markers"
+    # flow2action node
+    TWIST = "/sof/cmd/twist"
+    GRIPPER = "/sof/cmd/gripper"
+    POSE_TARGET = "/sof/cmd/pose_target"
+    STATUS = "/sof/flow2action/status"
+    ESTOP = "/sof/estop"
+    ESTOP_CLEAR = "/sof/estop_clear"
+
+
+# --- robots ----------------------------------------------------------------------------------
+@dataclass
+class RobotParams:
+    name: str = P("metaworld_sawyer", "robot profile: panda | sawyer | metaworld_sawyer; supplies the defaults of every other robot.* parameter")
+    base_frame: str = P("world", "frame of twists, pose targets and the workspace box")
+    ee_frame: str = P("right_hand", "end-effector (tool centre point) frame")
+    camera_frame: str = P("corner_camera_optical_frame", "optical frame of the camera the policy sees through (x right, y down, z forward)")
+    joint_names: list[str] = P(["right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6"], "arm joint names, base to tip")
+    gripper_joint_names: list[str] = P(["r_close", "l_close"], "finger joint names")
+    workspace_min: list[float] = P([-0.5, 0.4, 0.05], "lower corner of the end-effector workspace box, metres in base_frame")
+    workspace_max: list[float] = P([0.5, 1.0, 0.5], "upper corner of the end-effector workspace box, metres in base_frame")
+    max_linear_speed: float = P(0.2, "end-effector linear speed limit, m/s (norm)")
+    max_angular_speed: float = P(0.5, "end-effector angular speed limit, rad/s (norm)")
+    control_rate_hz: float = P(10.0, "control steps per second: one policy action per camera frame at this rate")
+    metres_per_action_unit: float = P(0.01, "end-effector displacement per control step for action 1.0 (MetaWorld: 0.01 m)")
+    moveit_group: str = P("right_arm", "MoveIt planning group for pose targets (moveit_py)")
+    moveit_ee_link: str = P("right_hand", "MoveIt link that pose targets refer to")
+    target_orientation: list[float] = P([0.0, 1.0, 0.0, 0.0], "fixed end-effector orientation (qx, qy, qz, qw) for pose targets")
+
+    def limits(self) -> RobotLimits:
+        return RobotLimits(workspace_min=tuple(self.workspace_min), workspace_max=tuple(self.workspace_max),
+                           max_linear_speed=float(self.max_linear_speed), max_angular_speed=float(self.max_angular_speed))
+
+    @classmethod
+    def profile(cls, name: str) -> "RobotParams":
+        if name not in ROBOT_PROFILES:
+            raise ValueError(f"unknown robot '{name}'; choose one of: {', '.join(ROBOT_PROFILES)}")
+        return dataclasses.replace(ROBOT_PROFILES[name])
+
+
+# Conservative defaults for learned-policy execution; calibrate the workspace box per cell.
+ROBOT_PROFILES: dict[str, RobotParams] = {
+    # MetaWorld's Sawyer: world frame, mocap box of the MetaWorld arm, 0.01 m per action unit.
+    # Full-scale actions on all three axes at 10 Hz are 0.173 m/s, so 0.2 m/s never clips the policy.
+    "metaworld_sawyer": RobotParams(),
+    "panda": RobotParams(
+        name="panda", base_frame="panda_link0", ee_frame="panda_hand_tcp",
+        camera_frame="camera_color_optical_frame",
+        joint_names=[f"panda_joint{i}" for i in range(1, 8)],
+        gripper_joint_names=["panda_finger_joint1", "panda_finger_joint2"],
+        workspace_min=[0.25, -0.35, 0.02], workspace_max=[0.75, 0.35, 0.60],
+        max_linear_speed=0.15, max_angular_speed=0.5, control_rate_hz=10.0,
+        moveit_group="panda_arm", moveit_ee_link="panda_hand_tcp", target_orientation=[1.0, 0.0, 0.0, 0.0],
+    ),
+    "sawyer": RobotParams(
+        name="sawyer", base_frame="base", ee_frame="right_hand",
+        camera_frame="camera_color_optical_frame",
+        joint_names=[f"right_j{i}" for i in range(7)],
+        gripper_joint_names=["right_gripper_l_finger_joint", "right_gripper_r_finger_joint"],
+        workspace_min=[0.35, -0.40, -0.15], workspace_max=[0.90, 0.40, 0.45],
+        max_linear_speed=0.15, max_angular_speed=0.5, control_rate_hz=10.0,
+        moveit_group="right_arm", moveit_ee_link="right_hand", target_orientation=[0.0, 1.0, 0.0, 0.0],
+    ),
+}
+
+
+@dataclass
+class QosParams:
+    sensor_depth: int = P(2, "keep-last depth of best-effort sensor topics (images, depth, camera_info, joint states)")
+    command_depth: int = P(10, "keep-last depth of reliable command / plan topics")
+
+
+# --- agent (shared by policy and flow2action) ---------------------------------------------------
+@dataclass
+class AgentParams:
+    checkpoint: str = P("models/sof_metaworld", "SOF checkpoint directory (SofAgent.load)")
+    agent_class: str = P("sof_ros.agent:SofAgent", "module:Class implementing the SofAgent interface (load/plan/act)")
+    device: str = P("cpu", "torch device for the agent")
+    flow2action: str = P("learned", "Flow2Action variant: learned | learning_free")
+    replan_every: int = P(0, "control steps between re-plans; 0 = the checkpoint's own replan_every")
+    torch_threads: int = P(1, "torch intra-op threads per node (0 = torch default)")
+
+
+# --- nodes -----------------------------------------------------------------------------------
+@dataclass
+class CameraNodeParams:
+    source: str = P("sim", "where frames come from: sim (the sim bridge topics) | topic (any ROS camera driver) | realsense (pyrealsense2)")
+    rate_hz: float = P(0.0, "maximum publish rate; 0 = forward every input frame (sim, topic); realsense polls at realsense.fps when 0")
+    frame_id: str = P("corner_camera_optical_frame", "optical frame id stamped on published images and camera_info")
+    base_frame: str = P("world", "frame of the published camera pose (camera-to-base)")
+    image_in_topic: str = P(Topics.SIM_IMAGE, "colour input (source sim/topic)")
+    depth_in_topic: str = P(Topics.SIM_DEPTH, "depth input (source sim/topic); empty = no depth")
+    camera_info_in_topic: str = P(Topics.SIM_CAMERA_INFO, "camera_info input (source sim/topic)")
+    camera_pose_in_topic: str = P(Topics.SIM_CAMERA_POSE, "camera pose input when camera_pose_source = topic")
+    depth_uint16_scale: float = P(0.001, "metres per unit of 16UC1 depth inputs (RealSense / REP 118: millimetres)")
+    camera_pose_source: str = P("topic", "camera-to-base pose: topic | param (camera_pose) | tf (tf2_ros, base_frame <- frame_id) | none")
+    camera_pose: list[float] = P([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "static camera-to-base pose [x, y, z, qx, qy, qz, qw] (camera_pose_source = param)")
+    image_topic: str = P(Topics.IMAGE, "output: rgb8 frames stamped with their capture time")
+    depth_topic: str = P(Topics.DEPTH, "output: 32FC1 depth in metres, same stamp as the frame")
+    camera_info_topic: str = P(Topics.CAMERA_INFO, "output: the camera model used")
+    camera_pose_topic: str = P(Topics.CAMERA_POSE, "output: camera-to-base PoseStamped (transient local)")
+    flow_topic: str = P(Topics.FLOW, "output: 32FC2 optical flow from the previous published frame to this one, pixels")
+    flow_enabled: bool = P(True, "compute and publish optical flow")
+    flow_estimator: str = P("dis", "sof_ros.flow.estimators.make_estimator name")
+    realsense_width: int = P(640, "RealSense colour/depth width")
+    realsense_height: int = P(480, "RealSense colour/depth height")
+    realsense_fps: int = P(30, "RealSense stream rate")
+    realsense_serial: str = P("", "RealSense serial number; empty = first device")
+    qos: QosParams = field(default_factory=QosParams)
+
+
+@dataclass
+class PolicyNodeParams:
+    agent: AgentParams = field(default_factory=AgentParams)
+    instruction_topic: str = P(Topics.INSTRUCTION, "std_msgs/String instruction (reliable, transient local); a new one triggers a re-plan")
+    image_topic: str = P(Topics.IMAGE, "rgb8 frames from the camera node")
+    depth_topic: str = P(Topics.DEPTH, "32FC1 depth from the camera node; empty = plan without depth")
+    camera_info_topic: str = P(Topics.CAMERA_INFO, "camera model")
+    camera_pose_topic: str = P(Topics.CAMERA_POSE, "camera-to-base pose")
+    ee_pose_topic: str = P(Topics.SIM_EE_POSE, "end-effector PoseStamped in the base frame (the learned action head's proprioception); empty = not used")
+    gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "std_msgs/Float64 gripper opening for the agent's proprioception; empty = not used")
+    tokens_topic: str = P(Topics.TOKENS, "output: skill tokens (Int64MultiArray, header block in data_offset padding)")
+    flow_plan_topic: str = P(Topics.FLOW_PLAN, "output: decoded flow plan, 32FC2, T fields stacked vertically")
+    action_chunk_topic: str = P(Topics.ACTION_CHUNK, "output: the plan's action chunk (Float64MultiArray, T x 4, header block in data_offset padding; empty when the head predicts none)")
+    plan_image_topic: str = P(Topics.PLAN_IMAGE, "output: rgb8 visualisation of the plan over the frame")
+    markers_topic: str = P(Topics.MARKERS, "output: MarkerArray arrows of the planned motion, camera optical frame")
+    marker_stride: int = P(16, "pixel spacing of the arrow grid in markers and plan image")
+    marker_min_flow_px: float = P(0.5, "arrows shorter than this (pixels) are not drawn")
+    marker_default_depth_m: float = P(1.0, "depth used for marker arrows where no depth is known")
+    plan_image_scale: int = P(2, "upscaling of the plan visualisation image")
+    qos: QosParams = field(default_factory=QosParams)
+
+
+@dataclass
+class Flow2ActionNodeParams:
+    agent: AgentParams = field(default_factory=AgentParams)
+    robot: RobotParams = field(default_factory=RobotParams)
+    image_topic: str = P(Topics.IMAGE, "rgb8 frames from the camera node")
+    depth_topic: str = P(Topics.DEPTH, "32FC1 depth; empty = act without depth")
+    camera_info_topic: str = P(Topics.CAMERA_INFO, "camera model")
+    camera_pose_topic: str = P(Topics.CAMERA_POSE, "camera-to-base pose")
+    ee_pose_topic: str = P(Topics.SIM_EE_POSE, "end-effector PoseStamped in robot.base_frame (required: the workspace box is enforced on it)")
+    gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "std_msgs/Float64 gripper opening for the agent's proprioception; empty = not used")
+    tokens_topic: str = P(Topics.TOKENS, "skill tokens from the policy node")
+    flow_plan_topic: str = P(Topics.FLOW_PLAN, "flow plan from the policy node")
+    action_chunk_topic: str = P(Topics.ACTION_CHUNK, "the plan's action chunk from the policy node")
+    output_mode: str = P("twist", "twist (MoveIt Servo / sim bridge) | pose (pose targets, moveit_py if use_moveit_py) | both")
+    twist_topic: str = P(Topics.TWIST, "output: geometry_msgs/TwistStamped in robot.base_frame, stamp = capture time of the frame it answers")
+    gripper_topic: str = P(Topics.GRIPPER, "output: std_msgs/Float64 gripper command in [-1 open, +1 close]")
+    pose_target_topic: str = P(Topics.POSE_TARGET, "output: PoseStamped end-effector target (output_mode pose|both)")
+    status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
+    estop_topic: str = P(Topics.ESTOP, "std_msgs/Bool; true latches the e-stop (false does NOT clear it)")
+    estop_clear_topic: str = P(Topics.ESTOP_CLEAR, "std_msgs/Bool; true clears a latched e-stop")
+    use_moveit_py: bool = P(False, "execute pose targets through moveit_py (must be installed)")
+    pose_lookahead_steps: int = P(4, "pose target = end-effector + this many steps of the current action")
+    pose_rate_hz: float = P(2.0, "maximum rate of moveit_py plan+execute requests")
+    wait_for_replan: bool = P(False, "when a re-plan is due, wait for the new plan instead of continuing the old one (sim: exact eval semantics)")
+    watchdog_rate_hz: float = P(20.0, "watchdog timer rate; publishes a zero twist while any input is stale")
+    frame_timeout_s: float = P(0.5, "frames older than this stop the robot")
+    plan_timeout_s: float = P(5.0, "a plan older than this stops the robot")
+    command_timeout_s: float = P(0.5, "no new command for this long stops the robot")
+    pose_timeout_s: float = P(0.5, "an end-effector pose older than this stops the robot")
+    qos: QosParams = field(default_factory=QosParams)
+
+
+@dataclass
+class SimBridgeParams:
+    robot: RobotParams = field(default_factory=RobotParams)
+    task: str = P("button-press-topdown", "MetaWorld task (without -v3)")
+    seed: int = P(0, "seed of the first episode")
+    camera: str = P("corner", "MetaWorld camera name")
+    width: int = P(128, "rendered width, pixels")
+    height: int = P(128, "rendered height, pixels")
+    rate_hz: float = P(10.0, "sim control steps per second (must equal the controller's robot.control_rate_hz)")
+    lockstep: bool = P(True, "step only when the command answering the last frame arrived (or lockstep_timeout_s passed)")
+    lockstep_timeout_s: float = P(3.0, "lockstep: step with the latest (possibly zero) command after this long")
+    max_steps: int = P(500, "steps per episode before the sim holds still; 0 = unlimited")
+    command_timeout_s: float = P(0.5, "a twist older than this counts as zero motion")
+    render_shadows: bool = P(False, "MuJoCo shadows/reflections (slow on CPU)")
+    image_topic: str = P(Topics.SIM_IMAGE, "output: rgb8 frames, stamped at render time")
+    depth_topic: str = P(Topics.SIM_DEPTH, "output: 32FC1 depth, metres")
+    camera_info_topic: str = P(Topics.SIM_CAMERA_INFO, "output: camera model")
+    camera_pose_topic: str = P(Topics.SIM_CAMERA_POSE, "output: camera-to-world PoseStamped (transient local)")
+    joint_states_topic: str = P(Topics.SIM_JOINT_STATES, "output: sensor_msgs/JointState")
+    ee_pose_topic: str = P(Topics.SIM_EE_POSE, "output: end-effector PoseStamped, world frame")
+    gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "output: std_msgs/Float64 gripper opening (MetaWorld obs[3])")
+    success_topic: str = P(Topics.SIM_SUCCESS, "output: std_msgs/Bool task success so far this episode (transient local)")
+    twist_topic: str = P(Topics.TWIST, "input: TwistStamped end-effector velocity, world frame")
+    gripper_topic: str = P(Topics.GRIPPER, "input: std_msgs/Float64 gripper command [-1, 1]")
+    reset_topic: str = P(Topics.SIM_RESET, "input: std_msgs/Int32 seed; resets the episode")
+    task_topic: str = P(Topics.SIM_TASK, "input: std_msgs/String task name; switches task and resets")
+    qos: QosParams = field(default_factory=QosParams)
+
+
+@dataclass
+class RecorderNodeParams:
+    path: str = P("sof_run.mcap", "output MCAP file")
+    topics: list[str] = P([Topics.INSTRUCTION, Topics.IMAGE, Topics.DEPTH, Topics.CAMERA_INFO, Topics.FLOW,
+                           Topics.TOKENS, Topics.FLOW_PLAN, Topics.ACTION_CHUNK, Topics.PLAN_IMAGE, Topics.MARKERS, Topics.TWIST,
+                           Topics.GRIPPER, Topics.STATUS, Topics.SIM_EE_POSE, Topics.SIM_JOINT_STATES,
+                           Topics.SIM_SUCCESS], "topics to record (types are discovered from the graph)")
+    discovery_period_s: float = P(0.5, "how often to look for publishers of not-yet-subscribed topics")
+
+
+# node name -> (params class, python module, console script)
+NODES: dict[str, tuple[type, str, str]] = {
+    "sof_sim_bridge": (SimBridgeParams, "sof_ros.ros.sim_bridge_node", "sof-sim-bridge"),
+    "sof_camera": (CameraNodeParams, "sof_ros.ros.camera_node", "sof-camera-node"),
+    "sof_policy": (PolicyNodeParams, "sof_ros.ros.policy_node", "sof-policy-node"),
+    "sof_flow2action": (Flow2ActionNodeParams, "sof_ros.ros.flow2action_node", "sof-flow2action-node"),
+    "sof_recorder": (RecorderNodeParams, "sof_ros.ros.recorder_node", "sof-recorder-node"),
+}
+
+
+def _sub_dataclass(f: dataclasses.Field):
+    fac = f.default_factory
+    return fac if fac is not dataclasses.MISSING and isinstance(fac, type) and dataclasses.is_dataclass(fac) else None
+
+
+def iter_fields(cls: type, prefix: str = ""):
+    """Yield (dotted name, dataclass field) for every leaf parameter of a params dataclass."""
+    for f in dataclasses.fields(cls):
+        sub = _sub_dataclass(f)
+        if sub is not None:
+            yield from iter_fields(sub, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
+
+
+def field_kind(f: dataclasses.Field) -> str:
+    """'bool' | 'int' | 'float' | 'str' | 'list[float]' | 'list[str]' from the annotation string."""
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    t = t.replace(" ", "")
+    if t in ("bool", "int", "float", "str", "list[float]", "list[str]"):
+        return t
+    raise TypeError(f"parameter field {f.name} has unsupported type {t}")
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """Flat {dotted name: default} of a params dataclass (robot.* from its default profile)."""
+    return flatten(dataclasses.asdict(cls()))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        cur = out
+        parts = k.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = v
+    return out
+
+
+def build(cls: type, flat: dict[str, Any]):
+    """Instantiate a params dataclass from flat dotted values (missing keys keep defaults;
+    robot.* defaults follow robot.name's profile)."""
+    def make(c: type, prefix: str):
+        kwargs = {}
+        base = c.profile(flat[prefix + "name"]) if c is RobotParams and (prefix + "name") in flat else c()
+        for f in dataclasses.fields(c):
+            key = prefix + f.name
+            sub = _sub_dataclass(f)
+            if sub is not None:
+                kwargs[f.name] = make(sub, key + ".")
+            elif key in flat:
+                kwargs[f.name] = flat[key]
+            else:
+                kwargs[f.name] = getattr(base, f.name)
+        return c(**kwargs)
+    return make(cls, "")
+
+
+def watchdog_timeouts(p: Flow2ActionNodeParams) -> WatchdogTimeouts:
+    return WatchdogTimeouts(frame=p.frame_timeout_s, plan=p.plan_timeout_s, command=p.command_timeout_s,
+                            pose=p.pose_timeout_s)

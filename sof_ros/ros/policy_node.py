@@ -1,0 +1,211 @@
+"""Policy node: (instruction, frame) -> skill tokens -> decoded flow plan.
+
+Plans on the first complete frame after a new instruction and then every `replan_every` frames
+(agent.replan_every unless the parameter overrides it). Every output carries the stamp of the frame
+the plan was made from:
+  tokens       std_msgs/Int64MultiArray, header block in the data_offset padding (see conversions.py)
+  flow_plan    sensor_msgs/Image 32FC2, T flow fields stacked vertically
+  action_chunk std_msgs/Float64MultiArray, the (T, 4) actions a learned head predicted at plan time
+  plan_image   sensor_msgs/Image rgb8, the plan's point tracks over the frame
+  markers      visualization_msgs/MarkerArray, one arrow per moving track (base frame if the camera
+               pose is known, else the camera optical frame)
+A failing plan() is logged and publishes nothing: flow2action's plan watchdog then stops the arm.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from geometry_msgs.msg import Point, PoseStamped
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import ColorRGBA, Float64, Float64MultiArray, Int64MultiArray, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from sof_ros.errors import SofError
+from sof_ros.ros import conversions as cv
+from sof_ros.ros import plan_vis
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, agent_types, command_qos, latched_qos, load_agent,
+                              make_agent_input, run_node, sensor_qos)
+from sof_ros.ros.params import PolicyNodeParams
+
+
+def check_plan(plan) -> str | None:
+    """None if `plan` is a well-formed FlowPlan, else what is wrong with it."""
+    tokens = np.asarray(getattr(plan, "tokens", None))
+    flow = np.asarray(getattr(plan, "flow", None))
+    size = getattr(plan, "image_size", None)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        return f"tokens must be a 1-D integer array, got {tokens.dtype} {tokens.shape}"
+    if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] < 1:
+        return f"flow must be (T, h, w, 2), got {flow.shape}"
+    if not np.all(np.isfinite(flow)):
+        return "flow contains NaN / inf"
+    if size is None or len(size) != 2 or min(int(size[0]), int(size[1])) <= 0:
+        return f"image_size must be (W, H), got {size!r}"
+    actions = getattr(plan, "actions", None)
+    if actions is not None:
+        a = np.asarray(actions)
+        if a.ndim != 2 or a.shape[1] != 4 or not np.all(np.isfinite(a)):
+            return f"actions must be a finite (T, 4) array, got {a.shape}"
+    return None
+
+
+class PolicyNode(SofNode):
+    PARAMS = PolicyNodeParams
+    DEFAULT_NAME = "sof_policy"
+
+    def __init__(self, node_name: str | None = None, agent=None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        p: PolicyNodeParams = self.p
+        self.agent = agent if agent is not None else load_agent(p.agent)
+        self._AgentInput, _ = agent_types(self.agent)
+        self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
+        if self.replan_every <= 0:
+            raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")
+        sq, cq = sensor_qos(p.qos.sensor_depth), command_qos(p.qos.command_depth)
+        self.pub_tokens = self.create_publisher(Int64MultiArray, p.tokens_topic, cq)
+        self.pub_flow = self.create_publisher(Image, p.flow_plan_topic, cq)
+        self.pub_actions = self.create_publisher(Float64MultiArray, p.action_chunk_topic, cq)
+        self.pub_vis = self.create_publisher(Image, p.plan_image_topic, cq)
+        self.pub_markers = self.create_publisher(MarkerArray, p.markers_topic, cq)
+        self.sync = FrameSync(use_depth=bool(p.depth_topic))
+        self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
+        self.create_subscription(Image, p.image_topic, self._on_image, sq)
+        if p.depth_topic:
+            self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
+        self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
+        self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
+        if p.ee_pose_topic:
+            self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_ee, sq)
+        if p.gripper_state_topic:
+            self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
+        self.instruction = ""
+        self._new_instruction = False
+        self._since_plan = 0
+        self.K = None
+        self.cam_pose = None
+        self.ee = PoseCache()
+        self.gripper_state = None
+        self.plans_published = 0
+        self.last_plan_s = float("nan")
+        self.get_logger().info(f"re-planning every {self.replan_every} frames; waiting for an instruction on {p.instruction_topic}")
+
+    # --- inputs ------------------------------------------------------------------------------
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if text != self.instruction:
+            self.get_logger().info(f"instruction: '{text}'" if text else "instruction cleared: planning stops")
+        self.instruction = text
+        self._new_instruction = bool(text)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.K = cv.camera_info_to_K(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("input", str(exc), "warning")
+
+    def _on_cam_pose(self, msg: PoseStamped) -> None:
+        try:
+            self.cam_pose = cv.pose_msg_to_matrix(msg.pose)
+            self._cam_pose_frame = msg.header.frame_id
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"camera pose: {exc}", "warning")
+
+    def _on_ee(self, msg: PoseStamped) -> None:
+        pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if np.all(np.isfinite(pos)):
+            self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
+
+    def _on_grip_state(self, msg: Float64) -> None:
+        self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping frame: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            frame = self.sync.add_depth(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_depth(msg))
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping depth: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+    # --- planning ----------------------------------------------------------------------------
+    def on_frame(self, frame: Frame) -> None:
+        self._since_plan += 1
+        if not self.instruction:
+            self.log_reason("plan", "no instruction yet; not planning", every_s=10.0)
+            return
+        if not (self._new_instruction or self._since_plan >= self.replan_every):
+            return
+        obs = make_agent_input(self._AgentInput, frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
+                               ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
+        t0 = time.perf_counter()
+        try:
+            plan = self.agent.plan(obs, self.instruction)
+        except Exception as exc:  # the learner must never take the node down; flow2action stops the arm
+            self.log_reason("plan", f"plan() failed, publishing nothing: {type(exc).__name__}: {exc}", "error")
+            return
+        self.last_plan_s = time.perf_counter() - t0
+        bad = check_plan(plan)
+        if bad:
+            self.log_reason("plan", f"agent returned a malformed plan, publishing nothing: {bad}", "error")
+            return
+        self._since_plan = 0
+        self._new_instruction = False
+        self.publish_plan(plan, frame)
+
+    def publish_plan(self, plan, frame: Frame) -> None:
+        p = self.p
+        stamp, fid = frame.stamp_ns, frame.frame_id
+        flow = np.asarray(plan.flow, dtype=np.float32)
+        size = (int(plan.image_size[0]), int(plan.image_size[1]))
+        # flow2action completes a plan on whichever of its three parts arrives last
+        self.pub_flow.publish(cv.flow_plan_to_msg(flow, stamp, fid))
+        self.pub_actions.publish(cv.actions_to_msg(getattr(plan, "actions", None), stamp))
+        self.pub_tokens.publish(cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size))
+        self.plans_published += 1
+        self.log_reason("plan", f"planning OK ({len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
+                                f"{self.last_plan_s * 1e3:.0f} ms)", every_s=30.0)
+        if self.pub_vis.get_subscription_count():
+            vis = plan_vis.overlay(frame.rgb, flow, size, p.marker_stride, p.plan_image_scale, p.marker_min_flow_px)
+            self.pub_vis.publish(cv.image_to_msg(vis, "rgb8", stamp, fid))
+        if self.pub_markers.get_subscription_count() and self.K is not None:
+            self.pub_markers.publish(self.markers(flow, size, frame, stamp))
+
+    def markers(self, flow: np.ndarray, size: tuple[int, int], frame: Frame, stamp: int) -> MarkerArray:
+        p = self.p
+        in_base = self.cam_pose is not None
+        arrows = plan_vis.arrows_3d(flow, size, self.K, frame.depth, self.cam_pose if in_base else None,
+                                    p.marker_stride, p.marker_min_flow_px, p.marker_default_depth_m)
+        out = MarkerArray()
+        fid = getattr(self, "_cam_pose_frame", "") if in_base else frame.frame_id
+        clear = Marker()
+        clear.header = cv.header(stamp, fid)
+        clear.ns, clear.action = "sof_plan", Marker.DELETEALL
+        out.markers.append(clear)
+        for k, (a, b) in enumerate(arrows):
+            m = Marker()
+            m.header = cv.header(stamp, fid)
+            m.ns, m.id, m.type, m.action = "sof_plan", k, Marker.ARROW, Marker.ADD
+            m.points = [Point(x=float(a[0]), y=float(a[1]), z=float(a[2])), Point(x=float(b[0]), y=float(b[1]), z=float(b[2]))]
+            m.scale.x, m.scale.y, m.scale.z = 0.004, 0.008, 0.01  # shaft diameter, head diameter, head length
+            m.color = ColorRGBA(r=1.0, g=0.3, b=0.1, a=0.9)
+            m.pose.orientation.w = 1.0
+            out.markers.append(m)
+        return out
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""MetaWorld (Sawyer) as a ROS robot: the same TwistStamped + gripper commands a real arm's MoveIt
+Servo would take, camera topics like a real RGB-D camera, joint states, end-effector pose, success.
+
+Twist -> MetaWorld action: MetaWorld moves the mocap by `action * metres_per_action_unit` (0.01 m)
+per control step, and the bridge steps at `rate_hz`, so action = v / (metres_per_action_unit *
+rate_hz), clipped to [-1, 1]. A twist older than `command_timeout_s` counts as zero motion.
+
+Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
+command answering frame k (twist header stamp == frame k's stamp) has arrived, or after
+`lockstep_timeout_s`, so a slow CPU changes the wall-clock rate but not what the policy sees.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64, Int32, String
+
+from sof_ros.errors import SofError
+from sof_ros.ros import conversions as cv
+from sof_ros.ros.base import SofNode, command_qos, latched_qos, run_node, sensor_qos
+from sof_ros.ros.params import SimBridgeParams
+
+
+class SimBridgeNode(SofNode):
+    PARAMS = SimBridgeParams
+    DEFAULT_NAME = "sof_sim_bridge"
+
+    def __init__(self, node_name: str | None = None, **kwargs):
+        super().__init__(node_name, **kwargs)
+        p: SimBridgeParams = self.p
+        if p.rate_hz <= 0:
+            raise SofError(f"rate_hz must be > 0, got {p.rate_hz}")
+        sq, cq, lq = sensor_qos(p.qos.sensor_depth), command_qos(p.qos.command_depth), latched_qos()
+        self.pub_image = self.create_publisher(Image, p.image_topic, sq)
+        self.pub_depth = self.create_publisher(Image, p.depth_topic, sq)
+        self.pub_info = self.create_publisher(CameraInfo, p.camera_info_topic, sq)
+        self.pub_joints = self.create_publisher(JointState, p.joint_states_topic, sq)
+        self.pub_ee = self.create_publisher(PoseStamped, p.ee_pose_topic, sq)
+        self.pub_grip_state = self.create_publisher(Float64, p.gripper_state_topic, sq)
+        self.pub_cam_pose = self.create_publisher(PoseStamped, p.camera_pose_topic, lq)
+        self.pub_success = self.create_publisher(Bool, p.success_topic, lq)
+        self.create_subscription(TwistStamped, p.twist_topic, self._on_twist, cq)
+        self.create_subscription(Float64, p.gripper_topic, self._on_gripper, cq)
+        self.create_subscription(Int32, p.reset_topic, self._on_reset, cq)
+        self.create_subscription(String, p.task_topic, self._on_task, cq)
+
+        self.arm = None
+        self.task = ""
+        self.seed = int(p.seed)
+        self.episode = 0
+        self.frames_published = 0
+        self._twist = np.zeros(3)
+        self._twist_at = -np.inf  # monotonic arrival time
+        self._grip = -1.0  # open
+        self._frame_stamp = 0
+        self._frame_at = 0.0
+        self._answered = True
+        self._held_logged = False
+        self._load_task(p.task)
+        self._reset(self.seed)
+        self.timer = self.create_timer(1.0 / p.rate_hz, self._tick)
+
+    # --- task / episode -------------------------------------------------------------------
+    def _load_task(self, task: str) -> None:
+        from sof_ros.config import SimConfig
+        from sof_ros.sim.metaworld_env import MetaWorldArm
+
+        p = self.p
+        cfg = SimConfig(camera=p.camera, width=p.width, height=p.height,
+                        max_steps=p.max_steps or 10**9, render_shadows=p.render_shadows)
+        arm = MetaWorldArm(task, cfg)
+        model = arm.model
+        names = list(p.robot.joint_names) + list(p.robot.gripper_joint_names)
+        missing: list[str] = []
+        qpos_idx, qvel_idx = [], []
+        for n in names:
+            try:
+                j = model.joint(n)
+            except KeyError:
+                missing.append(n)
+                continue
+            qpos_idx.append(int(j.qposadr[0]))
+            qvel_idx.append(int(j.dofadr[0]))
+        if missing:
+            arm.close()
+            raise SofError(f"joints {missing} are not in the MetaWorld model; fix robot.joint_names / robot.gripper_joint_names")
+        try:
+            self._hand_body = model.body("hand").id
+        except KeyError:
+            self._hand_body = None
+        if self.arm is not None:
+            self.arm.close()
+        self.arm, self.task = arm, arm.task
+        self._joint_names, self._qpos_idx, self._qvel_idx = names, qpos_idx, qvel_idx
+        self.get_logger().info(f"task '{self.task}' ({arm.instruction}), camera {p.camera} {p.width}x{p.height} at {p.rate_hz:g} Hz"
+                               f"{', lockstep' if p.lockstep else ''}")
+
+    def _reset(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.episode += 1
+        self._twist[:] = 0
+        self._twist_at = -np.inf
+        self._grip = -1.0
+        self._held_logged = False
+        obs = self.arm.reset(self.seed)
+        self.pub_cam_pose.publish(cv.matrix_to_pose_stamped(obs.cam_pose, self.now_ns(), self.p.robot.base_frame))
+        self.get_logger().info(f"episode {self.episode}: task '{self.task}' seed {self.seed}")
+        self._publish(obs)
+
+    def _on_reset(self, msg: Int32) -> None:
+        self._reset(int(msg.data))
+
+    def _on_task(self, msg: String) -> None:
+        task = msg.data.strip()
+        try:
+            self._load_task(task)
+        except SofError as exc:
+            self.get_logger().error(f"task switch to '{task}' refused: {exc}")
+            return
+        self._reset(self.seed)
+
+    # --- commands ---------------------------------------------------------------------------
+    def _on_twist(self, msg: TwistStamped) -> None:
+        fid = msg.header.frame_id
+        if fid and fid != self.p.robot.base_frame:
+            self.log_reason("cmd", f"ignoring twist in frame '{fid}'; expected '{self.p.robot.base_frame}'", "warning")
+            return
+        lin, ang = cv.twist_to_arrays(msg)
+        if not (np.all(np.isfinite(lin)) and np.all(np.isfinite(ang))):
+            self.log_reason("cmd", "ignoring non-finite twist; holding still", "warning")
+            self._twist[:] = 0
+            return
+        self._twist = lin
+        self._twist_at = time.monotonic()
+        if cv.stamp_to_ns(msg.header.stamp) == self._frame_stamp:
+            self._answered = True
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if np.isfinite(msg.data):
+            self._grip = float(np.clip(msg.data, -1.0, 1.0))
+
+    def action(self, now: float | None = None) -> np.ndarray:
+        """The MetaWorld action the bridge would apply now."""
+        p = self.p
+        now = time.monotonic() if now is None else now
+        a = np.zeros(4)
+        if now - self._twist_at <= p.command_timeout_s:
+            a[:3] = self._twist / (p.robot.metres_per_action_unit * p.rate_hz)
+        a[3] = self._grip
+        return np.clip(a, -1.0, 1.0)
+
+    # --- stepping ---------------------------------------------------------------------------
+    def _tick(self) -> None:
+        p = self.p
+        if p.max_steps and self.arm.steps >= p.max_steps:
+            if not self._held_logged:
+                self._held_logged = True
+                self.get_logger().info(f"episode {self.episode} over after {self.arm.steps} steps "
+                                       f"(success={self.arm.success}); publish a seed on {p.reset_topic} to restart")
+            return
+        now = time.monotonic()
+        if p.lockstep and not self._answered and now - self._frame_at < p.lockstep_timeout_s:
+            return
+        if p.lockstep and not self._answered:
+            self.log_reason("lockstep", f"no command for frame within {p.lockstep_timeout_s:g} s; stepping with the latest command", "warning")
+        obs = self.arm.step(self.action(now))
+        self._publish(obs)
+
+    def _publish(self, obs) -> None:
+        p = self.p
+        stamp = self.now_ns()  # capture time of this frame; carried through plan and command headers
+        cam = p.robot.camera_frame
+        h, w = obs.rgb.shape[:2]
+        self._frame_stamp, self._frame_at, self._answered = stamp, time.monotonic(), False
+        d = self.arm.data
+        js = JointState()
+        js.header = cv.header(stamp, p.robot.base_frame)
+        js.name = list(self._joint_names)
+        js.position = [float(d.qpos[i]) for i in self._qpos_idx]
+        js.velocity = [float(d.qvel[i]) for i in self._qvel_idx]
+        self.pub_joints.publish(js)
+        T = np.eye(4)
+        if self._hand_body is not None:
+            T[:3, :3] = d.xmat[self._hand_body].reshape(3, 3)
+        T[:3, 3] = obs.ee_pos
+        self.pub_ee.publish(cv.matrix_to_pose_stamped(T, stamp, p.robot.base_frame))
+        self.pub_grip_state.publish(Float64(data=float(obs.gripper)))
+        self.pub_success.publish(Bool(data=bool(obs.success)))
+        self.pub_info.publish(cv.camera_info_msg(obs.intrinsics, w, h, stamp, cam))
+        self.pub_depth.publish(cv.image_to_msg(obs.depth, "32FC1", stamp, cam))
+        self.pub_image.publish(cv.image_to_msg(obs.rgb, "rgb8", stamp, cam))
+        self.frames_published += 1
+
+    def close(self) -> None:
+        if self.arm is not None:
+            self.arm.close()
+            self.arm = None
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

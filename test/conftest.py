@@ -1,0 +1,119 @@
+"""Shared pytest fixtures.
+
+ROS (sof_ros.ros) fixtures: every ROS test gets its own DDS domain id (random in 1..100, so
+concurrent test sessions on one machine do not see each other) and localhost-only discovery.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import pytest
+
+_rng = random.SystemRandom()
+
+
+def unique_domain_id() -> int:
+    return _rng.randint(1, 100)
+
+
+@pytest.fixture
+def ros_env(monkeypatch):
+    """Environment for ROS processes started by a test (subprocesses inherit it)."""
+    domain = unique_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    return domain
+
+
+@pytest.fixture
+def fake_agent():
+    """A SofAgent test double (test/ros_test_doubles.py): the node tests need no checkpoint."""
+    from ros_test_doubles import FakeAgent
+
+    return FakeAgent()
+
+
+class RosHarness:
+    """One rclpy context with a MultiThreadedExecutor spinning in a background thread, a probe node
+    to publish / collect messages, and the nodes under test."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.ctx = Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.ctx)
+        from rclpy.node import Node
+
+        self.probe = Node("probe", context=self.ctx)
+        self.nodes = []
+        self.error = None
+        self._stop = threading.Event()
+        self.executor.add_node(self.probe)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            while not self._stop.is_set():
+                self.executor.spin_once(timeout_sec=0.05)
+        except Exception as exc:  # a callback raised: make it visible, the test will then time out
+            import traceback
+
+            self.error = exc
+            traceback.print_exc()
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def collect(self, msg_type, topic, qos):
+        box = []
+        self.probe.create_subscription(msg_type, topic, box.append, qos)
+        return box
+
+    def publisher(self, msg_type, topic, qos):
+        return self.probe.create_publisher(msg_type, topic, qos)
+
+    @staticmethod
+    def wait_for(pred, timeout: float, period: float = 0.02) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(period)
+        return bool(pred())
+
+    def close(self):
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=5.0)
+        for n in reversed(self.nodes):
+            n.close()
+            n.destroy_node()
+        self.probe.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def ros(ros_env):
+    pytest.importorskip("rclpy")
+    h = RosHarness(ros_env)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,269 @@
+"""The sof_ros nodes as real rclpy nodes talking over DDS (one process, one executor thread),
+with the SofAgent test double from test/ros_test_doubles.py."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Int32, Int64MultiArray, String  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from sof_ros.ros import conversions as cv  # noqa: E402
+from sof_ros.ros.base import command_qos, latched_qos, sensor_qos  # noqa: E402
+from sof_ros.ros.params import Topics  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+def ov(**kw) -> list[Parameter]:
+    """parameter_overrides from keyword arguments; '__' stands for '.' (robot__name -> robot.name)."""
+    return [Parameter(k.replace("__", "."), value=v) for k, v in kw.items()]
+
+
+def yaml_args(name: str) -> list[str]:
+    return ["--ros-args", "--params-file", str(CONFIG / name)]
+
+
+def test_parameters_declared_with_descriptions_and_read_from_yaml(ros, fake_agent):
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.policy_node import PolicyNode
+
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("sim.yaml")))
+    names = pol.list_parameters([], 10).names
+    assert "agent.checkpoint" in names and "marker_stride" in names
+    for d in pol.describe_parameters([n for n in names if n != "use_sim_time"]):
+        assert d.description, f"parameter {d.name} has no description"
+        assert d.read_only
+    assert pol.get_parameter("ee_pose_topic").value == "/sof/sim/ee_pose"
+    assert pol.replan_every == fake_agent.replan_every  # agent.replan_every: 0 in the YAML -> the agent's
+
+    f2a = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("panda.yaml")))
+    assert f2a.p.robot.name == "panda" and f2a.p.robot.base_frame == "panda_link0"
+    assert f2a.p.twist_topic == "/servo_node/delta_twist_cmds"
+    assert f2a.safety.limits.max_linear_speed == pytest.approx(0.15)
+    assert f2a.p.robot.joint_names[0] == "panda_joint1"  # from the panda profile, not in the YAML
+    assert f2a.get_parameter("robot.workspace_max").value == pytest.approx([0.75, 0.35, 0.6])
+
+
+def test_sim_bridge_publishes_frames_and_follows_twists(ros):
+    from sof_ros.ros.sim_bridge_node import SimBridgeNode
+
+    sq = sensor_qos(10)
+    imgs = ros.collect(Image, Topics.SIM_IMAGE, sq)
+    depths = ros.collect(Image, Topics.SIM_DEPTH, sq)
+    infos = ros.collect(CameraInfo, Topics.SIM_CAMERA_INFO, sq)
+    joints = ros.collect(JointState, Topics.SIM_JOINT_STATES, sq)
+    ees = ros.collect(PoseStamped, Topics.SIM_EE_POSE, sq)
+    success = ros.collect(Bool, Topics.SIM_SUCCESS, latched_qos())
+    cam_pose = ros.collect(PoseStamped, Topics.SIM_CAMERA_POSE, latched_qos())
+    twist_pub = ros.publisher(TwistStamped, Topics.TWIST, command_qos())
+    reset_pub = ros.publisher(Int32, Topics.SIM_RESET, command_qos())
+    sim = ros.add(SimBridgeNode(context=ros.ctx, parameter_overrides=ov(rate_hz=20.0, lockstep=False)))
+
+    assert ros.wait_for(lambda: len(imgs) >= 3 and len(depths) >= 3 and ees and joints and success, 15)
+    img = imgs[-1]
+    assert (img.encoding, img.width, img.height) == ("rgb8", 128, 128)
+    rgb = cv.msg_to_rgb(img)
+    assert rgb.shape == (128, 128, 3) and rgb.std() > 5  # a rendered scene, not a blank image
+    stamp = cv.stamp_to_ns(img.header.stamp)
+    d = next(m for m in depths if cv.stamp_to_ns(m.header.stamp) == stamp)
+    depth = cv.msg_to_depth(d)
+    assert d.encoding == "32FC1" and np.nanmin(depth) > 0.1 and np.median(depth) < 5  # background: far plane
+    assert any(cv.stamp_to_ns(m.header.stamp) == stamp for m in infos)
+    K = cv.camera_info_to_K(infos[-1])
+    assert K[0, 2] == pytest.approx(63.5)
+    assert joints[-1].name[:7] == [f"right_j{i}" for i in range(7)] and len(joints[-1].position) == 9
+    assert cam_pose and cam_pose[-1].header.frame_id == "world"
+    assert success[-1].data is False
+
+    x0 = ees[-1].pose.position.x
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:  # +x at 0.1 m/s = 0.5 MetaWorld action units at 20 Hz
+        twist_pub.publish(cv.twist_msg([0.1, 0, 0], [0, 0, 0], sim.now_ns(), "world"))
+        time.sleep(0.05)
+    assert ros.wait_for(lambda: ees[-1].pose.position.x > x0 + 0.03, 3), (x0, ees[-1].pose.position.x)
+    np.testing.assert_allclose(sim.action(time.monotonic() + 10)[:3], 0)  # stale twist -> no motion
+
+    episode, n = sim.episode, len(imgs)
+    reset_pub.publish(Int32(data=3))
+    assert ros.wait_for(lambda: sim.episode == episode + 1 and sim.seed == 3 and len(imgs) > n + 2, 10)
+    assert ros.wait_for(lambda: abs(ees[-1].pose.position.x - x0) < 0.02, 5)  # back at the start pose
+
+
+class FramePump:
+    """Publishes synthetic frames + end-effector poses at a fixed rate from a thread."""
+
+    def __init__(self, ros, rate=20.0):
+        self.ros = ros
+        self.img = ros.publisher(Image, Topics.IMAGE, sensor_qos())
+        self.ee = ros.publisher(PoseStamped, Topics.SIM_EE_POSE, sensor_qos())
+        self.rate = rate
+        self.stamps: list[int] = []
+        self.frames = True
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        rng = np.random.default_rng(0)
+        self.rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            now = self.ros.probe.get_clock().now().nanoseconds
+            self.ee.publish(cv.matrix_to_pose_stamped(np.eye(4) + np.pad([[0, 0, 0, 0.0]], ((0, 3), (0, 0))) * 0
+                                                      + _trans(0.0, 0.7, 0.2), now, "world"))
+            if self.frames:
+                self.img.publish(cv.image_to_msg(self.rgb, "rgb8", now, "cam"))
+                self.stamps.append(now)
+            time.sleep(1.0 / self.rate)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(2)
+
+
+def _trans(x, y, z):
+    T = np.zeros((4, 4))
+    T[:3, 3] = (x, y, z)
+    return T
+
+
+def test_flow2action_twist_watchdog_estop_and_rejections(ros, fake_agent):
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    twists = ros.collect(TwistStamped, Topics.TWIST, command_qos(100))
+    grips = ros.collect(Float64, Topics.GRIPPER, command_qos(100))
+    status = ros.collect(String, Topics.STATUS, command_qos(100))
+    tok_pub = ros.publisher(Int64MultiArray, Topics.TOKENS, command_qos())
+    flow_pub = ros.publisher(Image, Topics.FLOW_PLAN, command_qos())
+    act_pub = ros.publisher(Float64MultiArray, Topics.ACTION_CHUNK, command_qos())
+    estop = ros.publisher(Bool, Topics.ESTOP, latched_qos())
+    clear = ros.publisher(Bool, Topics.ESTOP_CLEAR, command_qos())
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(
+        depth_topic="", frame_timeout_s=0.3, pose_timeout_s=0.3, command_timeout_s=0.3, plan_timeout_s=30.0,
+        watchdog_rate_hz=20.0, robot__control_rate_hz=10.0)))
+    pump = FramePump(ros).start()
+    try:
+        assert ros.wait_for(lambda: len(pump.stamps) >= 2 and node.latest is not None, 10)
+
+        def send_plan():  # a long plan (200 steps at 20 Hz): never exhausted in this test
+            s = node.latest.stamp_ns
+            flow_pub.publish(cv.flow_plan_to_msg(np.zeros((200, 4, 4, 2), np.float32), s, "cam"))
+            tok_pub.publish(cv.tokens_to_msg(np.array([5, 6, 7]), s, 200, (64, 48)))
+            act_pub.publish(cv.actions_to_msg(None, s))  # a plan is tokens + flow + (possibly empty) chunk
+        send_plan()
+
+        def moving():
+            return any(np.any(cv.twist_to_arrays(t)[0]) for t in twists[-3:])
+        assert ros.wait_for(moving, 5)
+        t = next(t for t in reversed(twists) if np.any(cv.twist_to_arrays(t)[0]))
+        np.testing.assert_allclose(cv.twist_to_arrays(t)[0], [0.5 * 0.01 * 10, 0, 0])  # action -> m/s
+        assert t.header.frame_id == "world" and cv.stamp_to_ns(t.header.stamp) in pump.stamps
+        assert ros.wait_for(lambda: grips, 2) and grips[-1].data == -1.0
+        assert node.plan.plan.tokens.tolist() == [5, 6, 7] and node.plan.plan.image_size == (64, 48)
+
+        # frames stop -> zero twist within the frame timeout (+ one watchdog period + margin)
+        pump.frames = False
+        t_stop = time.monotonic()
+        assert ros.wait_for(lambda: status and status[-1].data.startswith("stale frame"), 2.0)
+        waited = time.monotonic() - t_stop
+        assert waited < 0.3 + 0.05 + 0.4, waited
+        assert not np.any(cv.twist_to_arrays(twists[-1])[0])
+        pump.frames = True
+        assert ros.wait_for(moving, 5)
+
+        # e-stop latches: false does not clear it, fresh frames do not either
+        estop.publish(Bool(data=True))
+        assert ros.wait_for(lambda: status[-1].data.startswith("e-stop latched"), 3)
+        estop.publish(Bool(data=False))
+        n = len(twists)
+        time.sleep(0.6)
+        assert len(twists) > n + 3 and not any(np.any(cv.twist_to_arrays(t)[0]) for t in twists[n:])
+        assert node.safety.estopped
+        clear.publish(Bool(data=True))
+        assert ros.wait_for(lambda: not node.safety.estopped, 3)
+        time.sleep(0.3)
+        assert status[-1].data.startswith("stale plan")  # after an e-stop only a *new* plan moves the arm
+        send_plan()
+        assert ros.wait_for(moving, 5)
+
+        # NaN actions and a failing act() are rejected with a reason and a zero twist
+        fake_agent.mode = "nan"
+        assert ros.wait_for(lambda: status[-1].data.startswith("rejected: action must be 4 finite"), 3)
+        assert not np.any(cv.twist_to_arrays(twists[-1])[0])
+        fake_agent.mode = "raise"
+        assert ros.wait_for(lambda: status[-1].data.startswith("rejected: act() failed"), 3)
+        fake_agent.mode = "move"
+        assert ros.wait_for(moving, 5)
+    finally:
+        pump.stop()
+
+
+def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
+    """sim bridge -> camera -> policy -> flow2action -> sim bridge, all from config/sim.yaml."""
+    from sof_ros.ros.camera_node import CameraNode
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.policy_node import PolicyNode
+    from sof_ros.ros.sim_bridge_node import SimBridgeNode
+
+    cq = command_qos(100)
+    tokens = ros.collect(Int64MultiArray, Topics.TOKENS, cq)
+    plans = ros.collect(Image, Topics.FLOW_PLAN, cq)
+    vis = ros.collect(Image, Topics.PLAN_IMAGE, cq)
+    markers = ros.collect(MarkerArray, Topics.MARKERS, cq)
+    flows = ros.collect(Image, Topics.FLOW, sensor_qos(10))
+    frames = ros.collect(Image, Topics.IMAGE, sensor_qos(10))
+    twists = ros.collect(TwistStamped, Topics.TWIST, cq)
+    ees = ros.collect(PoseStamped, Topics.SIM_EE_POSE, sensor_qos(10))
+    instruction = ros.publisher(String, Topics.INSTRUCTION, latched_qos())
+
+    rate = 30.0  # lockstep: only the wall-clock pace changes, not what the policy sees
+    ros.add(CameraNode(context=ros.ctx, cli_args=yaml_args("sim.yaml")))
+    ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("sim.yaml")))
+    f2a = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("sim.yaml"),
+                                  parameter_overrides=ov(robot__control_rate_hz=rate, robot__max_linear_speed=0.6)))
+    sim = ros.add(SimBridgeNode(context=ros.ctx, cli_args=yaml_args("sim.yaml"),
+                                parameter_overrides=ov(rate_hz=rate, lockstep_timeout_s=1.0)))
+    assert sim.p.lockstep and f2a.p.wait_for_replan  # as configured in sim.yaml
+    assert ros.wait_for(lambda: len(frames) >= 2, 10)
+    time.sleep(0.5)
+    assert not tokens  # nothing is planned before an instruction
+    instruction.publish(String(data="press the button from the top"))
+    assert ros.wait_for(lambda: len(tokens) >= 3 and len(markers) >= 2 and len(vis) >= 2 and len(twists) >= 10, 30)
+
+    toks, stamp, steps, size = cv.msg_to_tokens(tokens[0])
+    assert toks.dtype == np.int64 and len(toks) == 4 and steps == 8 and size == (128, 128)
+    plan = next(p for p in plans if cv.stamp_to_ns(p.header.stamp) == stamp)
+    flow = cv.msg_to_flow_plan(plan, steps)
+    assert flow.shape == (8, 16, 16, 2) and np.allclose(flow[..., 0], 1.5)
+    assert plan.header.frame_id == "corner_camera_optical_frame"
+    v = vis[-1]
+    assert (v.encoding, v.width, v.height) == ("rgb8", 256, 256)
+    arrows = [m for m in markers[-1].markers if m.type == Marker.ARROW and m.action == Marker.ADD]
+    assert markers[-1].markers[0].action == Marker.DELETEALL and len(arrows) >= 10
+    assert arrows[0].header.frame_id == "world" and len(arrows[0].points) == 2  # base frame via the camera pose
+    assert fake_agent.plans[0][1] == "press the button from the top"
+    assert fake_agent.plans[0][0].depth is not None and fake_agent.plans[0][0].cam_pose is not None
+    f = cv.msg_to_image(flows[-1])
+    assert flows[-1].encoding == "32FC2" and f.shape == (128, 128, 2)
+
+    frame_stamps = {cv.stamp_to_ns(m.header.stamp) for m in frames}
+    moving = [t for t in twists if np.any(cv.twist_to_arrays(t)[0])]
+    assert moving and all(cv.stamp_to_ns(t.header.stamp) in frame_stamps for t in moving[:5])
+    # lockstep + wait_for_replan: step_in_plan runs 0..replan_every-1, exactly as the offline loop
+    assert fake_agent.acts[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
+    x0 = ees[0].pose.position.x
+    assert ros.wait_for(lambda: ees[-1].pose.position.x > x0 + 0.03, 15)  # the fake policy moves +x
