@@ -1,12 +1,15 @@
 """Shared pytest fixtures.
 
-ROS (sof_ros.ros) fixtures: every ROS test gets its own DDS domain id (random in 1..100, so
-concurrent test sessions on one machine do not see each other) and localhost-only discovery.
+ROS (sof_ros.ros) fixtures: every ROS test gets its own DDS domain id (random in 1..100, held with
+a lock file for the test's duration, so concurrent test sessions on one machine never share one)
+and localhost-only discovery.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import tempfile
 import threading
 import time
 
@@ -15,18 +18,35 @@ import pytest
 _rng = random.SystemRandom()
 
 
-def unique_domain_id() -> int:
-    return _rng.randint(1, 100)
+def unique_domain_id() -> tuple[int, object]:
+    """(domain id, open lock file): a random id no other process on this machine holds."""
+    ids = list(range(1, 101))
+    _rng.shuffle(ids)
+    for domain in ids:
+        f = open(os.path.join(tempfile.gettempdir(), f"sof_ros_test_domain_{domain}.lock"), "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return domain, f
+        except OSError:
+            f.close()
+    raise RuntimeError("all ROS domain ids 1..100 are held by other test sessions")
 
 
 @pytest.fixture
 def ros_env(monkeypatch):
     """Environment for ROS processes started by a test (subprocesses inherit it)."""
-    domain = unique_domain_id()
+    domain, lock = unique_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
-    return domain
+    from sof_ros.ros import dds
+
+    for key, value in dds.environment().items():  # what every sof_ros process uses
+        monkeypatch.setenv(key, value)
+    try:
+        yield domain
+    finally:
+        lock.close()  # releases the flock
 
 
 @pytest.fixture

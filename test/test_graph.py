@@ -198,3 +198,14 @@ def test_bringup_dry_run_prints_the_plan(capsys):
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["instruction"] == "open the door"
     assert [n["name"] for n in out["nodes"]] == graph.NODE_ORDER["sim"]
+
+
+def test_fastdds_profile_for_large_frames_unless_the_user_chose_one(tmp_path):
+    from sof_ros.ros import dds
+
+    env = {}
+    assert dds.configure(env) == env and "<segment_size>" in open(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read()
+    assert dds.environment({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
+    assert dds.environment({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
+    assert dds.environment({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
+    assert dds.environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"})

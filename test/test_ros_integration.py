@@ -91,3 +91,67 @@ def test_sim_task_success_with_the_shipped_checkpoint(ros_env, tmp_path):
         if s["success"]:
             break
     assert any(s["success"] for s in results.values()), {t: (s["counts"], s["last_status"]) for t, s in results.items()}
+
+
+_LARGE_PUB = r"""
+import sys, time
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from sof_ros.ros import conversions as cv, dds
+from sof_ros.ros.base import sensor_qos
+dds.configure()
+rclpy.init()
+node = Node("large_frame_pub")
+pi = node.create_publisher(Image, "/sof_test/image", sensor_qos(2))
+pd = node.create_publisher(Image, "/sof_test/depth", sensor_qos(2))
+end = time.monotonic() + 20
+while pi.get_subscription_count() < 1 or pd.get_subscription_count() < 1:
+    assert time.monotonic() < end, "no subscriber"
+    time.sleep(0.05)
+time.sleep(0.5)
+rgb, depth = np.zeros((480, 640, 3), np.uint8), np.ones((480, 640), np.float32)
+for i in range(1, 31):  # a RealSense-sized frame (1.2 MB depth + 0.9 MB colour) every 50 ms
+    pd.publish(cv.image_to_msg(depth, "32FC1", i))
+    pi.publish(cv.image_to_msg(rgb, "rgb8", i))
+    time.sleep(0.05)
+time.sleep(1.0)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_camera_sized_best_effort_frames_cross_processes(ros):
+    """sof_ros.ros.dds: 640x480 best-effort frames between processes arrive (with Fast DDS's default
+    512 KiB shared-memory segment most of them were dropped)."""
+    from sensor_msgs.msg import Image
+
+    from sof_ros.ros.base import sensor_qos
+
+    imgs = ros.collect(Image, "/sof_test/image", sensor_qos(2))
+    depths = ros.collect(Image, "/sof_test/depth", sensor_qos(2))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _LARGE_PUB], cwd=ROOT, env=env, capture_output=True, text=True, timeout=45)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ros.wait_for(lambda: len(imgs) >= 29 and len(depths) >= 29, 3), (len(imgs), len(depths))
+    assert (imgs[-1].width, imgs[-1].height, depths[-1].encoding) == (640, 480, "32FC1")
+
+
+@pytest.mark.timeout(120)
+def test_loop_bench_writes_the_results_schema(ros_env, tmp_path):
+    """`sof-bench loop`, short, with the agent double: separate processes, both sizes, sim-bridge rates."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "test"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "sof_ros.bench.cli", "loop", "--frames", "10", "--warmup", "2", "--sim-seconds", "2",
+           "--agent-class", "ros_test_doubles:FakeAgent", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    r = json.loads((tmp_path / "loop.json").read_text())
+    assert isinstance(r["command"], str) and r["command"].startswith("sof-bench loop")
+    assert isinstance(r["commit"], str) and isinstance(r["machine"], str)
+    assert set(r["resolutions"]) == {"128x128", "320x240"}
+    for v in r["resolutions"].values():
+        assert all(isinstance(v[k], float) for k in ("p50_ms", "p95_ms", "hz"))
+        assert 0 < v["p50_ms"] <= v["p95_ms"] and v["hz"] > 0 and v["answered"] >= 5
+    assert isinstance(r["sim_bridge_hz"], float) and r["sim_bridge_hz"] > 0
+    md = (tmp_path / "loop.md").read_text()
+    assert "| 128x128 |" in md and "| 320x240 |" in md and "sim_bridge_hz" in md

@@ -158,6 +158,8 @@ def test_flow2action_twist_watchdog_estop_and_rejections(ros, fake_agent):
     pump = FramePump(ros).start()
     try:
         assert ros.wait_for(lambda: len(pump.stamps) >= 2 and node.latest is not None, 10)
+        # reliable but volatile: a plan published before discovery matched would be lost
+        assert ros.wait_for(lambda: all(p.get_subscription_count() for p in (tok_pub, flow_pub, act_pub, clear)), 10)
 
         def send_plan():  # a long plan (200 steps at 20 Hz): never exhausted in this test
             s = node.latest.stamp_ns
@@ -267,3 +269,242 @@ def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
     assert fake_agent.acts[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
     x0 = ees[0].pose.position.x
     assert ros.wait_for(lambda: ees[-1].pose.position.x > x0 + 0.03, 15)  # the fake policy moves +x
+
+
+# --- thin integrations, against stand-ins of the real APIs ----------------------------------------------
+class _FakePlanning:
+    def __init__(self, log):
+        self.log = log
+
+    def set_start_state_to_current_state(self):
+        self.log.append(("start",))
+
+    def set_goal_state(self, pose_stamped_msg=None, pose_link=None):
+        self.log.append(("goal", pose_stamped_msg, pose_link))
+
+    def plan(self):
+        return type("PlanResult", (), {"trajectory": "traj", "__bool__": lambda self: True})()
+
+
+def _fake_moveit(monkeypatch, log):
+    import sys
+    import types
+
+    class MoveItPy:
+        def __init__(self, node_name=None):
+            log.append(("init", node_name))
+
+        def get_planning_component(self, group):
+            log.append(("group", group))
+            return _FakePlanning(log)
+
+        def execute(self, trajectory, controllers=None):
+            log.append(("execute", trajectory))
+
+    moveit, planning = types.ModuleType("moveit"), types.ModuleType("moveit.planning")
+    planning.MoveItPy = MoveItPy
+    moveit.planning = planning
+    monkeypatch.setitem(sys.modules, "moveit", moveit)
+    monkeypatch.setitem(sys.modules, "moveit.planning", planning)
+
+
+def test_pose_targets_clamped_and_executed_through_moveit_py(ros, fake_agent, monkeypatch):
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    log: list = []
+    _fake_moveit(monkeypatch, log)
+    targets = ros.collect(PoseStamped, Topics.POSE_TARGET, command_qos(10))
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("panda.yaml"),
+                                   parameter_overrides=ov(output_mode="both", use_moveit_py=True, pose_rate_hz=50.0)))
+    assert ("group", "panda_arm") in log
+    for s in ("frame", "plan", "pose"):
+        node.safety.heartbeat(s)
+    node.ee_pos = np.array([0.5, 0.0, 0.05])  # near the floor of the panda box (z >= 0.02)
+    cmd, reason = node.command_from_action(np.array([0.5, 0.0, -1.0, 1.0]), node.now_ns())
+    assert reason.startswith("clamped") and "target" in reason and "workspace box" in reason, reason
+    assert ros.wait_for(lambda: targets and any(e[0] == "execute" for e in log), 5), log
+    goal = next(e for e in log if e[0] == "goal")
+    assert goal[2] == "panda_hand_tcp" and goal[1].header.frame_id == "panda_link0"
+    p = targets[-1].pose.position
+    assert (p.x, p.y, p.z) == pytest.approx((0.52, 0.0, 0.02))  # 4 steps ahead, z clamped to the box
+    q = targets[-1].pose.orientation
+    assert (q.x, q.y, q.z, q.w) == pytest.approx((1.0, 0.0, 0.0, 0.0))  # robot.target_orientation
+    # e-stopped: no pose target is published, nothing executes
+    n_exec, n_targets = sum(e[0] == "execute" for e in log), len(targets)
+    node.safety.estop("test")
+    cmd, reason = node.command_from_action(np.array([0.5, 0.0, 0.0, 1.0]), node.now_ns())
+    assert cmd.is_zero and reason.startswith("e-stop latched")
+    time.sleep(0.3)
+    assert sum(e[0] == "execute" for e in log) == n_exec and len(targets) == n_targets
+
+
+def test_moveit_py_missing_is_a_clear_error(ros, fake_agent, monkeypatch):
+    import sys
+
+    from sof_ros.errors import SofError
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    monkeypatch.setitem(sys.modules, "moveit", None)
+    monkeypatch.setitem(sys.modules, "moveit.planning", None)
+    with pytest.raises(SofError, match="moveit_py"):
+        Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(output_mode="pose", use_moveit_py=True))
+
+
+def _fake_realsense(monkeypatch, h=48, w=64):
+    """pyrealsense2 stand-in: the calls camera_node makes, frames of a moving texture."""
+    import sys
+    import types
+
+    rs = types.ModuleType("pyrealsense2")
+    rs.stream = types.SimpleNamespace(color="color", depth="depth")
+    rs.format = types.SimpleNamespace(rgb8="rgb8", z16="z16")
+    calls = {"enabled": [], "stopped": 0}
+    tex = np.repeat(np.random.default_rng(0).integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8).repeat(4, 0), 4, 1)
+
+    class Data:
+        def __init__(self, arr):
+            self.arr = arr
+
+        def get_data(self):
+            return self.arr
+
+        def __bool__(self):
+            return True
+
+    class Frames:
+        def __init__(self, k):
+            rgb = np.roll(tex, 2 * k, axis=1)  # texture moving 2 px right per frame
+            depth = np.full((h, w), 800, np.uint16)
+            depth[0, 0] = 0  # invalid pixel
+            self.color, self.depth = Data(rgb), Data(depth)
+
+        def get_color_frame(self):
+            return self.color
+
+        def get_depth_frame(self):
+            return self.depth
+
+    class Pipeline:
+        k = 0
+
+        def start(self, cfg):
+            intr = types.SimpleNamespace(fx=60.0, fy=61.0, ppx=31.5, ppy=23.5, coeffs=[0.1, 0, 0, 0, 0])
+            stream = types.SimpleNamespace(as_video_stream_profile=lambda: types.SimpleNamespace(get_intrinsics=lambda: intr))
+            sensor = types.SimpleNamespace(get_depth_scale=lambda: 0.00025)
+            device = types.SimpleNamespace(first_depth_sensor=lambda: sensor)
+            return types.SimpleNamespace(get_device=lambda: device, get_stream=lambda s: stream)
+
+        def wait_for_frames(self, timeout_ms):
+            time.sleep(0.03)
+            self.k += 1
+            return Frames(self.k)
+
+        def stop(self):
+            calls["stopped"] += 1
+
+    class Config:
+        def enable_device(self, serial):
+            calls["enabled"].append(("device", serial))
+
+        def enable_stream(self, *args):
+            calls["enabled"].append(args)
+
+    rs.pipeline, rs.config = Pipeline, Config
+    rs.align = lambda stream: types.SimpleNamespace(process=lambda frames: frames)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+    return calls
+
+
+def test_camera_node_realsense_source(ros, monkeypatch):
+    from sof_ros.ros.camera_node import CameraNode
+
+    calls = _fake_realsense(monkeypatch)
+    sq = sensor_qos(10)
+    imgs = ros.collect(Image, Topics.IMAGE, sq)
+    depths = ros.collect(Image, Topics.DEPTH, sq)
+    infos = ros.collect(CameraInfo, Topics.CAMERA_INFO, sq)
+    flows = ros.collect(Image, Topics.FLOW, sq)
+    poses = ros.collect(PoseStamped, Topics.CAMERA_POSE, latched_qos())
+    cam = ros.add(CameraNode(context=ros.ctx, cli_args=yaml_args("panda.yaml"), parameter_overrides=ov(
+        realsense_width=64, realsense_height=48, realsense_serial="123", rate_hz=10.0, camera_pose_source="param",
+        camera_pose=[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0])))
+    assert ("device", "123") in calls["enabled"] and ("color", 64, 48, "rgb8", 30) in calls["enabled"]
+    assert ros.wait_for(lambda: len(imgs) >= 3 and len(flows) >= 2 and depths and infos and poses, 10)
+    gaps = np.diff([cv.stamp_to_ns(m.header.stamp) for m in imgs]) / 1e9
+    assert gaps.min() > 0.09, gaps  # rate_hz 10 throttles the ~30 fps stream
+    stamp = cv.stamp_to_ns(imgs[-1].header.stamp)
+    assert imgs[-1].header.frame_id == "camera_color_optical_frame"
+    d = cv.msg_to_depth(next(m for m in depths if cv.stamp_to_ns(m.header.stamp) <= stamp))
+    assert np.isnan(d[0, 0]) and d[1, 1] == pytest.approx(0.2)  # 800 * 0.00025 m; 0 -> invalid
+    K = cv.camera_info_to_K(infos[-1])
+    assert K[0, 0] == 60.0 and K[1, 1] == 61.0 and infos[-1].d[0] == pytest.approx(0.1)
+    f = cv.msg_to_image(flows[-1])
+    assert flows[-1].encoding == "32FC2" and f.shape == (48, 64, 2) and np.isfinite(f).all() and f[..., 0].mean() > 0.5  # texture moves right
+    assert poses[-1].header.frame_id == "panda_link0" and poses[-1].pose.position.z == pytest.approx(0.3)
+    cam.close()
+    assert calls["stopped"] == 1
+
+
+def test_sim_bridge_task_switch_and_bad_task(ros):
+    from sof_ros.ros.sim_bridge_node import SimBridgeNode
+
+    task_pub = ros.publisher(String, Topics.SIM_TASK, command_qos())
+    success = ros.collect(Bool, Topics.SIM_SUCCESS, latched_qos())
+    sim = ros.add(SimBridgeNode(context=ros.ctx, parameter_overrides=ov(rate_hz=20.0, lockstep=False)))
+    assert ros.wait_for(lambda: success and task_pub.get_subscription_count() >= 1, 10)
+    episode = sim.episode
+    task_pub.publish(String(data="no-such-task"))
+    time.sleep(0.5)
+    assert sim.task == "button-press-topdown" and sim.episode == episode  # refused, logged, still running
+    task_pub.publish(String(data="door-open"))
+    assert ros.wait_for(lambda: sim.task == "door-open" and sim.episode == episode + 1, 15)
+
+
+def test_flow2action_rejects_non_finite_plans_and_poses(ros, fake_agent):
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(depth_topic="")))
+    stamp = node.now_ns()
+    flow = np.zeros((4, 2, 2, 2), np.float32)
+    flow[1, 0, 0, 0] = np.nan
+    node._on_flow_plan(cv.flow_plan_to_msg(flow, stamp, "cam"))
+    node._on_actions(cv.actions_to_msg(None, stamp))
+    node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), stamp, 4, (64, 48)))
+    assert node.plan is None and node.safety.age("plan") == float("inf")  # refused: no heartbeat
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((4, 2, 2, 2), np.float32), stamp + 1, "cam"))
+    node._on_actions(cv.actions_to_msg(np.full((4, 4), np.inf), stamp + 1))
+    node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), stamp + 1, 4, (64, 48)))
+    assert node.plan is None
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((4, 2, 2, 2), np.float32), stamp + 2, "cam"))
+    node._on_actions(cv.actions_to_msg(None, stamp + 2))
+    node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), stamp + 2, 4, (64, 48)))
+    assert node.plan is not None and node.plan.plan.tokens.tolist() == [1, 2]  # a finite plan is taken
+
+    bad = cv.matrix_to_pose_stamped(np.eye(4), stamp, "world")
+    bad.pose.position.x = float("nan")
+    node._on_ee(bad)
+    assert node.ee_pos is None and node.safety.age("pose") == float("inf")
+    other = cv.matrix_to_pose_stamped(np.eye(4), stamp, "panda_link0")
+    node._on_ee(other)  # wrong frame: the box cannot be enforced on it
+    assert node.ee_pos is None
+    node._on_ee(cv.matrix_to_pose_stamped(np.eye(4), stamp, "world"))
+    assert node.ee_pos is not None and node.safety.age("pose") < 1.0
+
+
+def test_plan_tracks_are_in_frame_pixels_and_the_overlay_shows_them():
+    """FlowPlan flow is in working-grid pixels: 1 px on a 32-wide grid is 4 px of a 128-wide frame."""
+    from sof_ros.ros import plan_vis
+
+    flow = np.zeros((3, 32, 32, 2), np.float32)
+    flow[..., 0] = 1.0
+    trk = plan_vis.tracks(flow, (128, 128), stride=32)
+    np.testing.assert_allclose(trk[:, -1, 0] - trk[:, 0, 0], 12.0)  # 3 steps x 4 px
+    rgb = np.zeros((128, 128, 3), np.uint8)
+    small = flow * 0.05  # 0.6 px over the plan: drawn magnified, and says so
+    img = plan_vis.overlay(rgb, small, (128, 128), stride=16, scale=2, min_px=0.1)
+    assert img.shape == (256, 256, 3)
+    drawn = (img[20:] != 0).any(axis=2).sum()  # below the gain label
+    assert drawn > 200, drawn
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]])
+    arrows = plan_vis.arrows_3d(flow, (128, 128), K, None, None, stride=32, default_depth=1.0)
+    np.testing.assert_allclose(arrows[:, 1, 0] - arrows[:, 0, 0], 12.0 / 100.0)  # 12 px at 1 m, f = 100 px

@@ -316,6 +316,15 @@ def count_sim_rate(bench: Bench, graph: Graph, seconds: float, settle: float, mi
 
 
 # --- results ------------------------------------------------------------------------------------
+def _display_path(path) -> str:
+    """Relative to the working directory when inside it (results files should not name one machine)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def write_results(out_dir: Path, result: dict) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     jpath, mpath = out_dir / "loop.json", out_dir / "loop.md"
@@ -338,8 +347,11 @@ def write_results(out_dir: Path, result: dict) -> tuple[Path, Path]:
     for name, r in result["resolutions"].items():
         lines.append(f"| {name} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['mean_ms']:.2f} | {r['max_ms']:.2f} | "
                      f"{r['hz']:.2f} | {r['answered']}/{r['frames']} |")
-    lines += ["", "| sim bridge (128x128) | steps/s |", "|---|---:|",
-              f"| lockstep with the graph (`sim_bridge_hz`) | {result['sim_bridge_hz']:.2f} |"]
+    if result.get("sim_bridge_hz") is None:
+        lines += ["", "Sim-bridge rates not measured (--no-sim)."]
+    else:
+        lines += ["", "| sim bridge (128x128) | steps/s |", "|---|---:|",
+                  f"| lockstep with the graph (`sim_bridge_hz`) | {result['sim_bridge_hz']:.2f} |"]
     if result.get("sim_bridge_open_loop_hz") is not None:
         lines.append(f"| alone, not waiting for commands (`sim_bridge_open_loop_hz`) | {result['sim_bridge_open_loop_hz']:.2f} |")
     mpath.write_text("\n".join(lines) + "\n")
@@ -374,6 +386,9 @@ def main(argv=None):
             raise SofError(f"no SOF checkpoint at {a.checkpoint} (config.yaml missing); pass --checkpoint DIR or "
                            "train one: sof-train --config config/metaworld.yaml")
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # this process and the nodes
+        from sof_ros.ros import dds
+
+        dds_env = dds.configure()  # the same Fast DDS profile as sof-bringup and every node
         rate = SIM_RATE_HZ
         params = {
             "sof_policy.agent.agent_class": a.agent_class, "sof_flow2action.agent.agent_class": a.agent_class,
@@ -395,12 +410,15 @@ def main(argv=None):
         graph = Graph(log_dir)
         bench = None
         result = {"command": command, "commit": commit, "machine": host, "resolutions": {}, "sim_bridge_hz": None,
-                  "sim_bridge_open_loop_hz": None, "task": a.task, "checkpoint": str(checkpoint),
+                  "sim_bridge_open_loop_hz": None, "task": a.task, "checkpoint": _display_path(checkpoint),
                   "agent_class": a.agent_class,
                   "settings": {"frames": a.frames, "warmup": a.warmup, "timeout_s": a.timeout,
                                "sim_seconds": a.sim_seconds, "sim_rate_cap_hz": rate,
                                "ros_domain_id": os.environ.get("ROS_DOMAIN_ID", "0"),
-                               "discovery_range": os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]}}
+                               "discovery_range": os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"],
+                               "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
+                               "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""),
+                               "fastdds_profile_from": "sof_ros.ros.dds" if dds_env else "environment"}}
         try:
             bench = Bench(specs)
             if not a.no_sim:  # the sim bridge alone first, before the graph loads the CPU

@@ -252,6 +252,9 @@ def run_node(node_cls: type, args: list[str] | None = None, executor_threads: in
     """Console entry: rclpy.init, construct the node, spin until Ctrl-C / SIGTERM, clean up."""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
+    from sof_ros.ros import dds
+
+    dds.configure()  # before rclpy.init: large camera frames over shared memory
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:

@@ -110,6 +110,19 @@ def default_instruction(ns: argparse.Namespace, specs: list[graph.NodeSpec]) -> 
     return ""
 
 
+def check_checkpoint(specs: list[graph.NodeSpec]) -> None:
+    """Fail before starting anything when the SofAgent checkpoint is missing (clearer than a node
+    process exiting with the same message among the others' logs)."""
+    for spec in specs:
+        if spec.name not in ("sof_policy", "sof_flow2action"):
+            continue
+        eff = spec.effective()
+        ck = eff["agent.checkpoint"]
+        if eff["agent.agent_class"] == P.AgentParams().agent_class and not (Path(ck) / "config.yaml").is_file():
+            raise SofError(f"no SOF checkpoint at {ck} (config.yaml missing); pass --checkpoint DIR, or train the "
+                           "shipped one: sof-train --config config/metaworld.yaml")
+
+
 # --- monitor ------------------------------------------------------------------------------------
 def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
     """A node that publishes the instruction and watches the graph's outputs."""
@@ -298,9 +311,11 @@ def run_composed(ns, specs, overrides_file: Path, instruction: str) -> tuple[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Fast DDS's default UDP transport drops most 320x240 frames (image + depth, ~0.5 MB) between
-    # processes; LARGE_DATA (shared memory + TCP) delivers them. Measured: 8 vs 230 frames in 25 s.
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # camera-sized best-effort frames need a larger shared-memory segment than Fast DDS's default;
+    # set before rclpy.init here and inherited by the node processes (sof_ros/ros/dds.py)
+    from sof_ros.ros import dds
+
+    dds.configure()
     ns = build_parser().parse_args(argv)
 
     def body() -> int:
@@ -312,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"robot": ns.robot, "instruction": instruction,
                               "nodes": [{"name": n, "cmd": c} for n, c in process_commands(specs, overrides)]}, indent=1))
             return 0
+        check_checkpoint(specs)
         t0 = time.monotonic()
         run = run_composed if ns.composed else run_processes
         summary, code = run(ns, specs, overrides, instruction)

@@ -79,10 +79,12 @@ class CameraNode(SofNode):
 
         if p.source in ("sim", "topic"):
             self.sync = FrameSync(use_depth=bool(p.depth_in_topic))
+            # camera_info first: rclpy runs ready callbacks in creation order, so a frame's own
+            # camera_info is applied before the frame (matters when the resolution changes)
+            self.create_subscription(CameraInfo, p.camera_info_in_topic, self._on_info, sq)
             self.create_subscription(Image, p.image_in_topic, self._on_image, sq)
             if p.depth_in_topic:
                 self.create_subscription(Image, p.depth_in_topic, self._on_depth, sq)
-            self.create_subscription(CameraInfo, p.camera_info_in_topic, self._on_info, sq)
         else:
             self._start_realsense()
 
@@ -121,7 +123,8 @@ class CameraNode(SofNode):
             self._emit(frame.stamp_ns, frame.rgb, frame.depth, None)
 
     # --- output ------------------------------------------------------------------------------
-    def _emit(self, stamp: int, rgb: np.ndarray, depth: np.ndarray | None, K: np.ndarray | None) -> None:
+    def _emit(self, stamp: int, rgb: np.ndarray, depth: np.ndarray | None, K: np.ndarray | None,
+              dist: np.ndarray | None = None) -> None:
         p = self.p
         with self._lock:
             if p.rate_hz > 0 and stamp - self._last_pub_stamp < 1e9 / p.rate_hz * 0.95:
@@ -138,7 +141,7 @@ class CameraNode(SofNode):
                 K = cv.camera_info_to_K(info)
                 dist, model = np.asarray(info.d), info.distortion_model or "plumb_bob"
             else:
-                dist, model = None, "plumb_bob"
+                model = "plumb_bob"  # RealSense Brown-Conrady coefficients, as realsense2_camera publishes them
             if depth is not None and depth.shape != (h, w):
                 self.log_reason("input", f"depth {depth.shape[::-1]} does not match frame {w}x{h}; dropping", "warning")
                 return
@@ -191,7 +194,7 @@ class CameraNode(SofNode):
                     rgb = np.asanyarray(color.get_data()).copy()
                     z = np.asanyarray(depth.get_data()).astype(np.float32) * np.float32(scale)
                     z[z == 0] = np.nan
-                    self._emit(stamp, rgb, z, K)
+                    self._emit(stamp, rgb, z, K, self._rs_dist)
             finally:
                 pipe.stop()
 

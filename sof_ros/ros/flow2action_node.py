@@ -125,10 +125,12 @@ class Flow2ActionNode(SofNode):
             self.log_reason("input", f"ignoring end-effector pose in '{fid}', expected '{self.p.robot.base_frame}'", "warning")
             return
         pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-        if np.all(np.isfinite(pos)):
-            self.ee_pos = pos
-            self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
-            self.safety.heartbeat("pose")
+        if not np.all(np.isfinite(pos)):  # not a heartbeat: a stream of these stops the arm
+            self.log_reason("input", f"rejected end-effector pose: non-finite position {pos.tolist()}", "warning")
+            return
+        self.ee_pos = pos
+        self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
+        self.safety.heartbeat("pose")
 
     def _on_grip_state(self, msg: Float64) -> None:
         self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
@@ -187,6 +189,9 @@ class Flow2ActionNode(SofNode):
             flow = cv.msg_to_flow_plan(parts["flow_msg"], parts["steps"])
         except cv.ConversionError as exc:
             self.log_reason("plan", f"ignoring plan: {exc}", "warning")
+            return
+        if not np.all(np.isfinite(flow)) or (parts["actions"] is not None and not np.all(np.isfinite(parts["actions"]))):
+            self.log_reason("plan", "ignoring plan: its flow or action chunk contains NaN / inf", "warning")
             return
         extra = {}
         if parts["actions"] is not None:

@@ -182,6 +182,7 @@ class PolicyNodeParams:
     marker_min_flow_px: float = P(0.5, "arrows shorter than this (pixels) are not drawn")
     marker_default_depth_m: float = P(1.0, "depth used for marker arrows where no depth is known")
     plan_image_scale: int = P(2, "upscaling of the plan visualisation image")
+    plan_image_gain: float = P(0.0, "magnification of the planned motion in the plan image (noted on it); 0 = auto, the longest track drawn ~10% of the image (at most x6)")
     qos: QosParams = field(default_factory=QosParams)
 
 

@@ -175,7 +175,8 @@ class PolicyNode(SofNode):
         self.log_reason("plan", f"planning OK ({len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
                                 f"{self.last_plan_s * 1e3:.0f} ms)", every_s=30.0)
         if self.pub_vis.get_subscription_count():
-            vis = plan_vis.overlay(frame.rgb, flow, size, p.marker_stride, p.plan_image_scale, p.marker_min_flow_px)
+            vis = plan_vis.overlay(frame.rgb, flow, size, p.marker_stride, p.plan_image_scale, p.marker_min_flow_px,
+                                   p.plan_image_gain)
             self.pub_vis.publish(cv.image_to_msg(vis, "rgb8", stamp, fid))
         if self.pub_markers.get_subscription_count() and self.K is not None:
             self.pub_markers.publish(self.markers(flow, size, frame, stamp))

@@ -12,6 +12,7 @@ command answering frame k (twist header stamp == frame k's stamp) has arrived, o
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -47,6 +48,10 @@ class SimBridgeNode(SofNode):
         self.create_subscription(Int32, p.reset_topic, self._on_reset, cq)
         self.create_subscription(String, p.task_topic, self._on_task, cq)
 
+        # MuJoCo's OSMesa contexts belong to the thread that made them current: a renderer created in
+        # one executor thread and used or freed in another segfaults. All simulator calls therefore
+        # run on this one thread, whichever executor thread the callback came from.
+        self._gl = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sof_sim_gl")
         self.arm = None
         self.task = ""
         self.seed = int(p.seed)
@@ -71,7 +76,7 @@ class SimBridgeNode(SofNode):
         p = self.p
         cfg = SimConfig(camera=p.camera, width=p.width, height=p.height,
                         max_steps=p.max_steps or 10**9, render_shadows=p.render_shadows)
-        arm = MetaWorldArm(task, cfg)
+        arm = self._sim(MetaWorldArm, task, cfg)
         model = arm.model
         names = list(p.robot.joint_names) + list(p.robot.gripper_joint_names)
         missing: list[str] = []
@@ -85,14 +90,14 @@ class SimBridgeNode(SofNode):
             qpos_idx.append(int(j.qposadr[0]))
             qvel_idx.append(int(j.dofadr[0]))
         if missing:
-            arm.close()
+            self._sim(arm.close)
             raise SofError(f"joints {missing} are not in the MetaWorld model; fix robot.joint_names / robot.gripper_joint_names")
         try:
             self._hand_body = model.body("hand").id
         except KeyError:
             self._hand_body = None
         if self.arm is not None:
-            self.arm.close()
+            self._sim(self.arm.close)
         self.arm, self.task = arm, arm.task
         self._joint_names, self._qpos_idx, self._qvel_idx = names, qpos_idx, qvel_idx
         self.get_logger().info(f"task '{self.task}' ({arm.instruction}), camera {p.camera} {p.width}x{p.height} at {p.rate_hz:g} Hz"
@@ -105,7 +110,7 @@ class SimBridgeNode(SofNode):
         self._twist_at = -np.inf
         self._grip = -1.0
         self._held_logged = False
-        obs = self.arm.reset(self.seed)
+        obs = self._sim(self.arm.reset, self.seed)
         self.pub_cam_pose.publish(cv.matrix_to_pose_stamped(obs.cam_pose, self.now_ns(), self.p.robot.base_frame))
         self.get_logger().info(f"episode {self.episode}: task '{self.task}' seed {self.seed}")
         self._publish(obs)
@@ -166,7 +171,7 @@ class SimBridgeNode(SofNode):
             return
         if p.lockstep and not self._answered:
             self.log_reason("lockstep", f"no command for frame within {p.lockstep_timeout_s:g} s; stepping with the latest command", "warning")
-        obs = self.arm.step(self.action(now))
+        obs = self._sim(self.arm.step, self.action(now))
         self._publish(obs)
 
     def _publish(self, obs) -> None:
@@ -194,10 +199,15 @@ class SimBridgeNode(SofNode):
         self.pub_image.publish(cv.image_to_msg(obs.rgb, "rgb8", stamp, cam))
         self.frames_published += 1
 
+    def _sim(self, fn, *args):
+        """Run a simulator call on the simulator thread and return its result (exceptions propagate)."""
+        return self._gl.submit(fn, *args).result()
+
     def close(self) -> None:
         if self.arm is not None:
-            self.arm.close()
+            self._sim(self.arm.close)
             self.arm = None
+        self._gl.shutdown(wait=True)
 
 
 def main(args: list[str] | None = None) -> int:
