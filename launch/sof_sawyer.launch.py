@@ -3,24 +3,8 @@
 The node list and parameters come from sof_ros.ros.graph (config/sawyer.yaml + these arguments), the
 same source `sof-bringup sawyer` uses; this file only turns them into launch_ros actions.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
-from sof_ros.ros import graph
-
-ROBOT = "sawyer"
-
-
-def _nodes(context, *args, **kwargs):
-    values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in graph.LAUNCH_ARGUMENTS}
-    robot = values.pop("robot") or ROBOT
-    return [Node(**entry) for entry in graph.launch_description_entries(robot, **values)]
+from sof_ros.ros.graph import launch_description
 
 
 def generate_launch_description():
-    args = [DeclareLaunchArgument(name, default_value=(default or ROBOT) if name == "robot" else default,
-                                  description=description)
-            for name, default, description in graph.LAUNCH_ARGUMENTS]
-    return LaunchDescription(args + [OpaqueFunction(function=_nodes)])
+    return launch_description("sawyer")

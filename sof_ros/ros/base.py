@@ -92,6 +92,36 @@ def latched_qos() -> QoSProfile:
 
 
 # --- node base ------------------------------------------------------------------------------------
+class SyncedFrameInputs:
+    """Image/depth/gripper-state callbacks shared by the policy and Flow2Action nodes: frames pass
+    through `self.sync` (FrameSync) and each complete frame goes to `self.on_frame`."""
+
+    def _on_grip_state(self, msg) -> None:
+        self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
+
+    def _on_image(self, msg) -> None:
+        from sof_ros.ros import conversions as cv
+
+        try:
+            frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping frame: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+    def _on_depth(self, msg) -> None:
+        from sof_ros.ros import conversions as cv
+
+        try:
+            frame = self.sync.add_depth(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_depth(msg))
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping depth: {exc}", "warning")
+            return
+        if frame is not None:
+            self.on_frame(frame)
+
+
 class SofNode(Node):
     """rclpy Node + typed parameters + reason logging. Subclasses set PARAMS and DEFAULT_NAME."""
 

@@ -28,7 +28,7 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, Int64MultiArray, Stri
 
 from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
-from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, agent_types, command_qos, latched_qos, load_agent,
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, agent_types, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import Flow2ActionNodeParams, watchdog_timeouts
 from sof_ros.safety import OK, SafeCommand, SafetyFilter
@@ -43,7 +43,7 @@ class ActivePlan:
     seq: int | None  # sequence number of the frame it was planned on (None until that frame is seen)
 
 
-class Flow2ActionNode(SofNode):
+class Flow2ActionNode(SyncedFrameInputs, SofNode):
     PARAMS = Flow2ActionNodeParams
     DEFAULT_NAME = "sof_flow2action"
 
@@ -131,27 +131,6 @@ class Flow2ActionNode(SofNode):
         self.ee_pos = pos
         self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
         self.safety.heartbeat("pose")
-
-    def _on_grip_state(self, msg: Float64) -> None:
-        self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
-
-    def _on_image(self, msg: Image) -> None:
-        try:
-            frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
-        except cv.ConversionError as exc:
-            self.log_reason("input", f"dropping frame: {exc}", "warning")
-            return
-        if frame is not None:
-            self.on_frame(frame)
-
-    def _on_depth(self, msg: Image) -> None:
-        try:
-            frame = self.sync.add_depth(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_depth(msg))
-        except cv.ConversionError as exc:
-            self.log_reason("input", f"dropping depth: {exc}", "warning")
-            return
-        if frame is not None:
-            self.on_frame(frame)
 
     # --- plans -------------------------------------------------------------------------------
     def _on_tokens(self, msg: Int64MultiArray) -> None:

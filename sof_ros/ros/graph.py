@@ -227,3 +227,23 @@ def launch_description_entries(robot: str, camera_source: str = "", checkpoint: 
 def console_scripts() -> list[str]:
     """setup.py entry_points lines for the node executables."""
     return [f"{exe} = {module}:main" for _, module, exe in P.NODES.values()]
+
+
+def launch_description(robot: str):
+    """The LaunchDescription every launch/sof_<robot>.launch.py returns: the declared arguments,
+    then the nodes of `plan()` for the values given. launch / launch_ros are imported here, only
+    on a workstation that has them."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context, *args, **kwargs):
+        values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in LAUNCH_ARGUMENTS}
+        chosen = values.pop("robot") or robot
+        return [Node(**entry) for entry in launch_description_entries(chosen, **values)]
+
+    args = [DeclareLaunchArgument(name, default_value=(default or robot) if name == "robot" else default,
+                                  description=description)
+            for name, default, description in LAUNCH_ARGUMENTS]
+    return LaunchDescription(args + [OpaqueFunction(function=nodes)])

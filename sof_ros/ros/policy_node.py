@@ -24,7 +24,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
 from sof_ros.ros import plan_vis
-from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, agent_types, command_qos, latched_qos, load_agent,
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, agent_types, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import PolicyNodeParams
 
@@ -50,7 +50,7 @@ def check_plan(plan) -> str | None:
     return None
 
 
-class PolicyNode(SofNode):
+class PolicyNode(SyncedFrameInputs, SofNode):
     PARAMS = PolicyNodeParams
     DEFAULT_NAME = "sof_policy"
 
@@ -115,27 +115,6 @@ class PolicyNode(SofNode):
         pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         if np.all(np.isfinite(pos)):
             self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
-
-    def _on_grip_state(self, msg: Float64) -> None:
-        self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
-
-    def _on_image(self, msg: Image) -> None:
-        try:
-            frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
-        except cv.ConversionError as exc:
-            self.log_reason("input", f"dropping frame: {exc}", "warning")
-            return
-        if frame is not None:
-            self.on_frame(frame)
-
-    def _on_depth(self, msg: Image) -> None:
-        try:
-            frame = self.sync.add_depth(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_depth(msg))
-        except cv.ConversionError as exc:
-            self.log_reason("input", f"dropping depth: {exc}", "warning")
-            return
-        if frame is not None:
-            self.on_frame(frame)
 
     # --- planning ----------------------------------------------------------------------------
     def on_frame(self, frame: Frame) -> None:
