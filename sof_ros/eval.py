@@ -119,14 +119,11 @@ def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes
                 bar.update(1)
                 bar.set_postfix(row=done[-1]["row"], task=done[-1]["task"], wins=done[-1]["wins"])
     bar.close()
-    canonical = []  # task names as the simulator spells them, in the order asked for
-    for t in tasks:
-        canonical += [d["task"] for d in done if d["row"] == rows[0] and d.get("asked") == t]
     results = {"episodes_per_task": episodes, "seeds": seeds, "max_steps": max_steps, "workers": workers,
                "rows": {}}
     for row in rows:
-        by_task = {d["task"]: d for d in done if d["row"] == row}
-        mine = {t: by_task[t] for t in sorted(by_task, key=lambda t: canonical.index(t))}  # config order
+        by_asked = {d["asked"]: d for d in done if d["row"] == row}  # workers finish in any order
+        mine = {by_asked[t]["task"]: by_asked[t] for t in tasks}  # config order, simulator's spelling
         per_task = {t: d["wins"] / episodes for t, d in mine.items()}
         lat_all = [x for d in mine.values() for x in d["lat"]]
         plan_lat = [x for d in mine.values() for x in d["plan_lat"]]
