@@ -16,7 +16,8 @@ from sof_ros.errors import SofError
 from sof_ros.learn.data import resize_rgb
 from sof_ros.text import InstructionEncoder
 
-FLOW2ACTION_MODES = ("learned", "learning_free", "skill2action", "bc")
+# learned / learning_free are SOF; the others are the comparisons evaluated beside it.
+FLOW2ACTION_MODES = ("learned", "learning_free", "skill2action", "bc", "pixel_skills")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class FlowPlan:
     flow: np.ndarray  # (T_plan, h, w, 2) float32 per-step flow in working-resolution pixels
     image_size: tuple[int, int]  # (W, H) of the frame the plan was made from
     actions: np.ndarray | None = field(default=None, repr=False)  # (T_plan, 4) when the head predicts a chunk
+    frames: np.ndarray | None = field(default=None, repr=False)  # (T_plan, h, w, 3) uint8, pixel-space skills only
 
 
 def _check_rgb(rgb) -> np.ndarray:
@@ -78,7 +80,8 @@ class SofAgent:
         cfg = from_dict(yaml.safe_load(cfg_path.read_text()))
         models = build_models(cfg)
         needed = {"learned": ("skill", "policy", "f2a"), "learning_free": ("skill", "policy"),
-                  "skill2action": ("skill", "policy", "skill2action"), "bc": ("bc",)}[flow2action]
+                  "skill2action": ("skill", "policy", "skill2action"), "bc": ("bc",),
+                  "pixel_skills": ("pixel_skill", "pixel_policy", "pixel2action")}[flow2action]
         for name in needed:
             load_weights(models[name], path / f"{name}.pt", device)
         instr_path = path / "instructions.pt"
@@ -113,6 +116,16 @@ class SofAgent:
             actions = self.models["bc"](text, img, self._proprio(obs))[0].cpu().numpy()
             r = self.cfg.skill.flow_res
             return FlowPlan(np.zeros(0, np.int64), np.zeros((0, r, r, 2), np.float32), size, actions)
+        if self.mode == "pixel_skills":  # ablation: tokens of future frames, inverse dynamics on them
+            tokens = self.models["pixel_policy"].generate(img, text)
+            pixel_skill = self.models["pixel_skill"]
+            change = pixel_skill.decode_ids(tokens, img)
+            actions = self.models["pixel2action"](change, img, self._proprio(obs))[0].cpu().numpy()
+            r = self.cfg.skill.flow_res
+            frames = pixel_skill.future_frames(change, img)[0]
+            pixels = ((frames + 1) * 127.5).round().byte().cpu().numpy()
+            return FlowPlan(tokens[0].cpu().numpy().astype(np.int64), np.zeros((0, r, r, 2), np.float32), size,
+                            actions, pixels)
         tokens = self.models["policy"].generate(img, text)
         flow = self.models["skill"].decode_ids(tokens, img)
         actions = None

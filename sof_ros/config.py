@@ -109,7 +109,7 @@ class TrainConfig:
     skill_steps: int = 1500
     policy_steps: int = 1500
     f2a_steps: int = 1500
-    baseline_steps: int = 1000  # skill2action and bc
+    baseline_steps: int = 1000  # skill2action and bc (the pixel-space ablation gets the SOF stages' budgets)
     val_fraction: float = 0.1  # held-out episodes per task for reports
     log_every: int = 100
     ckpt_every: int = 500
@@ -123,7 +123,8 @@ class EvalConfig:
     first_seed: int = 1000  # held out: training demos use seeds 0..N
     max_steps: int = 150
     replan_every: int = 4
-    rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "expert"])
+    rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "pixel_skills",
+                                                     "expert"])
 
 
 @dataclass

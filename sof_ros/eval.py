@@ -1,7 +1,8 @@
 """`sof-eval`: closed-loop MetaWorld rollouts (in process, no ROS) on held-out seeds.
 
 Rows: sof (learned Flow2Action), sof_learning_free (geometric solver), skill2action (tokens straight
-to actions), bc (image + instruction -> actions), expert (MetaWorld's scripted policy, upper bound).
+to actions), bc (image + instruction -> actions), pixel_skills (tokens of future frames instead of flow,
+actions by inverse dynamics on the decoded frames), expert (MetaWorld's scripted policy, upper bound).
 Writes JSON, a markdown table and a bar plot.
 """
 from __future__ import annotations
@@ -19,12 +20,14 @@ from sof_ros.bench.meta import command_line, git_commit, machine
 from sof_ros.config import SimConfig, load_config
 from sof_ros.errors import SofError, run_cli
 
-ROW_MODES = {"sof": "learned", "sof_learning_free": "learning_free", "skill2action": "skill2action", "bc": "bc"}
+ROW_MODES = {"sof": "learned", "sof_learning_free": "learning_free", "skill2action": "skill2action", "bc": "bc",
+             "pixel_skills": "pixel_skills"}
 ROW_LABELS = {
     "sof": "SOF, learned Flow2Action (ours)",
     "sof_learning_free": "SOF, learning-free Flow2Action (ours)",
     "skill2action": "Skill2Action ablation (ours)",
     "bc": "Behaviour cloning baseline (ours)",
+    "pixel_skills": "Pixel-space skills ablation (ours)",
     "expert": "Scripted expert, privileged state (upper bound)",
 }
 # Quoted from the project issue that cites the paper (arXiv 2512.20052); not measured here.

@@ -47,11 +47,12 @@ def image_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def flow_to_channels(flow: torch.Tensor, scale: float) -> torch.Tensor:
-    """(B, T, h, w, 2) -> (B, 2T, h, w)."""
-    b, t, h, w, _ = flow.shape
-    return (flow / scale).permute(0, 1, 4, 2, 3).reshape(b, 2 * t, h, w)
+    """(B, T, h, w, C) -> (B, C*T, h, w); C is 2 for flow, 3 for predicted frames."""
+    b, t, h, w, c = flow.shape
+    return (flow / scale).permute(0, 1, 4, 2, 3).reshape(b, c * t, h, w)
 
 
-def channels_to_flow(x: torch.Tensor, scale: float) -> torch.Tensor:
+def channels_to_flow(x: torch.Tensor, scale: float, per_step: int = 2) -> torch.Tensor:
+    """(B, C*T, h, w) -> (B, T, h, w, C), the inverse of flow_to_channels."""
     b, c, h, w = x.shape
-    return (x * scale).reshape(b, c // 2, 2, h, w).permute(0, 1, 3, 4, 2)
+    return (x * scale).reshape(b, c // per_step, per_step, h, w).permute(0, 1, 3, 4, 2)

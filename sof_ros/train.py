@@ -2,6 +2,7 @@
 
     sof-train --config config/metaworld.yaml                 # everything
     sof-train --config config/metaworld.yaml --stage policy  # one stage (earlier ones must exist)
+    sof-train --config config/metaworld.yaml --stage pixel_skill pixel_policy pixel2action  # pixel ablation
     torchrun --nproc_per_node 2 -m sof_ros.train --config ...   # DDP, gloo on CPU / nccl on CUDA
 
 Outputs in train.out: config.yaml, <stage>.pt weights (load with weights_only=True),
@@ -22,15 +23,17 @@ import yaml
 
 from sof_ros.config import SofConfig, load_config, to_dict
 from sof_ros.errors import SofError, run_cli
-from sof_ros.flow2action.learned import BCNet, Flow2ActionNet, Skill2ActionNet
+from sof_ros.flow2action.learned import BCNet, Flow2ActionNet, Pixels2ActionNet, Skill2ActionNet
 from sof_ros.learn import reports  # noqa: F401 (imported lazily below would hide errors)
 from sof_ros.learn.data import SegmentData
 from sof_ros.learn.loop import fit, init_distributed, is_main
 from sof_ros.policy.model import SkillPolicy
-from sof_ros.skills.model import SkillAutoencoder, codebook_usage, epe
+from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebook_usage, epe
 from sof_ros.text import InstructionEncoder
 
-STAGES = ("skill", "policy", "f2a", "skill2action", "bc")
+STAGES = ("skill", "policy", "f2a", "skill2action", "bc", "pixel_skill", "pixel_policy", "pixel2action")
+# Stage-1/2 model names per skill space: the method (flow) and the pixel-space skills ablation.
+SPACES = {"flow": ("skill", "policy"), "pixel": ("pixel_skill", "pixel_policy")}
 
 
 def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
@@ -42,6 +45,10 @@ def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
         "f2a": Flow2ActionNet(cfg.f2a, cfg.skill),
         "skill2action": Skill2ActionNet(cfg.f2a, cfg.skill, n),
         "bc": BCNet(cfg.f2a, cfg.skill, cfg.policy.text_dim),
+        # built last so that adding them left the initialisation of the models above unchanged
+        "pixel_skill": PixelSkillAutoencoder(cfg.skill),
+        "pixel_policy": SkillPolicy(cfg.policy, cfg.skill, n),
+        "pixel2action": Pixels2ActionNet(cfg.f2a, cfg.skill),
     }
 
 
@@ -108,39 +115,52 @@ class Trainer:
         return hist
 
     # --- stage 1 --------------------------------------------------------------------------
-    def train_skill(self) -> None:
-        d, model = self.data, self.models["skill"]
+    def _targets(self, space: str, starts: torch.Tensor) -> torch.Tensor:
+        """What a skill token summarises: H flow fields, or H future frames' change for the pixel ablation."""
+        d = self.data
+        return d.segment(starts, d.flow) if space == "flow" else d.future_changes(starts)
+
+    def _train_autoencoder(self, space: str) -> None:
+        name = SPACES[space][0]
+        d, model = self.data, self.models[name]
         starts = d.starts("train")
+        err = "epe" if space == "flow" else "mae"
 
         def loss_fn(m, step):
             s = self._batch(starts)
-            flow, img = self._to(d.segment(s, d.flow), d.rgb[s])
-            rec, _ = m(flow, img)
-            return {"loss": F.smooth_l1_loss(rec, flow), "epe": epe(rec, flow).detach()}
+            target, img = self._to(self._targets(space, s), d.rgb[s])
+            rec, _ = m(target, img)
+            return {"loss": F.smooth_l1_loss(rec, target),
+                    err: (epe(rec, target) if space == "flow" else (rec - target).abs().mean()).detach()}
 
-        self._fit("skill", model, loss_fn, self.cfg.train.skill_steps)
-        self.encode_tokens()
+        self._fit(name, model, loss_fn, self.cfg.train.skill_steps)  # same budget for both spaces
+        self.encode_tokens(space)
+
+    def train_skill(self) -> None:
+        self._train_autoencoder("flow")
         if is_main():
             self.report_skill()
 
+    def train_pixel_skill(self) -> None:
+        self._train_autoencoder("pixel")
+        if is_main():
+            self.report_pixel_skill()
+
     @torch.no_grad()
-    def encode_tokens(self) -> None:
+    def encode_tokens(self, space: str = "flow") -> None:
         """Token ids of the segment starting at every frame (targets for stage 2)."""
-        d, model = self.data, self.models["skill"].eval()
-        all_starts = torch.arange(len(d.rgb) - self.cfg.skill.segment)
+        d, model = self.data, self.models[SPACES[space][0]].eval()
+        all_starts = torch.arange(len(d.rgb) - self.cfg.skill.segment - 1)
         ids = []
         for chunk in all_starts.split(512):
-            ids.append(model.encode(d.segment(chunk, d.flow).to(self.device))[1].cpu())
-        pad = torch.zeros(self.cfg.skill.segment, ids[0].shape[1], dtype=torch.long)
-        d.tokens = torch.cat(ids + [pad])
+            ids.append(model.encode(self._targets(space, chunk).to(self.device))[1].cpu())
+        pad = torch.zeros(self.cfg.skill.segment + 1, ids[0].shape[1], dtype=torch.long)
+        setattr(d, "tokens" if space == "flow" else "pixel_tokens", torch.cat(ids + [pad]))
 
     @torch.no_grad()
     def report_skill(self) -> None:
         d, model = self.data, self.models["skill"]
-        val = d.starts("val")
-        if len(val) == 0:
-            val = d.starts("train")
-        s = torch.from_numpy(val[:: max(1, len(val) // 512)])
+        _, s = self._report_starts(512)
         flow, img = self._to(d.segment(s, d.flow), d.rgb[s])
         rec, ids = model(flow, img)
         moving = flow.norm(dim=-1) > 0.25
@@ -164,29 +184,35 @@ class Trainer:
         self.metrics["skill"]["token_sharing"] = token_sharing(d)
 
     # --- stage 2 --------------------------------------------------------------------------
-    def train_policy(self) -> None:
-        d, model = self.data, self.models["policy"]
-        self._ensure_tokens()
+    def _train_token_policy(self, space: str) -> None:
+        name = SPACES[space][1]
+        d, model = self.data, self.models[name]
+        tokens = self._ensure_tokens(space)
         starts = d.starts("train")
 
         def loss_fn(m, step):
             s = self._batch(starts)
-            img, text, tok = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s])
+            img, text, tok = self._to(d.rgb[s], self.text[self.instr_idx[s]], tokens[s])
             logits = m(img, text, tok)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
             return {"loss": loss, "acc": (logits.argmax(-1) == tok).float().mean().detach()}
 
-        self._fit("policy", model, loss_fn, self.cfg.train.policy_steps)
+        self._fit(name, model, loss_fn, self.cfg.train.policy_steps)
+
+    def train_policy(self) -> None:
+        self._train_token_policy("flow")
         if is_main():
             self.report_policy()
+
+    def train_pixel_policy(self) -> None:
+        self._train_token_policy("pixel")
+        if is_main():
+            self.report_pixel_policy()
 
     @torch.no_grad()
     def report_policy(self) -> None:
         d, policy, skill = self.data, self.models["policy"], self.models["skill"]
-        split, val = "val", d.starts("val")
-        if len(val) == 0:  # no held-out episodes (tiny configs): report on training segments, say so
-            split, val = "train", d.starts("train")
-        s = torch.from_numpy(val[:: max(1, len(val) // 256)])
+        split, s = self._report_starts(256)
         img, text, tok, flow = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s], d.segment(s, d.flow))
         pred = policy.generate(img, text)
         plan = skill.decode_ids(pred, img)
@@ -202,29 +228,74 @@ class Trainer:
                                      plan[energetic].cpu().numpy(), self.plots / "policy_flow_plans.png",
                                      title="real future flow (top) vs flow plan from predicted tokens (bottom)")
 
-    # --- stage 3 and comparisons ------------------------------------------------------------
-    def _ensure_tokens(self):
-        if self.data.tokens is None:
-            load_weights(self.models["skill"], self.out / "skill.pt", self.device)
-            self.encode_tokens()
+    # --- pixel-space skills ablation reports -----------------------------------------------
+    def _report_starts(self, n: int) -> tuple[str, torch.Tensor]:
+        split, val = "val", self.data.starts("val")
+        if len(val) == 0:  # no held-out episodes (tiny configs): report on training segments, say so
+            split, val = "train", self.data.starts("train")
+        return split, torch.from_numpy(val[:: max(1, len(val) // n)])
 
-    def _action_stage(self, name: str, forward) -> None:
+    @torch.no_grad()
+    def report_pixel_skill(self) -> None:
+        d, model = self.data, self.models["pixel_skill"]
+        split, s = self._report_starts(512)
+        change, img = self._to(self._targets("pixel", s), d.rgb[s])
+        rec, _ = model(change, img)
+        usage = codebook_usage(d.pixel_tokens[torch.from_numpy(d.starts("train"))], model.codebook_size)
+        self.metrics["pixel_skill"] = {  # mean absolute error of the future frames, pixel values in [0, 1]
+            f"{split}_mae_pixel_values": float((rec - change).abs().mean()) / 2,
+            f"{split}_nothing_moves_mae": float(change.abs().mean()) / 2,  # repeat the current frame
+            "codebook_size": model.codebook_size, **{f"train_{k}": v for k, v in usage.items()},
+        }
+        self._frame_plot(model, img, change, rec, "pixel_skill_reconstructions.png",
+                         "future frames (top) vs decoded from pixel tokens (bottom)")
+
+    @torch.no_grad()
+    def report_pixel_policy(self) -> None:
+        d, policy, skill = self.data, self.models["pixel_policy"], self.models["pixel_skill"]
+        split, s = self._report_starts(256)
+        img, text, tok, change = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.pixel_tokens[s],
+                                          self._targets("pixel", s))
+        pred = policy.generate(img, text)
+        plan = skill.decode_ids(pred, img)
+        self.metrics["pixel_policy"] = {f"{split}_{k}": v for k, v in {
+            "token_accuracy": float((pred == tok).float().mean()),
+            "plan_mae_pixel_values": float((plan - change).abs().mean()) / 2,
+        }.items()}
+        self._frame_plot(skill, img, change, plan, "pixel_policy_plans.png",
+                         "real future frames (top) vs frames from predicted pixel tokens (bottom)")
+
+    def _frame_plot(self, skill, img, change, decoded, name: str, title: str) -> None:
+        top = torch.argsort(change.abs().mean((1, 2, 3, 4)), descending=True)[:4]  # most change
+        real, dec = (to_uint8(skill.future_frames(c[top], img[top])) for c in (change, decoded))
+        reports.frame_predictions(img[top].cpu().numpy(), real, dec, self.plots / name, title)
+
+    # --- stage 3 and comparisons ------------------------------------------------------------
+    def _ensure_tokens(self, space: str = "flow") -> torch.Tensor:
+        attr = "tokens" if space == "flow" else "pixel_tokens"
+        if getattr(self.data, attr) is None:
+            name = SPACES[space][0]
+            load_weights(self.models[name], self.out / f"{name}.pt", self.device)
+            self.encode_tokens(space)
+        return getattr(self.data, attr)
+
+    def _action_stage(self, name: str, forward, space: str = "flow") -> None:
         d = self.data
-        self._ensure_tokens()
+        tokens = self._ensure_tokens(space)
         per_task = self.cfg.f2a.d_act_episodes_per_task
         starts = d.starts("train", d_act_only=True, d_act_per_task=per_task)
-        skill = self.models["skill"].eval()
+        skill = self.models[SPACES[space][0]].eval()
         for p in skill.parameters():
             p.requires_grad_(False)
 
         def loss_fn(m, step):
             s = self._batch(starts)
-            img, prop, act, tok = self._to(d.rgb[s], d.proprio[s], d.segment(s, d.actions), d.tokens[s])
+            img, prop, act, tok = self._to(d.rgb[s], d.proprio[s], d.segment(s, d.actions), tokens[s])
             pred = forward(m, s, img, prop, tok)
             return {"loss": F.mse_loss(pred, act)}
 
-        self._fit(name, self.models[name], loss_fn, self.cfg.train.baseline_steps if name != "f2a"
-                  else self.cfg.train.f2a_steps)
+        self._fit(name, self.models[name], loss_fn, self.cfg.train.baseline_steps
+                  if name in ("skill2action", "bc") else self.cfg.train.f2a_steps)
         self.metrics.setdefault("actions", {})[name] = {"train_samples": int(len(starts)),
                                                          "d_act_episodes_per_task": per_task}
 
@@ -249,6 +320,17 @@ class Trainer:
 
         self._action_stage("bc", forward)
 
+    def train_pixel2action(self) -> None:
+        """Inverse dynamics from the decoded change of future frames, trained exactly like Flow2Action."""
+        pixel_skill = self.models["pixel_skill"]
+
+        def forward(m, s, img, prop, tok):
+            with torch.no_grad():
+                change = pixel_skill.decode_ids(tok, img)
+            return m(change, img, prop)
+
+        self._action_stage("pixel2action", forward, space="pixel")
+
     def finish(self) -> None:
         if not is_main():
             return
@@ -265,6 +347,11 @@ class Trainer:
             if hp.exists():
                 hist[name] = json.loads(hp.read_text())
         reports.loss_curves(hist, self.plots / "loss_curves.png")
+
+
+def to_uint8(frames: torch.Tensor) -> "np.ndarray":
+    """(..., 3) float in [-1, 1] -> uint8 for plots."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
 
 
 def token_sharing(d: SegmentData) -> dict:
@@ -289,7 +376,8 @@ def main(argv=None):
     def body():
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="YAML config (see config/metaworld.yaml)")
-        p.add_argument("--stage", default="all", choices=("all",) + STAGES)
+        p.add_argument("--stage", nargs="+", default=["all"], choices=("all",) + STAGES,
+                       help="stages to train, in order (later stages load earlier ones from --out)")
         p.add_argument("--dataset", help="override train.dataset")
         p.add_argument("--out", help="override train.out")
         p.add_argument("--device", help="cpu | cuda | cuda:N (override train.device)")
@@ -301,10 +389,10 @@ def main(argv=None):
             cfg.train.out = a.out
         device = a.device or cfg.train.device
         t0 = time.time()
-        trainer = train(cfg, STAGES if a.stage == "all" else (a.stage,), device)
+        trainer = train(cfg, STAGES if "all" in a.stage else tuple(a.stage), device)
         if is_main():
             print(json.dumps(trainer.metrics, indent=2))
-            print(f"trained {a.stage} in {time.time() - t0:.0f} s -> {cfg.train.out}")
+            print(f"trained {' '.join(a.stage)} in {time.time() - t0:.0f} s -> {cfg.train.out}")
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

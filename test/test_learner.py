@@ -48,49 +48,52 @@ def _first_last(history, key="loss"):
 
 def test_training_lowers_every_loss(trained):
     _, trainer = trained
-    for stage in ("skill", "policy", "f2a", "skill2action", "bc"):
+    for stage in ("skill", "policy", "f2a", "skill2action", "bc", "pixel_skill", "pixel_policy", "pixel2action"):
         first, last = _first_last(trainer.histories[stage])
         assert last < first, f"{stage}: loss did not fall ({first:.4f} -> {last:.4f})"
 
 
-def test_stage1_overfits_tiny_flow_set(trained):
+@pytest.mark.parametrize("space", ["flow", "pixel"])
+def test_stage1_overfits_tiny_set(trained, space):
     """Seed sanity experiment: the autoencoder alone, trained on the 4 most-moving segments of the tiny
-    set, reconstructs their motion far better than predicting no motion."""
+    set, reconstructs their motion (flow) or their change of colour (pixel ablation) far better than
+    predicting that nothing moves."""
     import torch.nn.functional as F
 
-    from sof_ros.skills.model import SkillAutoencoder, epe
+    from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder
 
     cfg, trainer = trained
     d = trainer.data
     starts = torch.from_numpy(d.starts("train"))
-    flow_all = d.segment(starts, d.flow)
-    moving_px = (flow_all.norm(dim=-1) > 0.25).flatten(1).sum(1)
-    pick = torch.argsort(moving_px, descending=True)[:4]
-    flow, img = flow_all[pick], d.rgb[starts][pick]
+    target_all = trainer._targets(space, starts)
+    threshold = 0.25 if space == "flow" else 0.1  # working-res px / pixel value change in [-2, 2]
+    moving_all = target_all.norm(dim=-1) > threshold
+    pick = torch.argsort(moving_all.flatten(1).sum(1), descending=True)[:4]
+    target, img, moving = target_all[pick], d.rgb[starts][pick], moving_all[pick]
     torch.manual_seed(0)
-    model = SkillAutoencoder(cfg.skill)
+    model = (SkillAutoencoder if space == "flow" else PixelSkillAutoencoder)(cfg.skill)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     for _ in range(500):
-        rec, _ = model(flow, img)
-        loss = F.smooth_l1_loss(rec, flow)
+        rec, _ = model(target, img)
+        loss = F.smooth_l1_loss(rec, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        rec, ids = model(flow, img)
-    moving = flow.norm(dim=-1) > 0.25
+        rec, ids = model(target, img)
     assert moving.sum() > 10, "the tiny set has almost no motion: the fixture is broken"
-    err = (rec - flow).norm(dim=-1)[moving].mean()
-    zero = flow.norm(dim=-1)[moving].mean()
-    assert err < 0.6 * zero, f"reconstruction EPE on moving px {err:.3f} not well below zero-flow EPE {zero:.3f}"
-    assert float(epe(rec, flow)) < float(flow.norm(dim=-1).mean()), "worse than zero flow over all pixels"
+    err = (rec - target).norm(dim=-1)[moving].mean()
+    zero = target.norm(dim=-1)[moving].mean()
+    assert err < 0.6 * zero, f"{space}: reconstruction error on moving px {err:.3f} not well below {zero:.3f}"
+    assert float((rec - target).norm(dim=-1).mean()) < float(target.norm(dim=-1).mean()), "worse than no motion"
 
 
 def test_reports_written(trained):
     cfg, _ = trained
     out = __import__("pathlib").Path(cfg.train.out)
     for png in ("skill_reconstructions.png", "skill_token_usage.png", "skill_token_timelines.png",
-                "policy_flow_plans.png", "loss_curves.png"):
+                "policy_flow_plans.png", "loss_curves.png", "pixel_skill_reconstructions.png",
+                "pixel_policy_plans.png"):
         assert (out / "plots" / png).stat().st_size > 1000, png
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["skill"]["train_codes_used"] <= metrics["skill"]["codebook_size"]
@@ -108,6 +111,33 @@ def test_overfit_flow2action_succeeds_in_closed_loop(trained):
     res = evaluate(cfg.train.out, ["sof"], [TASK], episodes=1, first_seed=0, max_steps=60, sim=cfg.sim,
                    replan_every=cfg.eval.replan_every, progress=False)
     assert res["rows"]["sof"]["per_task"][TASK] == 1.0, res
+
+
+def test_pixel_skills_ablation_plans_frames_and_acts(trained):
+    """The pixel-space ablation predicts H future frames from tokens and an action chunk from them, and
+    runs as an eval row."""
+    from sof_ros.agent import AgentInput, SofAgent
+    from sof_ros.eval import evaluate
+    from sof_ros.sim.metaworld_env import MetaWorldArm
+
+    cfg, trainer = trained
+    metrics = json.loads((__import__("pathlib").Path(cfg.train.out) / "metrics.json").read_text())
+    assert 0 < metrics["pixel_skill"]["train_codes_used"] <= metrics["pixel_skill"]["codebook_size"]
+    agent = SofAgent.load(cfg.train.out, flow2action="pixel_skills")
+    arm = MetaWorldArm(TASK, cfg.sim)
+    try:
+        obs = arm.reset(0)
+        inp = AgentInput(rgb=obs.rgb, ee_pos=obs.ee_pos, gripper=obs.gripper)
+        plan = agent.plan(inp, arm.instruction)
+    finally:
+        arm.close()
+    r, h = cfg.skill.flow_res, cfg.skill.segment
+    assert plan.frames.shape == (h, r, r, 3) and plan.frames.dtype == np.uint8
+    assert plan.tokens.shape == (cfg.skill.tokens_per_segment,)
+    assert plan.actions.shape == (h, 4) and np.all(np.abs(plan.actions) <= 1)
+    res = evaluate(cfg.train.out, ["pixel_skills"], [TASK], episodes=1, first_seed=0, max_steps=10, sim=cfg.sim,
+                   replan_every=cfg.eval.replan_every, progress=False)
+    assert res["rows"]["pixel_skills"]["label"].startswith("Pixel-space skills")
 
 
 def test_agent_rejects_bad_inputs(trained):

@@ -3,6 +3,7 @@
 All three predict a chunk of H end-effector actions (MetaWorld: dx, dy, dz, gripper in [-1, 1])
 from the current frame and proprioception; they differ only in what carries the intent:
   Flow2ActionNet   the decoded flow plan (ours),
+  Pixels2ActionNet the decoded change of future frames (pixel-space skills ablation: inverse dynamics),
   Skill2ActionNet  the skill tokens themselves (the paper's Skill2Action ablation),
   BCNet            the instruction embedding (behaviour cloning baseline, no skills at all).
 """
@@ -43,15 +44,23 @@ def _image(image: torch.Tensor, res: int) -> torch.Tensor:
 
 
 class Flow2ActionNet(nn.Module):
+    per_step = 2  # flow (dx, dy) per plan step
+
     def __init__(self, cfg: Flow2ActionConfig, skill_cfg: SkillConfig):
         super().__init__()
         self.skill_cfg = skill_cfg
-        self.head = _ActionHead(2 * skill_cfg.segment + 3, 0, cfg, skill_cfg.segment)
+        self.scale = skill_cfg.flow_scale if self.per_step == 2 else 1.0
+        self.head = _ActionHead(self.per_step * skill_cfg.segment + 3, 0, cfg, skill_cfg.segment)
 
-    def forward(self, flow, image, proprio):
-        x = torch.cat([flow_to_channels(flow, self.skill_cfg.flow_scale),
-                       _image(image, self.skill_cfg.flow_res)], 1)
+    def forward(self, plan, image, proprio):
+        x = torch.cat([flow_to_channels(plan, self.scale), _image(image, self.skill_cfg.flow_res)], 1)
         return self.head(x, None, proprio)
+
+
+class Pixels2ActionNet(Flow2ActionNet):
+    """Actions from the predicted change of H future frames (B, H, r, r, 3) and the current frame."""
+
+    per_step = 3
 
 
 class Skill2ActionNet(nn.Module):

@@ -98,6 +98,7 @@ class SegmentData:
         self.proprio = torch.from_numpy(np.concatenate(prop))
         self.instructions = sorted({e.instruction for e in self.episodes})
         self.tokens: torch.Tensor | None = None  # (N_frames_total, n_tokens) filled after stage 1
+        self.pixel_tokens: torch.Tensor | None = None  # same, from the pixel-space skills ablation
 
     def starts(self, split: str = "train", d_act_only: bool = False, d_act_per_task: int | None = None) -> np.ndarray:
         """Global frame offsets of every valid segment start (t < T-1) in a split."""
@@ -123,3 +124,15 @@ class SegmentData:
     def segment(self, starts: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         idx = starts[:, None] + torch.arange(self.cfg.segment)[None]
         return source[idx]
+
+    def future_changes(self, starts: torch.Tensor) -> torch.Tensor:
+        """Pixel change of frames t+1..t+H from frame t, (B, H, r, r, 3) in [-2, 2] at flow_res: what a
+        pixel-space skill token summarises (the analogue of flow; adding frame t gives the future frames)."""
+        frames = torch.cat([starts[:, None], starts[:, None] + 1 + torch.arange(self.cfg.segment)[None]], 1)
+        x = self.rgb[frames]  # (B, 1 + H, S, S, 3); the padding after an episode repeats its last frame
+        b, n = x.shape[:2]
+        x = x.reshape(b * n, *x.shape[2:]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        if x.shape[-1] != self.cfg.flow_res:
+            x = torch.nn.functional.interpolate(x, size=self.cfg.flow_res, mode="area")
+        x = x.permute(0, 2, 3, 1).reshape(b, n, self.cfg.flow_res, self.cfg.flow_res, 3)
+        return x[:, 1:] - x[:, :1]

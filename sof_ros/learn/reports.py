@@ -58,6 +58,29 @@ def flow_reconstructions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarr
     plt.close(fig)
 
 
+def frame_predictions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path, title: str) -> None:
+    """Pixel-space skills: frames (N, S, S, 3); real/decoded (N, H, r, r, 3) uint8 future frames."""
+    n, h = real.shape[:2]
+    steps = sorted({0, h // 2, h - 1})
+    fig, axes = plt.subplots(2 * n, 1 + len(steps), figsize=(1.6 * (1 + len(steps)), 1.6 * 2 * n), squeeze=False)
+    for i in range(n):
+        for row, (seq, label) in enumerate(((real[i], "real"), (decoded[i], "decoded"))):
+            ax = axes[2 * i + row]
+            ax[0].imshow(frames[i])
+            ax[0].set_ylabel(label, fontsize=7)
+            for j, t in enumerate(steps):
+                ax[1 + j].imshow(seq[t])
+                if i == 0 and row == 0:
+                    ax[1 + j].set_title(f"t+{t + 1}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def token_usage(ids: np.ndarray, codebook_size: int, path: Path) -> None:
     counts = np.bincount(ids.reshape(-1), minlength=codebook_size)
     fig, ax = plt.subplots(figsize=(8, 2.5))

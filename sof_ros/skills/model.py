@@ -2,6 +2,9 @@
 
 The encoder sees H consecutive flow fields; the decoder sees only the skill tokens and the
 first frame, so the tokens must carry *how things move* while the frame says *where*.
+
+The same network over H future *frames* instead of flow (`PixelSkillAutoencoder`) is the paper's
+pixel-space skills ablation: tokens of next-frame prediction rather than of motion.
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ from sof_ros.nn import ConvEncoder, ResBlock, channels_to_flow, flow_to_channels
 
 
 class SkillAutoencoder(nn.Module):
+    per_step = 2  # channels per time step of the segment: flow (dx, dy)
+
     def __init__(self, cfg: SkillConfig):
         super().__init__()
         self.cfg = cfg
+        self.scale = cfg.flow_scale if self.per_step == 2 else 1.0
         stages = int(math.log2(cfg.flow_res // 4))  # down to a 4x4 grid
-        self.flow_enc = ConvEncoder(2 * cfg.segment, cfg.width, stages)
+        self.flow_enc = ConvEncoder(self.per_step * cfg.segment, cfg.width, stages)
         code_dim = len(cfg.fsq_levels)
         self.to_code = nn.Linear(self.flow_enc.out_channels * 16, cfg.tokens_per_segment * code_dim)
         self.fsq = FSQ(levels=list(cfg.fsq_levels))
@@ -36,12 +42,12 @@ class SkillAutoencoder(nn.Module):
         for i in range(stages):
             ups.append(ResBlock(chans[i] + img_chans[i], chans[i + 1]))
         self.ups = nn.ModuleList(ups)
-        self.head = nn.Conv2d(chans[-1] + img_chans[-1], 2 * cfg.segment, 3, 1, 1)
+        self.head = nn.Conv2d(chans[-1] + img_chans[-1], self.per_step * cfg.segment, 3, 1, 1)
 
     # tokens <-> codes ---------------------------------------------------------------------
     def encode(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """flow (B, H, r, r, 2) -> (quantized codes (B, n, d), token ids (B, n))."""
-        x = self.flow_enc(flow_to_channels(flow, self.cfg.flow_scale))[-1]
+        x = self.flow_enc(flow_to_channels(flow, self.scale))[-1]
         z = self.to_code(x.flatten(1)).view(x.shape[0], self.cfg.tokens_per_segment, -1)
         codes, ids = self.fsq(z)
         return codes, ids.long()
@@ -60,7 +66,7 @@ class SkillAutoencoder(nn.Module):
             x = up(torch.cat([x, img_feats[i]], 1))
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = self.head(torch.cat([x, img_feats[-1]], 1))
-        return channels_to_flow(x, self.cfg.flow_scale)
+        return channels_to_flow(x, self.scale, self.per_step)
 
     def decode_ids(self, ids: torch.Tensor, first_frame: torch.Tensor) -> torch.Tensor:
         return self.decode(self.codes_from_ids(ids), first_frame)
@@ -68,6 +74,20 @@ class SkillAutoencoder(nn.Module):
     def forward(self, flow: torch.Tensor, first_frame: torch.Tensor):
         codes, ids = self.encode(flow)
         return self.decode(codes, first_frame), ids
+
+
+class PixelSkillAutoencoder(SkillAutoencoder):
+    """Pixel-space skills: tokens of how H future frames differ from the first one, (B, H, r, r, 3)
+    in [-2, 2] (colour change, not motion). Same encoder, FSQ and decoder as the flow version."""
+
+    per_step = 3
+
+    def future_frames(self, changes: torch.Tensor, first_frame: torch.Tensor) -> torch.Tensor:
+        """Decoded changes + the first frame (B, S, S, 3) uint8 -> future frames in [-1, 1]."""
+        img = image_to_tensor(first_frame)
+        if img.shape[-1] != changes.shape[2]:
+            img = F.interpolate(img, size=changes.shape[2], mode="area")
+        return (img.permute(0, 2, 3, 1)[:, None] + changes).clamp(-1, 1)
 
 
 def epe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
