@@ -98,10 +98,10 @@ def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes
         raise SofError("--checkpoint is required for the learned rows")
     if workers < 1:
         raise SofError(f"--workers must be >= 1, got {workers}")
-    if any(r != "expert" for r in rows):
-        from sof_ros.agent import SofAgent
+    from sof_ros.agent import SofAgent
 
-        SofAgent.load(checkpoint, device, "learned")  # fail here, clearly, not inside a worker
+    for row in {r for r in rows if r != "expert"}:  # a missing stage fails here, clearly, not in a worker
+        SofAgent.load(checkpoint, device, ROW_MODES[row])
     seeds = list(range(first_seed, first_seed + episodes))
     jobs = [dict(row=r, task=t, checkpoint=checkpoint, device=device, replan_every=replan_every, sim=sim,
                  seeds=seeds, max_steps=max_steps) for r in rows for t in tasks]

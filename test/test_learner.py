@@ -140,6 +140,20 @@ def test_pixel_skills_ablation_plans_frames_and_acts(trained):
     assert res["rows"]["pixel_skills"]["label"].startswith("Pixel-space skills")
 
 
+def test_eval_names_a_missing_stage_before_any_rollout(trained, tmp_path):
+    import shutil
+
+    from sof_ros.eval import evaluate
+
+    cfg, _ = trained
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(cfg.train.out, ckpt)
+    (ckpt / "pixel_skill.pt").unlink()
+    with pytest.raises(SofError, match=r"pixel_skill\.pt is missing.*--stage pixel_skill"):
+        evaluate(str(ckpt), ["sof", "pixel_skills"], [TASK], episodes=1, first_seed=0, max_steps=5, sim=cfg.sim,
+                 progress=False)
+
+
 def test_agent_rejects_bad_inputs(trained):
     from sof_ros.agent import AgentInput, SofAgent
 
