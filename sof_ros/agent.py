@@ -14,6 +14,7 @@ import yaml
 from sof_ros.config import SofConfig, from_dict
 from sof_ros.errors import SofError
 from sof_ros.learn.data import resize_rgb
+from sof_ros.nn import tensor_to_image
 from sof_ros.text import InstructionEncoder
 
 # learned / learning_free are SOF; the others are the comparisons evaluated beside it.
@@ -123,9 +124,8 @@ class SofAgent:
             actions = self.models["pixel2action"](change, img, self._proprio(obs))[0].cpu().numpy()
             r = self.cfg.skill.flow_res
             frames = pixel_skill.future_frames(change, img)[0]
-            pixels = ((frames + 1) * 127.5).round().byte().cpu().numpy()
             return FlowPlan(tokens[0].cpu().numpy().astype(np.int64), np.zeros((0, r, r, 2), np.float32), size,
-                            actions, pixels)
+                            actions, tensor_to_image(frames).cpu().numpy())
         tokens = self.models["policy"].generate(img, text)
         flow = self.models["skill"].decode_ids(tokens, img)
         actions = None

@@ -46,6 +46,11 @@ def image_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
     return rgb.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def tensor_to_image(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3) float in [-1, 1] -> uint8, the inverse of image_to_tensor's scaling (channels last)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte()
+
+
 def flow_to_channels(flow: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, T, h, w, C) -> (B, C*T, h, w); C is 2 for flow, 3 for predicted frames."""
     b, t, h, w, c = flow.shape

@@ -27,6 +27,7 @@ from sof_ros.flow2action.learned import BCNet, Flow2ActionNet, Pixels2ActionNet,
 from sof_ros.learn import reports  # noqa: F401 (imported lazily below would hide errors)
 from sof_ros.learn.data import SegmentData
 from sof_ros.learn.loop import fit, init_distributed, is_main
+from sof_ros.nn import tensor_to_image
 from sof_ros.policy.model import SkillPolicy
 from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebook_usage, epe
 from sof_ros.text import InstructionEncoder
@@ -267,7 +268,7 @@ class Trainer:
 
     def _frame_plot(self, skill, img, change, decoded, name: str, title: str) -> None:
         top = torch.argsort(change.abs().mean((1, 2, 3, 4)), descending=True)[:4]  # most change
-        real, dec = (to_uint8(skill.future_frames(c[top], img[top])) for c in (change, decoded))
+        real, dec = (tensor_to_image(skill.future_frames(c[top], img[top])).cpu().numpy() for c in (change, decoded))
         reports.frame_predictions(img[top].cpu().numpy(), real, dec, self.plots / name, title)
 
     # --- stage 3 and comparisons ------------------------------------------------------------
@@ -347,11 +348,6 @@ class Trainer:
             if hp.exists():
                 hist[name] = json.loads(hp.read_text())
         reports.loss_curves(hist, self.plots / "loss_curves.png")
-
-
-def to_uint8(frames: torch.Tensor) -> "np.ndarray":
-    """(..., 3) float in [-1, 1] -> uint8 for plots."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
 
 
 def token_sharing(d: SegmentData) -> dict:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from sof_ros.config import SkillConfig
 from sof_ros.data.dataset import Dataset
 from sof_ros.errors import DatasetError
+from sof_ros.nn import image_to_tensor
 
 
 def resize_rgb(rgb: np.ndarray, res: int) -> np.ndarray:
@@ -131,7 +132,7 @@ class SegmentData:
         frames = torch.cat([starts[:, None], starts[:, None] + 1 + torch.arange(self.cfg.segment)[None]], 1)
         x = self.rgb[frames]  # (B, 1 + H, S, S, 3); the padding after an episode repeats its last frame
         b, n = x.shape[:2]
-        x = x.reshape(b * n, *x.shape[2:]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        x = image_to_tensor(x.reshape(b * n, *x.shape[2:]))
         if x.shape[-1] != self.cfg.flow_res:
             x = torch.nn.functional.interpolate(x, size=self.cfg.flow_res, mode="area")
         x = x.permute(0, 2, 3, 1).reshape(b, n, self.cfg.flow_res, self.cfg.flow_res, 3)

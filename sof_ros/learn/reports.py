@@ -31,35 +31,10 @@ def loss_curves(histories: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def flow_reconstructions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path,
-                         title: str = "input flow (top) vs decoded from tokens (bottom)") -> None:
-    """frames (N, S, S, 3); real/decoded (N, H, r, r, 2): one block of rows per sample."""
-    from sof_ros.flow.viz import flow_to_color
-
-    n, h = real.shape[:2]
-    steps = sorted({0, h // 2, h - 1})
-    fig, axes = plt.subplots(2 * n, 1 + len(steps), figsize=(1.6 * (1 + len(steps)), 1.6 * 2 * n), squeeze=False)
-    vmax = max(float(np.abs(real).max()), 1e-3)
-    for i in range(n):
-        for row, (flows, label) in enumerate(((real[i], "real"), (decoded[i], "decoded"))):
-            ax = axes[2 * i + row]
-            ax[0].imshow(frames[i])
-            ax[0].set_ylabel(label, fontsize=7)
-            for j, t in enumerate(steps):
-                ax[1 + j].imshow(flow_to_color(flows[t], max_magnitude=vmax))
-                if i == 0 and row == 0:
-                    ax[1 + j].set_title(f"step {t}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def frame_predictions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path, title: str) -> None:
-    """Pixel-space skills: frames (N, S, S, 3); real/decoded (N, H, r, r, 3) uint8 future frames."""
+def _real_vs_decoded(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path, title: str,
+                     render, step_title) -> None:
+    """Per sample: the current frame, then 3 steps of the real segment (row 1) and of the decoded one
+    (row 2); `render` turns one step into an image, `step_title(t)` labels its column."""
     n, h = real.shape[:2]
     steps = sorted({0, h // 2, h - 1})
     fig, axes = plt.subplots(2 * n, 1 + len(steps), figsize=(1.6 * (1 + len(steps)), 1.6 * 2 * n), squeeze=False)
@@ -69,9 +44,9 @@ def frame_predictions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray,
             ax[0].imshow(frames[i])
             ax[0].set_ylabel(label, fontsize=7)
             for j, t in enumerate(steps):
-                ax[1 + j].imshow(seq[t])
+                ax[1 + j].imshow(render(seq[t]))
                 if i == 0 and row == 0:
-                    ax[1 + j].set_title(f"t+{t + 1}", fontsize=7)
+                    ax[1 + j].set_title(step_title(t), fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -79,6 +54,21 @@ def frame_predictions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def flow_reconstructions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path,
+                         title: str = "input flow (top) vs decoded from tokens (bottom)") -> None:
+    """frames (N, S, S, 3); real/decoded (N, H, r, r, 2) flow, colour-coded on one scale."""
+    from sof_ros.flow.viz import flow_to_color
+
+    vmax = max(float(np.abs(real).max()), 1e-3)
+    _real_vs_decoded(frames, real, decoded, path, title, lambda f: flow_to_color(f, max_magnitude=vmax),
+                     lambda t: f"step {t}")
+
+
+def frame_predictions(frames: np.ndarray, real: np.ndarray, decoded: np.ndarray, path: Path, title: str) -> None:
+    """Pixel-space skills: frames (N, S, S, 3); real/decoded (N, H, r, r, 3) uint8 future frames."""
+    _real_vs_decoded(frames, real, decoded, path, title, lambda f: f, lambda t: f"t+{t + 1}")
 
 
 def token_usage(ids: np.ndarray, codebook_size: int, path: Path) -> None:

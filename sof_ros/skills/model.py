@@ -3,8 +3,8 @@
 The encoder sees H consecutive flow fields; the decoder sees only the skill tokens and the
 first frame, so the tokens must carry *how things move* while the frame says *where*.
 
-The same network over H future *frames* instead of flow (`PixelSkillAutoencoder`) is the paper's
-pixel-space skills ablation: tokens of next-frame prediction rather than of motion.
+The same network over how H future *frames* change instead of flow (`PixelSkillAutoencoder`) is
+the paper's pixel-space skills ablation: tokens of next-frame prediction rather than of motion.
 """
 from __future__ import annotations
 
