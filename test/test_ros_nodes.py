@@ -88,11 +88,11 @@ def test_sim_bridge_publishes_frames_and_follows_twists(ros):
     assert success[-1].data is False
 
     x0 = ees[-1].pose.position.x
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:  # +x at 0.1 m/s = 0.5 MetaWorld action units at 20 Hz
-        twist_pub.publish(cv.twist_msg([0.1, 0, 0], [0, 0, 0], sim.now_ns(), "world"))
+    end = time.monotonic() + 10.0  # ~1.5 s at 20 Hz; the bridge steps slower when the CPU is oversubscribed
+    while time.monotonic() < end and ees[-1].pose.position.x <= x0 + 0.03:
+        twist_pub.publish(cv.twist_msg([0.1, 0, 0], [0, 0, 0], sim.now_ns(), "world"))  # 0.5 action units
         time.sleep(0.05)
-    assert ros.wait_for(lambda: ees[-1].pose.position.x > x0 + 0.03, 3), (x0, ees[-1].pose.position.x)
+    assert ees[-1].pose.position.x > x0 + 0.03, (x0, ees[-1].pose.position.x)
     np.testing.assert_allclose(sim.action(time.monotonic() + 10)[:3], 0)  # stale twist -> no motion
 
     episode, n = sim.episode, len(imgs)
@@ -359,7 +359,10 @@ def _fake_realsense(monkeypatch, h=48, w=64):
     rs.stream = types.SimpleNamespace(color="color", depth="depth")
     rs.format = types.SimpleNamespace(rgb8="rgb8", z16="z16")
     calls = {"enabled": [], "stopped": 0}
-    tex = np.repeat(np.random.default_rng(0).integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8).repeat(4, 0), 4, 1)
+    # smooth texture moving 1 px per frame: whatever frames the rate throttle keeps under CPU load (every one, or
+    # one in four), the motion between published frames stays small enough for DIS to measure reliably
+    blocks = np.random.default_rng(0).integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    tex = __import__("cv2").GaussianBlur(blocks, (0, 0), 2.0)
 
     class Data:
         def __init__(self, arr):
@@ -373,7 +376,7 @@ def _fake_realsense(monkeypatch, h=48, w=64):
 
     class Frames:
         def __init__(self, k):
-            rgb = np.roll(tex, 2 * k, axis=1)  # texture moving 2 px right per frame
+            rgb = np.roll(tex, k, axis=1)  # texture moving 1 px right per frame
             depth = np.full((h, w), 800, np.uint16)
             depth[0, 0] = 0  # invalid pixel
             self.color, self.depth = Data(rgb), Data(depth)
