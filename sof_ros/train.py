@@ -33,8 +33,9 @@ from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebo
 from sof_ros.text import InstructionEncoder
 
 STAGES = ("skill", "policy", "f2a", "skill2action", "bc", "pixel_skill", "pixel_policy", "pixel2action")
-# Stage-1/2 model names per skill space: the method (flow) and the pixel-space skills ablation.
-SPACES = {"flow": ("skill", "policy"), "pixel": ("pixel_skill", "pixel_policy")}
+# Per skill space (the method's flow, the pixel-space ablation): Stage-1 model, Stage-2 model and the
+# SegmentData attribute holding the token ids of every segment.
+SPACES = {"flow": ("skill", "policy", "tokens"), "pixel": ("pixel_skill", "pixel_policy", "pixel_tokens")}
 
 
 def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
@@ -156,7 +157,14 @@ class Trainer:
         for chunk in all_starts.split(512):
             ids.append(model.encode(self._targets(space, chunk).to(self.device))[1].cpu())
         pad = torch.zeros(self.cfg.skill.segment + 1, ids[0].shape[1], dtype=torch.long)
-        setattr(d, "tokens" if space == "flow" else "pixel_tokens", torch.cat(ids + [pad]))
+        setattr(d, SPACES[space][2], torch.cat(ids + [pad]))
+
+    def _report_starts(self, n: int) -> tuple[str, torch.Tensor]:
+        """About n segment starts for a report, from held-out episodes when there are any."""
+        split, val = "val", self.data.starts("val")
+        if len(val) == 0:  # no held-out episodes (tiny configs): report on training segments, say so
+            split, val = "train", self.data.starts("train")
+        return split, torch.from_numpy(val[:: max(1, len(val) // n)])
 
     @torch.no_grad()
     def report_skill(self) -> None:
@@ -230,12 +238,6 @@ class Trainer:
                                      title="real future flow (top) vs flow plan from predicted tokens (bottom)")
 
     # --- pixel-space skills ablation reports -----------------------------------------------
-    def _report_starts(self, n: int) -> tuple[str, torch.Tensor]:
-        split, val = "val", self.data.starts("val")
-        if len(val) == 0:  # no held-out episodes (tiny configs): report on training segments, say so
-            split, val = "train", self.data.starts("train")
-        return split, torch.from_numpy(val[:: max(1, len(val) // n)])
-
     @torch.no_grad()
     def report_pixel_skill(self) -> None:
         d, model = self.data, self.models["pixel_skill"]
@@ -273,9 +275,8 @@ class Trainer:
 
     # --- stage 3 and comparisons ------------------------------------------------------------
     def _ensure_tokens(self, space: str = "flow") -> torch.Tensor:
-        attr = "tokens" if space == "flow" else "pixel_tokens"
+        name, _, attr = SPACES[space]
         if getattr(self.data, attr) is None:
-            name = SPACES[space][0]
             load_weights(self.models[name], self.out / f"{name}.pt", self.device)
             self.encode_tokens(space)
         return getattr(self.data, attr)
