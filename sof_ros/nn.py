@@ -35,15 +35,22 @@ class ConvEncoder(nn.Module):
         self.channels = chans
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
+        # NCHW, never channels-last: oneDNN 3.12's AVX2 backward-data kernel for a 1x1 stride-2
+        # convolution (`brgconv_strided:avx2`, our ResBlock skip) writes past the gradient buffer
+        # when the input is channels-last with fewer than 8 channels: heap corruption on CPUs
+        # without AVX-512 (test/test_ddp.py reproduces it with ONEDNN_MAX_CPU_ISA=AVX2).
+        feats = [self.stem(x.contiguous())]
         for stage in self.stages:
             feats.append(stage(feats[-1]))
         return feats
 
 
 def image_to_tensor(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return rgb.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1], NCHW-contiguous.
+
+    Not a permuted view: a channels-last tensor would send every conv after it down oneDNN's
+    channels-last kernels (see `ConvEncoder.forward`)."""
+    return rgb.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
 def tensor_to_image(x: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,7 @@ def test_agent_rejects_bad_inputs(trained):
 
 def test_ddp_two_cpu_processes_gloo(tiny_dataset, tmp_path):
     """torchrun with 2 CPU ranks (gloo): trains stage 1, rank 0 alone writes the weights."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -184,9 +185,11 @@ def test_ddp_two_cpu_processes_gloo(tiny_dataset, tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "ddp_out"
     torchrun = Path(sys.executable).with_name("torchrun")
+    # AVX2 kernels as on an EPYC without AVX-512, where this run crashed (test/test_onednn_layout.py)
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "sof_ros.train",
                            "--config", str(cfg_path), "--stage", "skill", "--dataset", str(tiny_dataset),
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "skill.pt").is_file()
     hist = json.loads((out / "skill_history.json").read_text())
