@@ -53,7 +53,7 @@ def test_projection_convention_matches_renderer():
 
     import mujoco  # noqa: I001
 
-    from sof_ros.flow.gt_flow import backproject, project
+    from sof_ros.geometry import depth_to_world, world_to_pixel
 
     arm = MetaWorldArm("door-open")
     try:
@@ -65,13 +65,13 @@ def test_projection_convention_matches_renderer():
         # 1) every seg pixel, lifted with depth/K/pose, lies within its geom's bounding sphere
         mask = seg >= 0
         g = seg[mask]
-        pts = backproject(depth, K, pose)[mask]
+        pts = depth_to_world(K, pose, depth)[mask]
         has_bound = m.geom_rbound[g] > 0  # planes have rbound 0
         inside = np.linalg.norm(pts - d.geom_xpos[g], axis=1) <= 1.01 * m.geom_rbound[g] + 1e-3
         assert inside[has_bound].mean() > 0.995, inside[has_bound].mean()  # measured 1.0
         mirrored = K.copy()
         mirrored[:2, :2] *= -1  # an image flipped by 180 degrees: must clearly fail the same check
-        pts_m = backproject(depth, mirrored, pose)[mask]
+        pts_m = depth_to_world(mirrored, pose, depth)[mask]
         inside_m = np.linalg.norm(pts_m - d.geom_xpos[g], axis=1) <= 1.01 * m.geom_rbound[g] + 1e-3
         assert inside_m[has_bound].mean() < 0.6, inside_m[has_bound].mean()  # measured 0.41
         # 2) centres of visible primitive geoms project onto that geom, unless something is in front
@@ -82,7 +82,7 @@ def test_projection_convention_matches_renderer():
         for gid in np.unique(g):
             if int(m.geom_type[gid]) not in prim:
                 continue
-            uv, z = project(d.geom_xpos[gid][None], K, pose)
+            uv, z = world_to_pixel(K, pose, d.geom_xpos[gid][None])
             u, v = int(round(uv[0, 0])), int(round(uv[0, 1]))
             if 0 <= u < 128 and 0 <= v < 128:
                 assert seg[v, u] == gid or depth[v, u] < z[0], f"geom {gid} centre lands on {seg[v, u]}"
@@ -91,7 +91,7 @@ def test_projection_convention_matches_renderer():
         # 3) body origins: the pixel a body's position projects to shows that body's geom
         body_hits = 0
         for b in np.unique(gb[g]):
-            uv, _ = project(obs.body_pos[b][None], K, pose)
+            uv, _ = world_to_pixel(K, pose, obs.body_pos[b][None])
             u, v = int(round(uv[0, 0])), int(round(uv[0, 1]))
             if b > 0 and 0 <= u < 128 and 0 <= v < 128 and seg[v, u] >= 0:
                 body_hits += gb[seg[v, u]] == b

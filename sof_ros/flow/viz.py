@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sof_ros.errors import SofError
+from sof_ros.geometry import resize_flow
 
 
 def _color_wheel() -> np.ndarray:
@@ -129,7 +130,7 @@ def arrow_image(frame: np.ndarray, flow: np.ndarray, min_side: int = 384, max_ma
     if s > 1:
         size = (int(round(w * s)), int(round(h * s)))
         frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
-        flow = cv2.resize(flow, size, interpolation=cv2.INTER_NEAREST) * s
+        flow = resize_flow(flow, size[::-1], interpolation="nearest")
     step = max(8, min(frame.shape[:2]) // 20)
     mag = float(max_magnitude * s) if max_magnitude else float(np.nanpercentile(np.linalg.norm(flow, axis=-1), 99.5))
     scale = max(1.0, 0.9 * step / max(mag, 1e-3))

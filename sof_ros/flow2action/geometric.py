@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sof_ros.errors import SofError
+from sof_ros.geometry import backproject, camera_to_world, project, resize_flow, world_to_camera
 
 ACTION_SCALE_M = 0.01  # MetaWorld: the mocap moves action * 1 cm per control step
 
@@ -90,43 +91,20 @@ def chain_tracks(flows: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.nd
     return out
 
 
-def project(K: np.ndarray, X_cam: np.ndarray) -> np.ndarray:
-    """Camera-frame points (N, 3) -> pixels (N, 2)."""
-    return np.stack([K[0, 0] * X_cam[:, 0] / X_cam[:, 2] + K[0, 2],
-                     K[1, 1] * X_cam[:, 1] / X_cam[:, 2] + K[1, 2]], axis=1)
-
-
-def backproject(K: np.ndarray, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Pixels (N, 2) at optical-axis depths (N,) -> camera-frame points (N, 3)."""
-    x = (uv[:, 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[:, 1] - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z], axis=1)
-
-
 def dis_flow_plan(frames: np.ndarray, flow_res: int | tuple[int, int] = 32, preset: str = "medium") -> np.ndarray:
-    """An oracle/reference flow plan from T+1 rendered RGB (or gray) frames: OpenCV DIS flow between
-    successive frames, area-downsampled to the working grid and rescaled to working pixels.
-    Returns (T, h, w, 2) float32."""
-    import cv2
+    """An oracle/reference flow plan from T+1 rendered RGB (or gray) frames: DIS flow
+    (`sof_ros.flow.estimators`) between successive frames, area-downsampled to the working grid and
+    rescaled to working pixels (`sof_ros.geometry.resize_flow`). Returns (T, h, w, 2) float32."""
+    from sof_ros.flow.estimators import DISFlow
 
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-    if preset not in presets:
-        raise SofError(f"unknown DIS preset '{preset}'; choose one of {sorted(presets)}")
     frames = np.asarray(frames)
     if frames.ndim not in (3, 4) or len(frames) < 2:
         raise SofError(f"need at least 2 frames (T+1, H, W[, 3]) to make a flow plan, got {frames.shape}")
-    h, w = (flow_res, flow_res) if np.isscalar(flow_res) else tuple(flow_res)
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.ndim == 3 else f for f in frames.astype(np.uint8)]
-    H, W = gray[0].shape
-    dis = cv2.DISOpticalFlow_create(presets[preset])
-    out = np.empty((len(gray) - 1, h, w, 2), dtype=np.float32)
-    for k in range(len(gray) - 1):
-        f = dis.calc(gray[k], gray[k + 1], None)
-        f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
-        out[k, ..., 0] = f[..., 0] * (w / W)
-        out[k, ..., 1] = f[..., 1] * (h / H)
-    return out
+    dis = DISFlow(preset)
+    rgb = frames.astype(np.uint8)
+    if rgb.ndim == 3:  # gray frames: equal channels convert back to the same gray
+        rgb = np.repeat(rgb[..., None], 3, axis=-1)
+    return resize_flow(np.stack([dis(rgb[k], rgb[k + 1]) for k in range(len(rgb) - 1)]), flow_res)
 
 
 # --- the solver ---------------------------------------------------------------------------
@@ -297,8 +275,7 @@ class GeometricFlow2Action:
         finite = np.isfinite(flows)
         if not finite.any():
             return fail("flow plan is all NaN/inf: zero action")
-        R, c = P[:3, :3], P[:3, 3]
-        ee_cam = R.T @ (ee - c)
+        ee_cam = world_to_camera(P, ee)
         if ee_cam[2] <= 1e-3:
             return fail("end-effector is behind the camera: zero action")
         ee_px = project(K, ee_cam[None])[0]
@@ -354,7 +331,7 @@ class GeometricFlow2Action:
         s_mag = np.linalg.norm(s_disp, axis=2).max(axis=0)
         static = s_fin & (s_mag < self.min_motion_px)
         s_cam = backproject(K, s_pts, depth[gv, gu])
-        s_world = s_cam @ R.T + c
+        s_world = camera_to_world(P, s_cam)
 
         # Contact: object points near the TCP (not the gripper, not the arm above it) moving with it.
         grip = None
@@ -402,7 +379,7 @@ class GeometricFlow2Action:
                     n_vis += 1
 
         tgt_cam = backproject(K, q, z)
-        targets = tgt_cam @ R.T + c
+        targets = camera_to_world(P, tgt_cam)
         targets[0] = ee
         if not np.all(np.isfinite(targets)):
             return fail("non-finite 3-D targets: zero action")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from sof_ros.config import SkillConfig
 from sof_ros.data.dataset import Dataset
 from sof_ros.errors import DatasetError
+from sof_ros.geometry import resize_flow
 from sof_ros.nn import image_to_tensor
 
 
@@ -25,16 +26,6 @@ def resize_rgb(rgb: np.ndarray, res: int) -> np.ndarray:
     flat = rgb.reshape(-1, *rgb.shape[-3:])
     out = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in flat])
     return out.reshape(*rgb.shape[:-3], res, res, 3)
-
-
-def resize_flow(flow: np.ndarray, res: int) -> np.ndarray:
-    """(..., H, W, 2) pixels -> (..., res, res, 2) in pixels of the working resolution."""
-    h, w = flow.shape[-3:-1]
-    flat = flow.reshape(-1, h, w, 2).astype(np.float32)
-    out = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in flat])
-    out[..., 0] *= res / w
-    out[..., 1] *= res / h
-    return out.reshape(*flow.shape[:-3], res, res, 2)
 
 
 @dataclass

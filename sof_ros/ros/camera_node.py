@@ -29,24 +29,9 @@ POSE_SOURCES = ("topic", "param", "tf", "none")
 
 
 def make_flow_estimator(name: str):
-    """sof_ros.flow.estimators.make_estimator(name); if that module is not installed, OpenCV DIS."""
-    try:
-        from sof_ros.flow.estimators import make_estimator
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("sof_ros.flow.estimators", "sof_ros.flow"):
-            raise
-        if name != "dis":
-            raise SofError(f"flow estimator '{name}' needs sof_ros.flow.estimators, which is not installed") from None
-        import cv2
+    """The estimator behind the flow topic: sof_ros.flow.estimators.make_estimator (SofError for an unknown name)."""
+    from sof_ros.flow.estimators import make_estimator
 
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-
-        def estimate(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
-            g0 = cv2.cvtColor(f0, cv2.COLOR_RGB2GRAY)
-            g1 = cv2.cvtColor(f1, cv2.COLOR_RGB2GRAY)
-            return dis.calc(g0, g1, None).astype(np.float32)
-
-        return estimate
     return make_estimator(name)
 
 

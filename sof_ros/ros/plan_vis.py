@@ -1,5 +1,5 @@
 """Flow-plan geometry for visualisation (pure NumPy + OpenCV): point tracks through the plan, the
-rgb8 overlay and 3-D arrow end points for RViz markers.
+rgb8 overlay and 3-D arrow end points for RViz markers (camera model: sof_ros.geometry).
 
 A FlowPlan's flow is (T, h, w, 2): per-step flow on the h x w working grid, in working pixels
 (sof_ros.agent.FlowPlan; one working pixel is W/w x H/h pixels of the W x H planning frame). Tracks
@@ -9,6 +9,8 @@ so they show, in frame pixels, where the plan expects each point to go.
 from __future__ import annotations
 
 import numpy as np
+
+from sof_ros.geometry import backproject, camera_to_world
 
 
 def tracks(flow: np.ndarray, image_size: tuple[int, int], stride: int) -> np.ndarray:
@@ -97,14 +99,9 @@ def arrows_3d(flow: np.ndarray, image_size: tuple[int, int], K: np.ndarray, dept
         d = depth[vi, ui].astype(np.float64)
         ok = np.isfinite(d) & (d > 0)
         z[ok] = d[ok]
-    Kinv = np.linalg.inv(np.asarray(K, dtype=np.float64))
-
-    def back(px):
-        ray = np.c_[px, np.ones(len(px))] @ Kinv.T
-        return ray * z[:, None]
-
-    p0, p1 = back(start), back(end)
+    K = np.asarray(K, dtype=np.float64)
+    p0, p1 = backproject(K, start, z), backproject(K, end, z)
     if cam_pose is not None:
-        R, t = cam_pose[:3, :3], cam_pose[:3, 3]
-        p0, p1 = p0 @ R.T + t, p1 @ R.T + t
+        cam_pose = np.asarray(cam_pose, dtype=np.float64)
+        p0, p1 = camera_to_world(cam_pose, p0), camera_to_world(cam_pose, p1)
     return np.stack([p0, p1], 1)
