@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -155,13 +155,25 @@ def _merge(obj: Any, overrides: dict, where: str) -> Any:
         if dataclasses.is_dataclass(current):
             _merge(current, value, f"{where}.{key}")
             continue
-        hint = hints[key]
-        if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = hint(value)
-        elif hint in (int, float, str, bool) and (not isinstance(value, hint) or isinstance(value, bool) != (hint is bool)):
-            raise SofError(f"config key '{where}.{key}' must be {hint.__name__}, got {value!r}")
-        setattr(obj, key, value)
+        setattr(obj, key, _checked(hints[key], value, f"{where}.{key}"))
     return obj
+
+
+def _checked(hint: Any, value: Any, name: str) -> Any:
+    """`value` as type `hint` (int -> float widened), or a SofError naming the key and the type wanted."""
+    if get_origin(hint) is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            raise SofError(f"config key '{name}' must be a list of {item.__name__} (YAML: [a, b, ...]), "
+                           f"got {value!r}")
+        return [_checked(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if hint is int and not float(value).is_integer():
+            raise SofError(f"config key '{name}' must be int, got {value!r}")
+        return hint(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or isinstance(value, bool) != (hint is bool)):
+        raise SofError(f"config key '{name}' must be {hint.__name__}, got {value!r}")
+    return value
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SofConfig:
@@ -171,14 +183,36 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         path = Path(path)
         if not path.is_file():
             raise SofError(f"config file {path} does not exist; pass a YAML file from config/")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SofError(f"config file {path} is not valid YAML: {exc}") from None
-        _merge(cfg, data, path.name)
+        _merge(cfg, _read_yaml(path, "fix the file"), path.name)
     if overrides:
         _merge(cfg, overrides, "overrides")
     return cfg
+
+
+def _read_yaml(path: Path, remedy: str) -> dict:
+    """The mapping in a YAML file; a SofError naming the file and `remedy` when it is not one."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SofError(f"config file {path} is not valid YAML ({' '.join(str(exc).split())}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise SofError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}; {remedy}")
+    return data
+
+
+def load_checkpoint_config(checkpoint: str | Path) -> SofConfig:
+    """The config a checkpoint was trained with (CHECKPOINT/config.yaml, written by sof-train),
+    checked like any config file: a damaged or hand-edited one is named in a one-line SofError."""
+    path = Path(checkpoint) / "config.yaml"
+    if not path.is_file():
+        raise SofError(f"{checkpoint} is not a sof_ros checkpoint (no config.yaml); train one with "
+                       "`sof-train` or use the shipped models/sof_metaworld")
+    remedy = "re-copy the checkpoint, or retrain it with sof-train"
+    data = _read_yaml(path, remedy)
+    try:
+        return _merge(SofConfig(), data, path.name)
+    except SofError as exc:
+        raise SofError(f"{path}: {exc}; {remedy}") from None
 
 
 def to_dict(cfg: Any) -> dict:

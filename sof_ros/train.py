@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +59,46 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     torch.save(model.state_dict(), path)
 
 
-def load_weights(model: torch.nn.Module, path: Path, device: str = "cpu") -> torch.nn.Module:
+def load_weights(model: torch.nn.Module, path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The one place stage weights are read (sof-train; sof-eval and the ROS nodes through a policy's
+    load). A missing, truncated or mismatched file is a one-line SofError naming the file and what to
+    do, never a torch traceback; `model` is left untouched then."""
+    path = Path(path)
+    stage = path.stem
     if not path.is_file():
-        raise SofError(f"{path} is missing; train that stage first (sof-train --stage {path.stem})")
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        raise SofError(f"{path} is missing; train that stage first (sof-train --stage {stage})")
+    remedy = (f"retrain that stage (sof-train --stage {stage} with the config in {path.parent}) "
+              "or re-copy the checkpoint")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise SofError(f"{path} is not readable {stage} weights ({reason}); the file is truncated or "
+                       f"damaged: {remedy}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SofError(f"{path} holds {type(state).__name__}, not a state dict of tensors saved by sof-train: {remedy}")
+    problems = _state_mismatch(model.state_dict(), state)
+    if problems:
+        raise SofError(f"{path} does not fit the {stage} model of this config ({problems}); it was trained "
+                       f"with another config or is another stage's file: {remedy}")
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
 class Trainer:
     def __init__(self, cfg: SofConfig, device: str = "cpu", progress: bool = True):
+def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """'' when `found` has exactly the keys and shapes of `expected`, else a short summary."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"'{k}' is {tuple(found[k].shape)}, model wants {tuple(v.shape)}"
+              for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    parts = [f"{len(missing)} missing tensor(s), e.g. '{missing[0]}'"] if missing else []
+    parts += [f"{len(unexpected)} unexpected tensor(s), e.g. '{unexpected[0]}'"] if unexpected else []
+    parts += [f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}"] if shapes else []
+    return "; ".join(parts)
+
+
         self.cfg = cfg
         self.device = init_distributed(device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -82,7 +114,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.train.seed + rank)
         torch.manual_seed(cfg.train.seed)  # same init on every rank; DDP also broadcasts
         self.data = SegmentData(cfg.train.dataset, cfg.skill, val_fraction=cfg.train.val_fraction,
-                                progress=progress and is_main())
+                                progress=progress and is_main(), proprio_required=cfg.f2a.use_proprio)
         self.models = build_models(cfg)
         for m in self.models.values():
             m.to(self.device)
@@ -288,6 +320,7 @@ class Trainer:
         starts = d.starts("train", d_act_only=True, d_act_per_task=per_task)
         skill = self.models[SPACES[space][0]].eval()
         for p in skill.parameters():
+        self._check_d_act(name, starts)
             p.requires_grad_(False)
 
         def loss_fn(m, step):
@@ -303,6 +336,19 @@ class Trainer:
 
     def train_f2a(self) -> None:
         skill = self.models["skill"]
+    def _check_d_act(self, name: str, starts: np.ndarray) -> None:
+        """Say which action-labelled episodes an action stage cannot use, and stop if none is left."""
+        skipped = self.data.d_act_without_proprio
+        if skipped and is_main():
+            print(f"warning: {name} leaves out {len(skipped)} in_d_act episode(s) without ee_pos/gripper "
+                  f"(the head uses proprioception, f2a.use_proprio): {', '.join(skipped[:5])}"
+                  f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+        if len(starts) == 0:
+            raise SofError(f"{name} has no action-labelled episodes in {self.cfg.train.dataset}: it trains on episodes "
+                           "flagged in_d_act with actions" + (" and ee_pos/gripper" if self.cfg.f2a.use_proprio else "")
+                           + "; add some (sof-collect --act-fraction > 0, sof-import-mcap, sof-import-lerobot "
+                           "--action-ee-delta) or train only the video stages (--stage skill policy)")
+
 
         def forward(m, s, img, prop, tok):
             with torch.no_grad():  # the decoder's flow, as at run time (not the raw flow)

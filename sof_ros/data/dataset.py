@@ -49,6 +49,7 @@ class EpisodeInfo:
     length: int
     in_d_act: bool
     source: str
+    has_proprio: bool = False  # ee_pos and gripper recorded (robot / simulator episodes, not plain videos)
 
 
 class Dataset:
@@ -106,7 +107,7 @@ class Dataset:
                     index=int(path.stem.split("_")[1]), path=path, task=str(a["task"]),
                     instruction=str(a["instruction"]), success=bool(a["success"]),
                     length=int(f["rgb"].shape[0]), in_d_act=bool(a.get("in_d_act", False)),
-                    source=str(a["source"]),
+                    source=str(a["source"]), has_proprio="ee_pos" in f and "gripper" in f,
                 ))
         return infos
 
@@ -172,37 +173,46 @@ def validate_episode(path: Path, action_path: Path | None = None) -> None:
     with _open(path) as f:
         missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
         if missing:
-            raise DatasetError(f"{path.name}: missing attributes {missing}")
+            raise DatasetError(f"{path}: missing attributes {missing}")
         if int(f.attrs["format_version"]) != FORMAT_VERSION:
-            raise DatasetError(f"{path.name}: format_version {f.attrs['format_version']} != {FORMAT_VERSION}")
+            raise DatasetError(f"{path}: format_version {f.attrs['format_version']} != {FORMAT_VERSION}")
         if "rgb" not in f:
-            raise DatasetError(f"{path.name}: no 'rgb' frames")
+            raise DatasetError(f"{path}: no 'rgb' frames")
         rgb = f["rgb"]
         if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-            raise DatasetError(f"{path.name}: 'rgb' must be (T, H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            raise DatasetError(f"{path}: 'rgb' must be (T, H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         t, h, w = rgb.shape[:3]
         if t < 2:
-            raise DatasetError(f"{path.name}: an episode needs at least 2 frames, has {t}")
+            raise DatasetError(f"{path}: an episode needs at least 2 frames, has {t}")
         expected = {"depth": (t, h, w), "seg": (t, h, w), "intrinsics": (3, 3), "cam_pose": (t, 4, 4),
                     "ee_pos": (t, 3), "gripper": (t,)}
         for name, shape in expected.items():
             if name in f and f[name].shape != shape:
-                raise DatasetError(f"{path.name}: '{name}' has shape {f[name].shape}, expected {shape}")
+                raise DatasetError(f"{path}: '{name}' has shape {f[name].shape}, expected {shape} "
+                                   f"(one per frame of 'rgb'); re-collect or re-import this episode, or delete it")
+        if ("ee_pos" in f) != ("gripper" in f):
+            have, lack = ("ee_pos", "gripper") if "ee_pos" in f else ("gripper", "ee_pos")
+            raise DatasetError(f"{path}: has '{have}' but no '{lack}'; proprioception needs both "
+                               "(or neither, for an RGB-only video)")
+        for name in ("ee_pos", "gripper", "intrinsics", "cam_pose"):
+            if name in f and not np.all(np.isfinite(f[name][()])):
+                raise DatasetError(f"{path}: '{name}' contains NaN/inf; re-collect or re-import this episode")
         if "depth" in f:
             depth = f["depth"][()]
             if not np.all(np.isfinite(depth)) or depth.min() < 0:
-                raise DatasetError(f"{path.name}: 'depth' has NaN/inf or negative values")
+                raise DatasetError(f"{path}: 'depth' has NaN/inf or negative values")
         if "flow" in f:
             for name, ds in f["flow"].items():
                 if ds.shape != (t - 1, h, w, 2):
-                    raise DatasetError(f"{path.name}: 'flow/{name}' has shape {ds.shape}, expected {(t - 1, h, w, 2)}")
+                    raise DatasetError(f"{path}: 'flow/{name}' has shape {ds.shape}, expected {(t - 1, h, w, 2)}")
     if action_path is not None and action_path.exists():
         with _open(action_path) as f:
             if "actions" not in f:
-                raise DatasetError(f"{action_path.name}: no 'actions' dataset")
+                raise DatasetError(f"{action_path}: no 'actions' dataset")
             acts = f["actions"]
             if acts.shape != (t - 1, 4):
-                raise DatasetError(f"{action_path}: 'actions' has shape {acts.shape}, expected {(t - 1, 4)}")
+                raise DatasetError(f"{action_path}: 'actions' has shape {acts.shape}, expected {(t - 1, 4)} "
+                                   f"(one per step between the {t} frames of {path.name}); re-import or delete it")
             if not np.all(np.isfinite(acts[()])):
                 raise DatasetError(f"{action_path}: 'actions' contains NaN/inf")
 

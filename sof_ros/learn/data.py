@@ -33,21 +33,26 @@ class EpisodeMeta:
     task: str
     instruction: str
     length: int  # frames
-    in_d_act: bool
+    in_d_act: bool  # its actions train the action stages (flagged in_d_act, with the proprioception they need)
     is_val: bool
     start: int  # offset of frame 0 in the concatenated arrays
+    has_proprio: bool = True  # ee_pos + gripper recorded; RGB-only videos have none (zeros in `proprio`)
 
 
 class SegmentData:
-    """All frames/flows/actions of a dataset, indexed by (episode, t)."""
+    """All frames/flows/actions of a dataset, indexed by (episode, t).
+
+    Stages 1-2 need only frames and flow, so RGB-only episodes (imported videos) are welcome; the
+    action stages see only episodes flagged in_d_act that also carry proprioception when the heads
+    use it (`proprio_required`). Every file is validated first: a short `ee_pos` or `actions` array
+    stops training with the file and key instead of silently shifting later episodes."""
 
     def __init__(self, root: str, cfg: SkillConfig, flow_name: str = "dis", val_fraction: float = 0.1,
-                 progress: bool = True, with_actions: bool = True):
-        ds = Dataset(root)
+                 progress: bool = True, with_actions: bool = True, proprio_required: bool = True):
+        ds = Dataset(root, validate=True)
         infos = ds.episodes()
-        if not infos:
-            raise DatasetError(f"{root} holds no episodes; run sof-collect first")
         self.cfg = cfg
+        self.d_act_without_proprio: list[str] = []  # flagged in_d_act but unusable by the action heads
         h = cfg.segment
         by_task: dict[str, list] = {}
         for info in infos:
@@ -61,28 +66,32 @@ class SegmentData:
         start = 0
         flow_key = f"flow/{flow_name}"
         for info in tqdm(infos, desc="load episodes", disable=not progress):
-            keys = ("rgb", flow_key, "ee_pos", "gripper")
+            keys = ("rgb", flow_key) + (("ee_pos", "gripper") if info.has_proprio else ())
             try:
                 arr = ds.load(info.path, keys)
             except DatasetError as exc:
-                raise DatasetError(f"{exc}; training needs flow (`sof-flow {root} --estimator {flow_name}`) "
-                                   "and proprioception (simulated or robot episodes)") from None
+                raise DatasetError(f"{exc}; training needs flow (`sof-flow {root} --estimator {flow_name}`)") from None
             t = arr["rgb"].shape[0]
             self.source_width = int(arr["rgb"].shape[2])  # image px per working px = source_width / flow_res
             rgb.append(resize_rgb(arr["rgb"], cfg.image_res))
             rgb.append(np.repeat(rgb[-1][-1:], h, 0))
             f = resize_flow(arr[flow_key], cfg.flow_res)
             flow.append(np.concatenate([f, np.zeros((h + 1,) + f.shape[1:], np.float32)]))
-            p = np.concatenate([arr["ee_pos"], arr["gripper"][:, None]], 1).astype(np.float32)
+            p = (np.concatenate([arr["ee_pos"], arr["gripper"][:, None]], 1).astype(np.float32)
+                 if info.has_proprio else np.zeros((t, 4), np.float32))
             prop.append(np.concatenate([p, np.repeat(p[-1:], h, 0)]))
             a = np.zeros((t - 1 + h + 1, 4), np.float32)
-            if with_actions and info.in_d_act:
+            lacks_proprio = info.in_d_act and proprio_required and not info.has_proprio
+            if lacks_proprio:
+                self.d_act_without_proprio.append(info.path.name)
+            acts_usable = with_actions and info.in_d_act and not lacks_proprio
+            if acts_usable:
                 acts = ds.load_actions(info.path)
                 a[: t - 1] = acts
                 a[t - 1:, 3] = acts[-1, 3]  # hold the gripper, stop moving
             act.append(a)
-            self.episodes.append(EpisodeMeta(info.task, info.instruction, t, info.in_d_act,
-                                             info.index in val, start))
+            self.episodes.append(EpisodeMeta(info.task, info.instruction, t, acts_usable,
+                                             info.index in val, start, info.has_proprio))
             start += t + h
         self.rgb = torch.from_numpy(np.concatenate(rgb))
         self.flow = torch.from_numpy(np.concatenate(flow))
