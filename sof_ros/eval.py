@@ -19,43 +19,29 @@ from tqdm import tqdm
 from sof_ros.bench.meta import command_line, git_commit, machine
 from sof_ros.config import SimConfig, load_config
 from sof_ros.errors import SofError, run_cli
+from sof_ros.policies import ROWS
 
-ROW_MODES = {"sof": "learned", "sof_learning_free": "learning_free", "skill2action": "skill2action", "bc": "bc",
-             "pixel_skills": "pixel_skills"}
-ROW_LABELS = {
-    "sof": "SOF, learned Flow2Action (ours)",
-    "sof_learning_free": "SOF, learning-free Flow2Action (ours)",
-    "skill2action": "Skill2Action ablation (ours)",
-    "bc": "Behaviour cloning baseline (ours)",
-    "pixel_skills": "Pixel-space skills ablation (ours)",
-    "expert": "Scripted expert, privileged state (upper bound)",
-}
 # Quoted from the project issue that cites the paper (arXiv 2512.20052); not measured here.
 PAPER_REFERENCE = {"sof_average_success": 0.69, "flow2action": 0.49, "skill2action": "0.15-0.21"}
 
 
-def rollout(arm, seed: int, max_steps: int, agent=None, expert=None, instruction: str | None = None):
-    """One episode; returns (success, steps, per-step agent latencies in ms, per-plan latencies in ms).
+def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = None):
+    """One episode; returns (success, steps, per-step latencies in ms, per-plan latencies in ms).
 
-    A control step that re-plans costs a Transformer + decoder pass; the others only index the plan."""
-    from sof_ros.agent import agent_input
-
+    A control step that re-plans costs a full plan (for SOF: Transformer + decoder + head); the
+    others only index the plan."""
     obs = arm.reset(seed)
-    if agent is not None:
-        agent.reset()
+    policy.reset()
     latencies, plan_latencies, plan = [], [], None
-    k = agent.replan_every if agent is not None else 1
+    k = policy.replan_every
     for step in range(max_steps):
-        if expert is not None:
-            action = expert.get_action(obs.state)
-        else:
-            t0 = time.perf_counter()
-            inp = agent_input(obs)
-            if step % k == 0:
-                plan = agent.plan(inp, instruction or arm.instruction)
-                plan_latencies.append((time.perf_counter() - t0) * 1e3)
-            action = agent.act(plan, inp, step % k)
-            latencies.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        inp = obs.agent_input()
+        if step % k == 0:
+            plan = policy.plan(inp, instruction or arm.instruction)
+            plan_latencies.append((time.perf_counter() - t0) * 1e3)
+        action = policy.act(plan, inp, step % k)
+        latencies.append((time.perf_counter() - t0) * 1e3)
         obs = arm.step(action)
         if obs.success:
             return True, step + 1, latencies, plan_latencies
@@ -64,26 +50,26 @@ def rollout(arm, seed: int, max_steps: int, agent=None, expert=None, instruction
 
 def _run_task(job: dict) -> dict:
     """All seeds of one (row, task): the unit of work a worker process takes."""
-    from sof_ros.agent import SofAgent
-    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
+    from sof_ros.policies import load_policy
+    from sof_ros.sim.metaworld_env import MetaWorldArm
 
     torch.set_num_threads(1)  # small models: one thread is as fast and immune to contention
     row, task = job["row"], job["task"]
-    agent = None if row == "expert" else SofAgent.load(job["checkpoint"], job["device"], ROW_MODES[row],
-                                                       job["replan_every"])
+    policy = load_policy(row, job["checkpoint"], job["device"], job["replan_every"], task=task)
     arm = MetaWorldArm(task, job["sim"])
-    expert = expert_policy(task) if row == "expert" else None
     out = {"row": row, "task": arm.task, "asked": task, "wins": 0, "ep_times": [], "lat": [], "plan_lat": []}
     try:
         for seed in job["seeds"]:
             t0 = time.time()
-            ok, _, lat, plat = rollout(arm, seed, job["max_steps"], agent, expert)
+            ok, _, lat, plat = rollout(arm, seed, job["max_steps"], policy)
             out["ep_times"].append(time.time() - t0)
             out["wins"] += int(ok)
             out["lat"].extend(lat)
             out["plan_lat"].extend(plat)
     finally:
         arm.close()
+    if row == "expert":  # privileged state, no inference worth timing
+        out["lat"], out["plan_lat"] = [], []
     return out
 
 
@@ -91,17 +77,14 @@ def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes
              max_steps: int, sim: SimConfig, device: str = "cpu", replan_every: int | None = None,
              progress: bool = True, workers: int = 1) -> dict:
     """Rollouts per (row, task); `workers` > 1 runs them in that many processes (one thread each)."""
-    unknown = [r for r in rows if r not in ROW_LABELS]
-    if unknown:
-        raise SofError(f"unknown rows {unknown}; choose from {list(ROW_LABELS)}")
-    if any(r != "expert" for r in rows) and not checkpoint:
-        raise SofError("--checkpoint is required for the learned rows")
+    from sof_ros.policies import load_policy, row_spec
+
+    for row in rows:
+        row_spec(row)
     if workers < 1:
         raise SofError(f"--workers must be >= 1, got {workers}")
-    from sof_ros.agent import SofAgent
-
-    for row in {r for r in rows if r != "expert"}:  # a missing stage fails here, clearly, not in a worker
-        SofAgent.load(checkpoint, device, ROW_MODES[row])
+    for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
+        load_policy(row, checkpoint, device, task=tasks[0] if tasks else None)
     seeds = list(range(first_seed, first_seed + episodes))
     jobs = [dict(row=r, task=t, checkpoint=checkpoint, device=device, replan_every=replan_every, sim=sim,
                  seeds=seeds, max_steps=max_steps) for r in rows for t in tasks]
@@ -132,7 +115,7 @@ def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes
         plan_lat = [x for d in mine.values() for x in d["plan_lat"]]
         ep_times = [x for d in mine.values() for x in d["ep_times"]]
         entry = {"per_task": per_task, "average": float(np.mean(list(per_task.values()))),
-                 "label": ROW_LABELS[row], "wall_s_per_episode": float(np.mean(ep_times))}
+                 "label": row_spec(row).label, "wall_s_per_episode": float(np.mean(ep_times))}
         if lat_all:
             entry["control_step_ms_p50"] = float(np.percentile(lat_all, 50))
             entry["control_step_ms_p95"] = float(np.percentile(lat_all, 95))
@@ -190,7 +173,7 @@ def main(argv=None):
         p = argparse.ArgumentParser(description=__doc__)
         p.add_argument("--checkpoint", default="models/sof_metaworld", help="trained checkpoint directory")
         p.add_argument("--config", help="YAML config (eval section)")
-        p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROW_LABELS)}")
+        p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROWS)}")
         p.add_argument("--tasks", nargs="+")
         p.add_argument("--episodes", type=int, help="episodes (held-out seeds) per task")
         p.add_argument("--first-seed", type=int)

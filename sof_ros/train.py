@@ -1,6 +1,7 @@
 """`sof-train`: the three SOF stages (and the Skill2Action / BC comparisons) from one config.
 
-    sof-train --config config/metaworld.yaml                 # everything
+    sof-train --config config/metaworld.yaml                 # the stages of every row in eval.rows
+    sof-train --config config/metaworld.yaml --rows sof bc   # the stages those rows need
     sof-train --config config/metaworld.yaml --stage policy  # one stage (earlier ones must exist)
     sof-train --config config/metaworld.yaml --stage pixel_skill pixel_policy pixel2action  # pixel ablation
     torchrun --nproc_per_node 2 -m sof_ros.train --config ...   # DDP, gloo on CPU / nccl on CUDA
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from sof_ros.learn import reports  # noqa: F401 (imported lazily below would hid
 from sof_ros.learn.data import SegmentData
 from sof_ros.learn.loop import fit, init_distributed, is_main
 from sof_ros.nn import tensor_to_image
+from sof_ros.policies import stages_for
 from sof_ros.policy.model import SkillPolicy
 from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebook_usage, epe
 from sof_ros.text import InstructionEncoder
@@ -85,8 +87,6 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: str = "cpu") 
     return model.to(device).eval()
 
 
-class Trainer:
-    def __init__(self, cfg: SofConfig, device: str = "cpu", progress: bool = True):
 def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
     """'' when `found` has exactly the keys and shapes of `expected`, else a short summary."""
     missing = [k for k in expected if k not in found]
@@ -99,6 +99,8 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
     return "; ".join(parts)
 
 
+class Trainer:
+    def __init__(self, cfg: SofConfig, device: str = "cpu", progress: bool = True):
         self.cfg = cfg
         self.device = init_distributed(device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -318,9 +320,9 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
         tokens = self._ensure_tokens(space)
         per_task = self.cfg.f2a.d_act_episodes_per_task
         starts = d.starts("train", d_act_only=True, d_act_per_task=per_task)
+        self._check_d_act(name, starts)
         skill = self.models[SPACES[space][0]].eval()
         for p in skill.parameters():
-        self._check_d_act(name, starts)
             p.requires_grad_(False)
 
         def loss_fn(m, step):
@@ -334,8 +336,6 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
         self.metrics.setdefault("actions", {})[name] = {"train_samples": int(len(starts)),
                                                          "d_act_episodes_per_task": per_task}
 
-    def train_f2a(self) -> None:
-        skill = self.models["skill"]
     def _check_d_act(self, name: str, starts: np.ndarray) -> None:
         """Say which action-labelled episodes an action stage cannot use, and stop if none is left."""
         skipped = self.data.d_act_without_proprio
@@ -349,6 +349,8 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
                            + "; add some (sof-collect --act-fraction > 0, sof-import-mcap, sof-import-lerobot "
                            "--action-ee-delta) or train only the video stages (--stage skill policy)")
 
+    def train_f2a(self) -> None:
+        skill = self.models["skill"]
 
         def forward(m, s, img, prop, tok):
             with torch.no_grad():  # the decoder's flow, as at run time (not the raw flow)
@@ -419,8 +421,10 @@ def main(argv=None):
     def body():
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="YAML config (see config/metaworld.yaml)")
-        p.add_argument("--stage", nargs="+", default=["all"], choices=("all",) + STAGES,
+        p.add_argument("--stage", nargs="+", choices=("all",) + STAGES,
                        help="stages to train, in order (later stages load earlier ones from --out)")
+        p.add_argument("--rows", nargs="+", help="train the stages these policy rows need (default: the "
+                       "config's eval.rows); e.g. --rows sof bc")
         p.add_argument("--dataset", help="override train.dataset")
         p.add_argument("--out", help="override train.out")
         p.add_argument("--device", help="cpu | cuda | cuda:N (override train.device)")
@@ -431,11 +435,17 @@ def main(argv=None):
         if a.out:
             cfg.train.out = a.out
         device = a.device or cfg.train.device
+        if a.stage and a.rows:
+            raise SofError("give --stage or --rows, not both")
+        if a.stage:
+            stages = STAGES if "all" in a.stage else tuple(a.stage)
+        else:
+            stages = stages_for(a.rows or cfg.eval.rows)
         t0 = time.time()
-        trainer = train(cfg, STAGES if "all" in a.stage else tuple(a.stage), device)
+        trainer = train(cfg, stages, device)
         if is_main():
             print(json.dumps(trainer.metrics, indent=2))
-            print(f"trained {' '.join(a.stage)} in {time.time() - t0:.0f} s -> {cfg.train.out}")
+            print(f"trained {' '.join(stages)} in {time.time() - t0:.0f} s -> {cfg.train.out}")
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

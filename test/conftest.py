@@ -51,7 +51,7 @@ def ros_env(monkeypatch):
 
 @pytest.fixture
 def fake_agent():
-    """A SofAgent test double (test/ros_test_doubles.py): the node tests need no checkpoint."""
+    """A Policy test double (test/ros_test_doubles.py): the node tests need no checkpoint."""
     from ros_test_doubles import FakeAgent
 
     return FakeAgent()

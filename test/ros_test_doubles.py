@@ -1,31 +1,10 @@
-"""Test double for the SofAgent interface (sof_ros/agent.py), used by the ROS node tests only.
-
-It mirrors AgentInput / FlowPlan from the lead's API so the nodes' plumbing can be tested without a
-checkpoint. Nodes take the dataclasses from the module that defines the agent's class, so this
-module's AgentInput / FlowPlan are the ones used with FakeAgent.
-"""
+"""Test double for the Policy interface (sof_ros/policies), used by the ROS node tests only: the
+nodes' plumbing is tested without a checkpoint, with the real AgentInput / FlowPlan types."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass
-class AgentInput:
-    rgb: np.ndarray
-    depth: np.ndarray | None = None
-    seg: np.ndarray | None = None
-    intrinsics: np.ndarray | None = None
-    cam_pose: np.ndarray | None = None
-    ee_pos: np.ndarray | None = None
-
-
-@dataclass
-class FlowPlan:
-    tokens: np.ndarray
-    flow: np.ndarray
-    image_size: tuple[int, int]
+from sof_ros.policies import AgentInput, FlowPlan
 
 
 class FakeAgent:
@@ -41,9 +20,14 @@ class FakeAgent:
         self.plans: list[tuple[AgentInput, str]] = []
         self.acts: list[int] = []
 
+    name = "fake"
+
     @classmethod
-    def load(cls, path, device="cpu", flow2action="learned"):
+    def load(cls, checkpoint=None, device="cpu", replan_every=None, task=None):
         return cls()
+
+    def reset(self) -> None:
+        pass
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         assert obs.rgb.ndim == 3 and obs.rgb.dtype == np.uint8

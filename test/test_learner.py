@@ -116,14 +116,14 @@ def test_overfit_flow2action_succeeds_in_closed_loop(trained):
 def test_pixel_skills_ablation_plans_frames_and_acts(trained):
     """The pixel-space ablation predicts H future frames from tokens and an action chunk from them, and
     runs as an eval row."""
-    from sof_ros.agent import AgentInput, SofAgent
     from sof_ros.eval import evaluate
+    from sof_ros.policies import AgentInput, load_policy
     from sof_ros.sim.metaworld_env import MetaWorldArm
 
     cfg, trainer = trained
     metrics = json.loads((__import__("pathlib").Path(cfg.train.out) / "metrics.json").read_text())
     assert 0 < metrics["pixel_skill"]["train_codes_used"] <= metrics["pixel_skill"]["codebook_size"]
-    agent = SofAgent.load(cfg.train.out, flow2action="pixel_skills")
+    agent = load_policy("pixel_skills", cfg.train.out)
     arm = MetaWorldArm(TASK, cfg.sim)
     try:
         obs = arm.reset(0)
@@ -154,11 +154,11 @@ def test_eval_names_a_missing_stage_before_any_rollout(trained, tmp_path):
                  progress=False)
 
 
-def test_agent_rejects_bad_inputs(trained):
-    from sof_ros.agent import AgentInput, SofAgent
+def test_policy_rejects_bad_inputs(trained):
+    from sof_ros.policies import AgentInput, load_policy
 
     cfg, _ = trained
-    agent = SofAgent.load(cfg.train.out)
+    agent = load_policy("sof", cfg.train.out)
     frame = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(SofError, match="uint8"):
         agent.plan(AgentInput(rgb=frame.astype(np.float32), ee_pos=np.zeros(3)), "press the button")
@@ -167,7 +167,33 @@ def test_agent_rejects_bad_inputs(trained):
     with pytest.raises(SofError, match="ee_pos"):
         agent.plan(AgentInput(rgb=frame, ee_pos=np.array([np.nan, 0, 0])), "press the button")
     with pytest.raises(SofError, match="config.yaml"):
-        SofAgent.load(cfg.train.out + "/nope")
+        load_policy("sof", cfg.train.out + "/nope")
+    with pytest.raises(SofError, match="unknown policy row 'learned'.*sof_learning_free"):
+        load_policy("learned", cfg.train.out)
+
+
+def test_every_registered_row_follows_the_policy_interface(trained):
+    """One registry, one interface: each row loads by its name, plans a well-formed plan whose steps
+    cover the re-plan interval, and acts with 4 finite numbers in [-1, 1]."""
+    from sof_ros.policies import ROWS, Policy, load_policy
+    from sof_ros.ros.policy_node import check_plan
+    from sof_ros.sim.metaworld_env import MetaWorldArm
+
+    cfg, _ = trained
+    arm = MetaWorldArm(TASK, cfg.sim)
+    try:
+        obs = arm.reset(0).agent_input()
+        for name in ROWS:
+            policy = load_policy(name, cfg.train.out, task=TASK)
+            assert isinstance(policy, Policy) and policy.name == name
+            policy.reset()
+            plan = policy.plan(obs, arm.instruction)
+            assert check_plan(plan) is None, (name, check_plan(plan))
+            assert plan.steps >= min(policy.replan_every, cfg.skill.segment), name
+            action = policy.act(plan, obs, 0)
+            assert action.shape == (4,) and np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1), name
+    finally:
+        arm.close()
 
 
 def test_ddp_two_cpu_processes_gloo(tiny_dataset, tmp_path):

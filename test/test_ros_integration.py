@@ -15,8 +15,8 @@ pytest.importorskip("rclpy")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "sof_metaworld"
-FAKE = ["--param", "sof_policy.agent.agent_class=ros_test_doubles:FakeAgent",
-        "--param", "sof_flow2action.agent.agent_class=ros_test_doubles:FakeAgent"]
+FAKE = ["--param", "sof_policy.agent.policy=ros_test_doubles:FakeAgent",
+        "--param", "sof_flow2action.agent.policy=ros_test_doubles:FakeAgent"]
 FAST_START = ["--param", "sof_sim_bridge.lockstep_timeout_s=1.0"]
 
 
@@ -72,7 +72,7 @@ def _tasks() -> list[str]:
 @pytest.mark.skipif(not CHECKPOINT.is_dir(), reason=f"shipped checkpoint {CHECKPOINT} is missing "
                     "(train / ship models/sof_metaworld to run the end-to-end success test)")
 def test_sim_task_success_with_the_shipped_checkpoint(ros_env, tmp_path):
-    """Separate processes, the real SofAgent: at least one task succeeds. Tasks: $SOF_ROS_IT_TASKS
+    """Separate processes, the real SOF policy: at least one task succeeds. Tasks: $SOF_ROS_IT_TASKS
     (comma separated), held-out seed 1000; lockstep at 30 Hz (same steps as the offline eval, faster)."""
     rate = "30.0"
     results = {}
@@ -142,7 +142,7 @@ def test_loop_bench_writes_the_results_schema(ros_env, tmp_path):
     """`sof-bench loop`, short, with the agent double: separate processes, both sizes, sim-bridge rates."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "test"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "sof_ros.bench.cli", "loop", "--frames", "10", "--warmup", "2", "--sim-seconds", "2",
-           "--agent-class", "ros_test_doubles:FakeAgent", "--out", str(tmp_path)]
+           "--policy", "ros_test_doubles:FakeAgent", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     r = json.loads((tmp_path / "loop.json").read_text())

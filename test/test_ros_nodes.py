@@ -1,5 +1,5 @@
 """The sof_ros nodes as real rclpy nodes talking over DDS (one process, one executor thread),
-with the SofAgent test double from test/ros_test_doubles.py."""
+with the Policy test double from test/ros_test_doubles.py."""
 from __future__ import annotations
 
 import threading
@@ -482,6 +482,17 @@ def test_flow2action_rejects_non_finite_plans_and_poses(ros, fake_agent):
     node._on_actions(cv.actions_to_msg(None, stamp + 2))
     node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), stamp + 2, 4, (64, 48)))
     assert node.plan is not None and node.plan.plan.tokens.tolist() == [1, 2]  # a finite plan is taken
+
+    # a row without flow (bc, pixel_skills): an action chunk and a 0-step flow plan is a plan of 3 steps
+    chunk = np.tile([[0.5, 0.0, 0.0, 1.0]], (3, 1))
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((0, 2, 2, 2), np.float32), stamp + 3, "cam"))
+    node._on_actions(cv.actions_to_msg(chunk, stamp + 3))
+    node._on_tokens(cv.tokens_to_msg(np.zeros(0, np.int64), stamp + 3, 0, (64, 48)))
+    assert node.plan.stamp_ns == stamp + 3 and node.plan.plan.steps == 3
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((0, 2, 2, 2), np.float32), stamp + 4, "cam"))
+    node._on_actions(cv.actions_to_msg(None, stamp + 4))
+    node._on_tokens(cv.tokens_to_msg(np.zeros(0, np.int64), stamp + 4, 0, (64, 48)))
+    assert node.plan.stamp_ns == stamp + 3  # neither flow nor actions: refused
 
     bad = cv.matrix_to_pose_stamped(np.eye(4), stamp, "world")
     bad.pose.position.x = float("nan")

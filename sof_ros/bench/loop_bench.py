@@ -335,7 +335,7 @@ def write_results(out_dir: Path, result: dict) -> tuple[Path, Path]:
         f"- commit: `{result['commit']}`",
         f"- machine: {result['machine']}",
         f"- graph: camera, skill-policy and Flow2Action nodes as separate processes (config/sim.yaml, "
-        f"checkpoint `{result['checkpoint']}`, agent `{result['agent_class']}`), Fast DDS on loopback",
+        f"checkpoint `{result['checkpoint']}`, policy `{result['policy']}`), Fast DDS on loopback",
         "- latency: camera frame capture stamp -> arrival of the TwistStamped answering it, closed loop "
         "(next frame as soon as the command arrived); hz = frames/s that loop sustains",
         f"- frames: scripted-expert rollout of `{result['task']}` rendered by MetaWorld; "
@@ -365,7 +365,7 @@ def main(argv=None):
 
         p = argparse.ArgumentParser(prog="sof-bench loop", description=__doc__.splitlines()[0])
         p.add_argument("--checkpoint", default="models/sof_metaworld", help="SOF checkpoint the nodes load")
-        p.add_argument("--agent-class", default="sof_ros.agent:SofAgent", help="agent.agent_class of the nodes")
+        p.add_argument("--policy", default="sof", help="agent.policy of the nodes: a row of sof_ros.policies.ROWS or module:Class")
         p.add_argument("--task", default="button-press-topdown", help="MetaWorld task the frames come from")
         p.add_argument("--frames", type=int, default=200, help="measured frames per resolution")
         p.add_argument("--warmup", type=int, default=20, help="unmeasured frames after each size change")
@@ -382,7 +382,7 @@ def main(argv=None):
             command = "sof-bench loop " + " ".join(argv if argv is not None else sys.argv[1:])
         command, commit, host = command.strip(), git_commit(), machine()
         checkpoint = G.resolve_checkpoint(a.checkpoint)
-        if a.agent_class == "sof_ros.agent:SofAgent" and not (Path(checkpoint) / "config.yaml").is_file():
+        if ":" not in a.policy and not (Path(checkpoint) / "config.yaml").is_file():
             raise SofError(f"no SOF checkpoint at {a.checkpoint} (config.yaml missing); pass --checkpoint DIR or "
                            "train one: sof-train --config config/metaworld.yaml")
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # this process and the nodes
@@ -391,7 +391,7 @@ def main(argv=None):
         dds_env = dds.configure()  # the same Fast DDS profile as sof-bringup and every node
         rate = SIM_RATE_HZ
         params = {
-            "sof_policy.agent.agent_class": a.agent_class, "sof_flow2action.agent.agent_class": a.agent_class,
+            "sof_policy.agent.policy": a.policy, "sof_flow2action.agent.policy": a.policy,
             "sof_flow2action.wait_for_replan": False,  # deployed behaviour: keep acting while re-planning
             "sof_flow2action.robot.control_rate_hz": rate, "sof_sim_bridge.rate_hz": rate,
             "sof_flow2action.robot.max_linear_speed": 0.02 * rate,  # the bench measures time, not motion limits
@@ -411,7 +411,7 @@ def main(argv=None):
         bench = None
         result = {"command": command, "commit": commit, "machine": host, "resolutions": {}, "sim_bridge_hz": None,
                   "sim_bridge_open_loop_hz": None, "task": a.task, "checkpoint": _display_path(checkpoint),
-                  "agent_class": a.agent_class,
+                  "policy": a.policy,
                   "settings": {"frames": a.frames, "warmup": a.warmup, "timeout_s": a.timeout,
                                "sim_seconds": a.sim_seconds, "sim_rate_cap_hz": rate,
                                "ros_domain_id": os.environ.get("ROS_DOMAIN_ID", "0"),

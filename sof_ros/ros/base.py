@@ -3,7 +3,6 @@ logging, agent loading, frame synchronisation and the `main()` runner."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from sof_ros.errors import SofError
+from sof_ros.policies import AgentInput
 from sof_ros.ros import params as P
 
 
@@ -166,7 +166,10 @@ class SofNode(Node):
 
 # --- agent ----------------------------------------------------------------------------------------
 def load_agent(ap: P.AgentParams):
-    """Import agent_class and call its load(checkpoint, device=, flow2action=)."""
+    """The node's policy: a registered row (sof_ros.policies.ROWS) or a module:Class, loaded from
+    agent.checkpoint."""
+    from sof_ros.policies import load_policy
+
     if ap.torch_threads > 0:
         try:
             import torch
@@ -174,38 +177,16 @@ def load_agent(ap: P.AgentParams):
             torch.set_num_threads(ap.torch_threads)
         except ImportError:
             pass
-    mod_name, _, cls_name = ap.agent_class.partition(":")
-    if not cls_name:
-        raise SofError(f"agent.agent_class must be 'module:Class', got '{ap.agent_class}'")
-    try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise SofError(f"cannot import agent class '{ap.agent_class}': {exc}") from None
-    if ap.flow2action not in ("learned", "learning_free"):
-        raise SofError(f"agent.flow2action must be learned | learning_free, got '{ap.flow2action}'")
-    if not os.path.exists(ap.checkpoint) and ap.agent_class == "sof_ros.agent:SofAgent":
+    if ":" not in ap.policy and not os.path.exists(ap.checkpoint):
         raise SofError(f"checkpoint '{ap.checkpoint}' does not exist; train one or set agent.checkpoint "
                        f"(absolute path, or relative to the working directory {os.getcwd()})")
-    return cls.load(ap.checkpoint, device=ap.device, flow2action=ap.flow2action)
+    return load_policy(ap.policy, ap.checkpoint, device=ap.device)
 
 
-def agent_types(agent) -> tuple[type, type]:
-    """(AgentInput, FlowPlan) for `agent`: the dataclasses of the module that defines the agent's
-    class (sof_ros.agent for SofAgent; a test double's own module in tests)."""
-    mod = sys.modules.get(type(agent).__module__)
-    if mod is not None and hasattr(mod, "AgentInput") and hasattr(mod, "FlowPlan"):
-        return mod.AgentInput, mod.FlowPlan
-    from sof_ros import agent as agent_mod
-
-    return agent_mod.AgentInput, agent_mod.FlowPlan
-
-
-def make_agent_input(cls: type, rgb, depth=None, seg=None, intrinsics=None, cam_pose=None, ee_pos=None, **extra):
-    """Build an AgentInput; extra fields (e.g. gripper) are passed only if the class has them."""
-    kwargs = dict(rgb=rgb, depth=depth, seg=seg, intrinsics=intrinsics, cam_pose=cam_pose, ee_pos=ee_pos)
-    names = getattr(cls, "__dataclass_fields__", {})
-    kwargs.update({k: v for k, v in extra.items() if k in names and v is not None})
-    return cls(**kwargs)
+def make_agent_input(rgb, depth=None, intrinsics=None, cam_pose=None, ee_pos=None, gripper=None) -> AgentInput:
+    """What the node knows at one frame; a gripper state that never arrived reads as 0 (as trained)."""
+    return AgentInput(rgb=rgb, depth=depth, intrinsics=intrinsics, cam_pose=cam_pose, ee_pos=ee_pos,
+                      gripper=0.0 if gripper is None else float(gripper))
 
 
 # --- frame synchronisation ------------------------------------------------------------------------

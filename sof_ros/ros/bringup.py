@@ -111,14 +111,14 @@ def default_instruction(ns: argparse.Namespace, specs: list[graph.NodeSpec]) -> 
 
 
 def check_checkpoint(specs: list[graph.NodeSpec]) -> None:
-    """Fail before starting anything when the SofAgent checkpoint is missing (clearer than a node
+    """Fail before starting anything when the policy's checkpoint is missing (clearer than a node
     process exiting with the same message among the others' logs)."""
     for spec in specs:
         if spec.name not in ("sof_policy", "sof_flow2action"):
             continue
         eff = spec.effective()
         ck = eff["agent.checkpoint"]
-        if eff["agent.agent_class"] == P.AgentParams().agent_class and not (Path(ck) / "config.yaml").is_file():
+        if ":" not in eff["agent.policy"] and not (Path(ck) / "config.yaml").is_file():
             raise SofError(f"no SOF checkpoint at {ck} (config.yaml missing); pass --checkpoint DIR, or train the "
                            "shipped one: sof-train --config config/metaworld.yaml")
 

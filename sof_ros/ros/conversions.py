@@ -279,7 +279,10 @@ def flow_plan_to_msg(flow: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
 
 
 def msg_to_flow_plan(msg: Image, plan_steps: int) -> np.ndarray:
+    """plan_steps 0: a plan without flow (rows that predict actions directly); the image is empty."""
     arr = msg_to_image(msg)
+    if msg.encoding == "32FC2" and plan_steps == 0 and arr.shape[0] == 0:
+        return np.zeros((0, 0, arr.shape[1], 2), np.float32)
     if msg.encoding != "32FC2" or plan_steps <= 0 or arr.shape[0] % plan_steps:
         raise ConversionError(
             f"flow plan image {msg.width}x{msg.height} {msg.encoding} cannot hold {plan_steps} stacked 32FC2 fields")

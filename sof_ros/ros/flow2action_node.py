@@ -27,8 +27,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray, Int64MultiArray, String
 
 from sof_ros.errors import SofError
+from sof_ros.policies import FlowPlan
 from sof_ros.ros import conversions as cv
-from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, agent_types, command_qos, latched_qos, load_agent,
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import Flow2ActionNodeParams, watchdog_timeouts
 from sof_ros.safety import OK, SafeCommand, SafetyFilter
@@ -38,7 +39,7 @@ OUTPUT_MODES = ("twist", "pose", "both")
 
 @dataclass
 class ActivePlan:
-    plan: object  # sof_ros.agent.FlowPlan
+    plan: FlowPlan
     stamp_ns: int
     seq: int | None  # sequence number of the frame it was planned on (None until that frame is seen)
 
@@ -59,7 +60,6 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         except ValueError as exc:
             raise SofError(f"robot limits: {exc}") from None
         self.agent = agent if agent is not None else load_agent(p.agent)
-        self._AgentInput, self._FlowPlan = agent_types(self.agent)
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
             raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")
@@ -172,13 +172,10 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         if not np.all(np.isfinite(flow)) or (parts["actions"] is not None and not np.all(np.isfinite(parts["actions"]))):
             self.log_reason("plan", "ignoring plan: its flow or action chunk contains NaN / inf", "warning")
             return
-        extra = {}
-        if parts["actions"] is not None:
-            if "actions" not in getattr(self._FlowPlan, "__dataclass_fields__", {}):
-                self.log_reason("plan", "ignoring plan: it carries an action chunk this agent's FlowPlan cannot hold", "warning")
-                return
-            extra["actions"] = parts["actions"]
-        plan = self._FlowPlan(tokens=parts["tokens"], flow=flow, image_size=parts["size"], **extra)
+        plan = FlowPlan(tokens=parts["tokens"], flow=flow, image_size=parts["size"], actions=parts["actions"])
+        if plan.steps == 0:
+            self.log_reason("plan", "ignoring plan: it has neither flow steps nor an action chunk", "warning")
+            return
         self.plan = ActivePlan(plan, stamp, self._seq_of(stamp))
         self.safety.heartbeat("plan")
         if self.latest is not None and self.latest.stamp_ns > self._answered:
@@ -215,11 +212,11 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         if self.p.wait_for_replan and step >= self.replan_every:
             self._status(f"waiting for the re-plan due at step {step}", "debug")
             return
-        horizon = int(np.asarray(plan.plan.flow).shape[0])
+        horizon = plan.plan.steps
         if step >= horizon:
             self._publish(SafeCommand.stop(), f"plan exhausted: step {step} >= {horizon} planned steps; holding still until the next plan", frame.stamp_ns)
             return
-        obs = make_agent_input(self._AgentInput, frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
+        obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
                                ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
         try:
             action = np.asarray(self.agent.act(plan.plan, obs, step), dtype=np.float64).reshape(-1)

@@ -127,10 +127,10 @@ class QosParams:
 # --- agent (shared by policy and flow2action) ---------------------------------------------------
 @dataclass
 class AgentParams:
-    checkpoint: str = P("models/sof_metaworld", "SOF checkpoint directory (SofAgent.load)")
-    agent_class: str = P("sof_ros.agent:SofAgent", "module:Class implementing the SofAgent interface (load/plan/act)")
-    device: str = P("cpu", "torch device for the agent")
-    flow2action: str = P("learned", "Flow2Action variant: learned | learning_free")
+    checkpoint: str = P("models/sof_metaworld", "SOF checkpoint directory (written by sof-train)")
+    policy: str = P("sof", "policy row to run (sof_ros.policies.ROWS: sof, sof_learning_free, skill2action, bc, "
+                    "pixel_skills), or module:Class implementing the Policy interface (load/reset/plan/act)")
+    device: str = P("cpu", "torch device for the policy")
     replan_every: int = P(0, "control steps between re-plans; 0 = the checkpoint's own replan_every")
     torch_threads: int = P(1, "torch intra-op threads per node (0 = torch default)")
 

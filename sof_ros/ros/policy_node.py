@@ -24,7 +24,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
 from sof_ros.ros import plan_vis
-from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, agent_types, command_qos, latched_qos, load_agent,
+from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import PolicyNodeParams
 
@@ -36,13 +36,13 @@ def check_plan(plan) -> str | None:
     size = getattr(plan, "image_size", None)
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
         return f"tokens must be a 1-D integer array, got {tokens.dtype} {tokens.shape}"
-    if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[0] < 1:
-        return f"flow must be (T, h, w, 2), got {flow.shape}"
+    actions = getattr(plan, "actions", None)
+    if flow.ndim != 4 or flow.shape[-1] != 2 or (flow.shape[0] < 1 and actions is None):
+        return f"flow must be (T, h, w, 2) with T >= 1 (or T = 0 beside an action chunk), got {flow.shape}"
     if not np.all(np.isfinite(flow)):
         return "flow contains NaN / inf"
     if size is None or len(size) != 2 or min(int(size[0]), int(size[1])) <= 0:
         return f"image_size must be (W, H), got {size!r}"
-    actions = getattr(plan, "actions", None)
     if actions is not None:
         a = np.asarray(actions)
         if a.ndim != 2 or a.shape[1] != 4 or not np.all(np.isfinite(a)):
@@ -58,7 +58,6 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         super().__init__(node_name, **kwargs)
         p: PolicyNodeParams = self.p
         self.agent = agent if agent is not None else load_agent(p.agent)
-        self._AgentInput, _ = agent_types(self.agent)
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
             raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")
@@ -124,7 +123,7 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             return
         if not (self._new_instruction or self._since_plan >= self.replan_every):
             return
-        obs = make_agent_input(self._AgentInput, frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
+        obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
                                ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
         t0 = time.perf_counter()
         try:
@@ -153,6 +152,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.plans_published += 1
         self.log_reason("plan", f"planning OK ({len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
                                 f"{self.last_plan_s * 1e3:.0f} ms)", every_s=30.0)
+        if flow.shape[0] == 0:  # a row without a flow plan (e.g. bc): nothing to draw
+            return
         if self.pub_vis.get_subscription_count():
             vis = plan_vis.overlay(frame.rgb, flow, size, p.marker_stride, p.plan_image_scale, p.marker_min_flow_px,
                                    p.plan_image_gain)

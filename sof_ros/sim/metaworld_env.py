@@ -38,6 +38,14 @@ class Observation:
     success: bool
     state: np.ndarray  # MetaWorld's full state vector (what the scripted expert reads)
 
+    def agent_input(self):
+        """What a policy gets: what a real camera + arm would report, plus the privileged state
+        that only the scripted expert row reads."""
+        from sof_ros.policies import AgentInput
+
+        return AgentInput(rgb=self.rgb, depth=self.depth, seg=self.seg, intrinsics=self.intrinsics,
+                          cam_pose=self.cam_pose, ee_pos=self.ee_pos, gripper=self.gripper, sim_state=self.state)
+
 
 def metaworld_env_name(task: str) -> str:
     return task if task.endswith("-v3") else f"{task}-v3"

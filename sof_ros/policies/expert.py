@@ -1,0 +1,37 @@
+"""MetaWorld's scripted expert as a row: the upper bound, reading privileged simulator state."""
+from __future__ import annotations
+
+import numpy as np
+
+from sof_ros.errors import SofError
+from sof_ros.policies.base import AgentInput, FlowPlan
+
+
+class ExpertPolicy:
+    name = "expert"
+    replan_every = 1
+
+    def __init__(self, task: str):
+        from sof_ros.sim.metaworld_env import expert_policy
+
+        self.task = task
+        self._expert = expert_policy(task)
+
+    @classmethod
+    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
+        if not task:
+            raise SofError("the scripted expert row needs the MetaWorld task it runs on")
+        return cls(task)
+
+    def reset(self) -> None:
+        """Stateless: every action is computed from the current state."""
+
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        if obs.sim_state is None:
+            raise SofError("the scripted expert reads privileged simulator state; it runs only in simulation")
+        action = np.asarray(self._expert.get_action(obs.sim_state), dtype=np.float64)
+        h, w = np.shape(obs.rgb)[:2]
+        return FlowPlan(np.zeros(0, np.int64), np.zeros((0, 1, 1, 2), np.float32), (w, h), action[None])
+
+    def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
+        return np.clip(plan.actions[0], -1.0, 1.0)

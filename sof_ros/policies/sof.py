@@ -1,0 +1,198 @@
+"""The rows loaded from a `sof-train` checkpoint: SOF (learned and learning-free Flow2Action) and
+the comparisons trained on the same data (Skill2Action, behaviour cloning, pixel-space skills)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sof_ros.errors import SofError
+from sof_ros.learn.data import resize_rgb
+from sof_ros.nn import tensor_to_image
+from sof_ros.policies.base import AgentInput, FlowPlan, row_spec
+from sof_ros.text import InstructionEncoder
+
+
+def _check_rgb(rgb) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise SofError(f"the frame must be an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    return rgb
+
+
+class CheckpointPolicy:
+    """Shared by every trained row: the checkpoint's config, its networks, instruction embeddings,
+    and the tensors a plan is made from. Subclasses implement `plan`; `act` reads the action chunk
+    the plan predicted."""
+
+    name = ""
+    needs_proprio = True  # the action head reads end-effector position + gripper
+
+    def __init__(self, cfg, models: dict[str, torch.nn.Module], instructions: dict[str, np.ndarray],
+                 device: str = "cpu", replan_every: int | None = None):
+        self.cfg = cfg
+        self.models = models
+        self.device = device
+        self.replan_every = int(replan_every or cfg.eval.replan_every)
+        self.text = InstructionEncoder(instructions)
+
+    @classmethod
+    def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
+        from sof_ros.config import from_dict
+        from sof_ros.train import build_models, load_weights
+
+        import yaml
+
+        if checkpoint is None:
+            raise SofError(f"row '{cls.name}' needs a checkpoint directory (sof-train writes one; "
+                           "the shipped one is models/sof_metaworld)")
+        path = Path(checkpoint)
+        cfg_path = path / "config.yaml"
+        if not cfg_path.is_file():
+            raise SofError(f"{path} is not a sof_ros checkpoint (no config.yaml); train one with "
+                           "`sof-train` or use the shipped models/sof_metaworld")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise SofError("--device cuda requested but no CUDA device is available; use --device cpu")
+        cfg = from_dict(yaml.safe_load(cfg_path.read_text()))
+        models = build_models(cfg)
+        for stage in row_spec(cls.name).stages:
+            load_weights(models[stage], path / f"{stage}.pt", device)
+        instr_path = path / "instructions.pt"
+        instructions = {}
+        if instr_path.is_file():
+            instructions = {k: v.numpy() for k, v in torch.load(instr_path, weights_only=True).items()}
+        return cls(cfg, models, instructions, device, replan_every)
+
+    # --- tensors -------------------------------------------------------------------------
+    def _inputs(self, obs: AgentInput, instruction: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """(image at the working resolution, instruction embedding, (W, H) of the frame)."""
+        rgb = _check_rgb(obs.rgb)
+        img = torch.from_numpy(resize_rgb(rgb, self.cfg.skill.image_res)[None]).to(self.device)
+        text = torch.from_numpy(self.text(instruction)[None]).to(self.device)
+        return img, text, (rgb.shape[1], rgb.shape[0])
+
+    def _proprio(self, obs: AgentInput) -> torch.Tensor:
+        if obs.ee_pos is None:
+            if self.cfg.f2a.use_proprio and self.needs_proprio:
+                raise SofError("this checkpoint's action head needs the end-effector position (ee_pos)")
+            ee = np.zeros(3)
+        else:
+            ee = np.asarray(obs.ee_pos, dtype=np.float32).reshape(-1)
+            if ee.shape != (3,) or not np.all(np.isfinite(ee)):
+                raise SofError(f"ee_pos must be 3 finite numbers in metres, got {obs.ee_pos}")
+        return torch.tensor([[*ee, float(obs.gripper)]], dtype=torch.float32, device=self.device)
+
+    def _no_flow(self) -> np.ndarray:
+        r = self.cfg.skill.flow_res
+        return np.zeros((0, r, r, 2), np.float32)
+
+    @staticmethod
+    def _np(x: torch.Tensor) -> np.ndarray:
+        return x[0].cpu().numpy()
+
+    # --- Policy -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start of an episode or a new instruction: nothing is carried between plans."""
+
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
+        if plan.actions is None or len(plan.actions) == 0:
+            raise SofError(f"row '{self.name}' needs a plan with an action chunk; this plan has none")
+        j = min(max(int(step_in_plan), 0), len(plan.actions) - 1)
+        return np.clip(plan.actions[j], -1.0, 1.0).astype(np.float64)
+
+
+class _FlowSkillPolicy(CheckpointPolicy):
+    """Stage 2 writes skill tokens, the frozen Stage-1 decoder turns them into a flow plan."""
+
+    @torch.no_grad()
+    def _flow_plan(self, obs: AgentInput, instruction: str):
+        img, text, size = self._inputs(obs, instruction)
+        tokens = self.models["policy"].generate(img, text)
+        flow = self.models["skill"].decode_ids(tokens, img)
+        return img, tokens, flow, size
+
+    def _plan(self, tokens, flow, size, actions=None) -> FlowPlan:
+        return FlowPlan(self._np(tokens).astype(np.int64), self._np(flow), size,
+                        None if actions is None else self._np(actions))
+
+
+class SofPolicy(_FlowSkillPolicy):
+    """SOF: flow plan -> learned Flow2Action head -> action chunk."""
+
+    name = "sof"
+
+    @torch.no_grad()
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        img, tokens, flow, size = self._flow_plan(obs, instruction)
+        return self._plan(tokens, flow, size, self.models["f2a"](flow, img, self._proprio(obs)))
+
+
+class Skill2ActionPolicy(_FlowSkillPolicy):
+    """Ablation: the same tokens straight to actions (the flow plan is kept for display only)."""
+
+    name = "skill2action"
+
+    @torch.no_grad()
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        img, tokens, flow, size = self._flow_plan(obs, instruction)
+        return self._plan(tokens, flow, size, self.models["skill2action"](tokens, img, self._proprio(obs)))
+
+
+class SofLearningFreePolicy(_FlowSkillPolicy):
+    """SOF with the geometric solver: no action labels; needs depth, camera model and ee position."""
+
+    name = "sof_learning_free"
+    needs_proprio = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from sof_ros.flow2action.geometric import GeometricFlow2Action
+
+        self.geometric = GeometricFlow2Action()
+
+    def reset(self) -> None:
+        self.geometric.reset()
+
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        _, tokens, flow, size = self._flow_plan(obs, instruction)
+        return self._plan(tokens, flow, size)
+
+    def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
+        if obs.depth is None or obs.intrinsics is None or obs.cam_pose is None or obs.ee_pos is None:
+            raise SofError("the learning-free Flow2Action needs depth, camera intrinsics, camera pose and "
+                           "the end-effector position; use a depth camera or the 'sof' row")
+        return self.geometric.act(plan.flow, obs.depth, obs.intrinsics, obs.cam_pose, obs.ee_pos,
+                                  step_in_plan=step_in_plan, seg=obs.seg)
+
+
+class BCPolicy(CheckpointPolicy):
+    """Behaviour cloning: image + instruction + proprioception -> action chunk, no skills."""
+
+    name = "bc"
+
+    @torch.no_grad()
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        img, text, size = self._inputs(obs, instruction)
+        actions = self.models["bc"](text, img, self._proprio(obs))
+        return FlowPlan(np.zeros(0, np.int64), self._no_flow(), size, self._np(actions))
+
+
+class PixelSkillsPolicy(CheckpointPolicy):
+    """Ablation: tokens of how future frames change instead of flow, inverse dynamics on them."""
+
+    name = "pixel_skills"
+
+    @torch.no_grad()
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        img, text, size = self._inputs(obs, instruction)
+        tokens = self.models["pixel_policy"].generate(img, text)
+        pixel_skill = self.models["pixel_skill"]
+        change = pixel_skill.decode_ids(tokens, img)
+        actions = self.models["pixel2action"](change, img, self._proprio(obs))
+        frames = tensor_to_image(pixel_skill.future_frames(change, img))
+        return FlowPlan(self._np(tokens).astype(np.int64), self._no_flow(), size, self._np(actions),
+                        self._np(frames))
