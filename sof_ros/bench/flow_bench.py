@@ -1,11 +1,23 @@
-"""`sof-bench flow`: optical-flow estimators on MetaWorld frames, speed and accuracy vs simulator GT.
+"""`sof-bench flow`: optical-flow estimators on MetaWorld frames, accuracy on moving pixels vs simulator GT, and speed.
 
-For every benchmark task the scripted expert is rolled out (fixed seed, no noise) at 128x128 and at
-320x240; frame pairs (t, t+1) are taken every `--stride` steps. Per estimator and size we report
-frame pairs per second (one process, OpenCV limited to one thread, after warm-up) and end-point
-error (EPE, px) against ground-truth flow from depth + body poses (sof_ros.flow.gt_flow), over all
-valid GT pixels and over moving pixels only (GT magnitude > 0.5 px): most of the image is static
-background, where every estimator is trivially right, so the moving-pixel EPE is the telling one.
+For every benchmark task the scripted expert is rolled out (fixed seed, no noise) at 128x128, the
+resolution the learner's flow is computed at. From frames t = 0, stride, 2*stride, ... each estimator
+sees the pair (t, t+k) for every frame gap k in --gaps (default 1, 4, 8: one control step, the
+flow every stored `flow/<estimator>` holds; half and a whole skill segment, H = 8 steps) and is
+scored against ground-truth flow from t to t+k computed from depth, segmentation and the body poses
+at t and t+k (sof_ros.flow.gt_flow, occluded and out-of-view points excluded).
+
+Most of a MetaWorld frame is static background, where predicting zero is exactly right, so the
+headline is the end-point error (EPE, px) on moving pixels (GT magnitude > MOVING_PX), and every
+EPE is printed beside the zero-flow baseline (the EPE of predicting no motion on the same pixels,
+i.e. their mean GT magnitude). Buckets: static (valid, |GT| <= 0.5 px), moving (> 0.5 px), slow
+(0.5 < |GT| <= 2 px: a fraction of DIS's 8-px patches, the motion coarse-to-fine estimators
+smooth away first, and what one control step of a slowly moving hand or object gives at 128 px)
+and fast (> 2 px).
+
+Speed: frame pairs/s of consecutive frames at 128x128, and at 320x240 and 640x480 (the RealSense
+size the camera node runs at on the real robots), one process, OpenCV limited to one thread, after
+warm-up.
 """
 from __future__ import annotations
 
@@ -19,16 +31,22 @@ import numpy as np
 
 from sof_ros.errors import SofError, run_cli
 
-SIZES = {"128": (128, 128), "320x240": (320, 240)}
-MOVING_PX = 0.5
+ACCURACY_SIZE = (128, 128)
+SPEED_SIZES = {"128": (128, 128), "320x240": (320, 240), "640x480": (640, 480)}
+GAPS = (1, 4, 8)
+MOVING_PX = 0.5  # |GT| above this is motion; below it is within rendering / resampling noise at 128 px
+SLOW_MAX_PX = 2.0  # slow bucket: MOVING_PX < |GT| <= SLOW_MAX_PX
+BUCKETS = ("moving", "slow", "fast", "static", "all")
 WARMUP_PAIRS = 3
 TIMING_ROUNDS = 3  # speed = best of 3 timing rounds ...
 MIN_ROUND_S = 0.5  # ... each at least this long (the pair set is repeated for fast estimators)
+SPEED_TASKS = 3  # tasks rendered for the larger speed-only sizes
+SPEED_PAIRS_PER_TASK = 8
 
 
 @dataclass
 class PairSet:
-    """Frame pairs of one image size with their GT flow (gt/valid None when no GT is available)."""
+    """Frame pairs with their GT flow (gt/valid None when no GT is available, e.g. a video)."""
 
     frame0: list = field(default_factory=list)
     frame1: list = field(default_factory=list)
@@ -47,115 +65,158 @@ class PairSet:
         return len(self.frame0)
 
 
-def collect_pairs(tasks: list[str], size: tuple[int, int], pairs_per_task: int, stride: int, seed: int,
-                  progress: bool = True) -> PairSet:
-    """Render expert rollouts and keep pairs (t, t+1) every `stride` steps, with GT flow."""
-    from tqdm import tqdm
-
-    from sof_ros.config import SimConfig
-    from sof_ros.flow.gt_flow import gt_flow
-    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
-
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Constant", module="metaworld")  # expert gain notice, harmless
-    pairs = PairSet()
-    for task in tqdm(tasks, desc=f"render {size[0]}x{size[1]}", unit="task", disable=not progress):
-        arm = MetaWorldArm(task, SimConfig(width=size[0], height=size[1]))
-        try:
-            policy = expert_policy(task)
-            geom_body = arm.geom_body_ids()
-            obs = arm.reset(seed)
-            for step in range(pairs_per_task * stride):
-                nxt = arm.step(np.clip(policy.get_action(obs.state), -1, 1))
-                if step % stride == 0:
-                    flow, valid = gt_flow(obs.depth, obs.seg, obs.intrinsics, obs.cam_pose, nxt.cam_pose,
-                                          obs.body_pos, obs.body_mat, nxt.body_pos, nxt.body_mat, geom_body,
-                                          depth1=nxt.depth)
-                    pairs.add(obs.rgb, nxt.rgb, flow, valid, arm.task)
-                obs = nxt
-        finally:
-            arm.close()
-    return pairs
+# --- metrics -------------------------------------------------------------------------------
+def bucket_masks(gt: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Pixel masks of the benchmark buckets, from GT flow (H, W, 2) and its valid mask (H, W)."""
+    mag = np.linalg.norm(gt, axis=-1)
+    moving = valid & (mag > MOVING_PX)
+    return {"moving": moving, "slow": moving & (mag <= SLOW_MAX_PX), "fast": valid & (mag > SLOW_MAX_PX),
+            "static": valid & ~moving, "all": valid.copy()}
 
 
-def dataset_pairs(roots: list[str], stride: int) -> dict[str, PairSet]:
-    """Pairs every `stride` steps from existing datasets, grouped by image size ('WxH', '128' for 128x128)."""
-    from sof_ros.data.dataset import Dataset
-    from sof_ros.flow.gt_flow import GT_KEYS, gt_flow_arrays
+class EpeSums:
+    """EPE of an estimator and of the zero-flow baseline, pooled over the pixels of many pairs per bucket."""
 
-    out: dict[str, PairSet] = {}
-    for root in roots:
-        ds = Dataset(root, validate=True)
-        for info in ds.episodes():
-            arr = ds.load(info.path, ("rgb",))
-            rgb = arr["rgb"]
-            h, w = rgb.shape[1:3]
-            key = "128" if (w, h) == (128, 128) else f"{w}x{h}"
-            try:
-                gt_arr = ds.load(info.path, GT_KEYS)
-            except SofError:
-                gt_arr = None  # a video episode: speed only
-            idx = list(range(0, len(rgb) - 1, stride))
-            if gt_arr is not None:
-                sub = {k: (v if k in ("intrinsics", "sim/geom_body") else None) for k, v in gt_arr.items()}
-                for t in idx:
-                    for k in ("depth", "seg", "cam_pose", "sim/body_pos", "sim/body_mat"):
-                        sub[k] = gt_arr[k][t:t + 2]
-                    flow, valid = gt_flow_arrays(sub)
-                    out.setdefault(key, PairSet()).add(rgb[t], rgb[t + 1], flow[0], valid[0], info.task)
-            else:
-                for t in idx:
-                    out.setdefault(key, PairSet()).add(rgb[t], rgb[t + 1], task=info.task)
-    return out
+    def __init__(self):
+        self.err = dict.fromkeys(BUCKETS, 0.0)
+        self.zero = dict.fromkeys(BUCKETS, 0.0)
+        self.px = dict.fromkeys(BUCKETS, 0)
+        self.pairs = 0
+
+    def add(self, flow: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> None:
+        if flow.shape != gt.shape:
+            raise SofError(f"estimated flow {flow.shape} and GT flow {gt.shape} differ in shape")
+        err = np.linalg.norm(np.asarray(flow, np.float64) - gt, axis=-1)
+        mag = np.linalg.norm(gt, axis=-1)  # = EPE of predicting zero
+        for name, mask in bucket_masks(gt, valid).items():
+            self.err[name] += float(err[mask].sum())
+            self.zero[name] += float(mag[mask].sum())
+            self.px[name] += int(mask.sum())
+        self.pairs += 1
+
+    def result(self) -> dict:
+        """epe_<bucket>, zero_flow_epe_<bucket> (None for an empty bucket), <bucket>_px, pairs."""
+        out: dict = {}
+        for b in BUCKETS:
+            n = self.px[b]
+            out[f"epe_{b}"] = self.err[b] / n if n else None
+            out[f"zero_flow_epe_{b}"] = self.zero[b] / n if n else None
+        out.update({f"{b}_px": self.px[b] for b in BUCKETS})
+        out["pairs"] = self.pairs
+        return out
 
 
-def measure(estimator, pairs: PairSet, timed: bool = True) -> dict:
-    """Speed over all pairs after warm-up, then EPE over valid and over moving GT pixels."""
+def accuracy(estimator, pairs: PairSet) -> dict:
+    sums = EpeSums()
+    for f0, f1, gt, valid in zip(pairs.frame0, pairs.frame1, pairs.gt, pairs.valid):
+        if gt is not None:
+            sums.add(estimator(f0, f1), gt, valid)
+    return sums.result()
+
+
+def speed(estimator, pairs: PairSet) -> tuple[float, float]:
+    """(best, median) pairs/s over TIMING_ROUNDS rounds after warm-up; best is the round least
+    disturbed by other load on the machine (as timeit recommends)."""
     for i in range(min(WARMUP_PAIRS, len(pairs))):
         estimator(pairs.frame0[i], pairs.frame1[i])
-    flows = []
-    start = time.perf_counter()
-    for f0, f1 in zip(pairs.frame0, pairs.frame1):
-        flows.append(estimator(f0, f1))
-    seconds, done = time.perf_counter() - start, len(pairs)  # this EPE pass is timing round 1
     rates = []
-    for _ in range(TIMING_ROUNDS if timed else 1):
-        while timed and seconds < MIN_ROUND_S:  # fast estimators: repeat the set so timer noise stays small
+    for _ in range(TIMING_ROUNDS):
+        seconds, done = 0.0, 0
+        while seconds < MIN_ROUND_S:  # fast estimators: repeat the set so timer noise stays small
             start = time.perf_counter()
             for f0, f1 in zip(pairs.frame0, pairs.frame1):
                 estimator(f0, f1)
             seconds, done = seconds + time.perf_counter() - start, done + len(pairs)
         rates.append(done / seconds)
-        seconds, done = 0.0, 0
-    rates.sort()
-    # best round: the one least disturbed by other load on the machine (as timeit recommends)
-    res = {"pairs_per_s": rates[-1], "pairs_per_s_median": float(np.median(rates)), "pairs": len(pairs)}
-    err_sum = err_n = mov_sum = mov_n = zero_sum = 0.0
-    for flow, gt, valid in zip(flows, pairs.gt, pairs.valid):
-        if gt is None:
-            continue
-        err = np.linalg.norm(flow - gt, axis=-1)
-        moving = valid & (np.linalg.norm(gt, axis=-1) > MOVING_PX)
-        err_sum += float(err[valid].sum())
-        err_n += int(valid.sum())
-        mov_sum += float(err[moving].sum())
-        mov_n += int(moving.sum())
-        zero_sum += float(np.linalg.norm(gt, axis=-1)[moving].sum())
-    if err_n:
-        res.update(epe=err_sum / err_n, epe_moving=mov_sum / max(mov_n, 1), valid_px=int(err_n),
-                   moving_px=int(mov_n), zero_flow_epe_moving=zero_sum / max(mov_n, 1))
-    return res
+    return max(rates), float(np.median(rates))
 
 
+# --- frames -------------------------------------------------------------------------------
+def add_episode_pairs(sets: dict[int, PairSet], arr: dict, starts, task: str, with_gt: bool = True) -> None:
+    """Pairs (t, t+k) for every start t and every gap k in `sets` from one episode's arrays
+    (`rgb` and, with_gt, the sof_ros.flow.gt_flow.GT_KEYS)."""
+    from sof_ros.flow.gt_flow import gt_flow_gap
+
+    rgb = arr["rgb"]
+    for k, pairs in sets.items():
+        for t in starts:
+            if t + k >= len(rgb):
+                continue
+            gt, valid = gt_flow_gap(arr, t, k) if with_gt else (None, None)
+            pairs.add(rgb[t], rgb[t + k], gt, valid, task)
+
+
+def render_episode(task: str, size: tuple[int, int], steps: int, seed: int) -> dict:
+    """Expert rollout of `steps` control steps: arrays of `steps + 1` frames under the dataset keys."""
+    from sof_ros.config import SimConfig
+    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
+
+    arm = MetaWorldArm(task, SimConfig(width=size[0], height=size[1]))
+    try:
+        policy = expert_policy(task)
+        obs = arm.reset(seed)
+        frames = [obs]
+        for _ in range(steps):
+            obs = arm.step(np.clip(policy.get_action(obs.state), -1, 1))
+            frames.append(obs)
+        return {"rgb": np.stack([o.rgb for o in frames]), "depth": np.stack([o.depth for o in frames]),
+                "seg": np.stack([o.seg for o in frames]), "intrinsics": frames[0].intrinsics,
+                "cam_pose": np.stack([o.cam_pose for o in frames]),
+                "sim/body_pos": np.stack([o.body_pos for o in frames]),
+                "sim/body_mat": np.stack([o.body_mat for o in frames]), "sim/geom_body": arm.geom_body_ids(),
+                "task": arm.task}
+    finally:
+        arm.close()
+
+
+def rendered_pairs(tasks: list[str], size: tuple[int, int], gaps, pairs_per_task: int, stride: int, seed: int,
+                   with_gt: bool = True, progress: bool = True) -> dict[int, PairSet]:
+    from tqdm import tqdm
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Constant", module="metaworld")  # expert gain notice, harmless
+    sets = {int(k): PairSet() for k in gaps}
+    starts = range(0, pairs_per_task * stride, stride)
+    steps = starts[-1] + max(sets)
+    for task in tqdm(tasks, desc=f"render {size[0]}x{size[1]}", unit="task", disable=not progress):
+        arr = render_episode(task, size, steps, seed)
+        add_episode_pairs(sets, arr, starts, arr["task"], with_gt)
+    return sets
+
+
+def dataset_pairs(roots: list[str], gaps, stride: int) -> dict[int, PairSet]:
+    """128x128 pairs every `stride` steps from existing simulated datasets (episodes without GT keys,
+    such as imported videos, cannot be scored and are skipped)."""
+    from sof_ros.data.dataset import Dataset
+    from sof_ros.flow.gt_flow import GT_KEYS
+
+    sets = {int(k): PairSet() for k in gaps}
+    for root in roots:
+        ds = Dataset(root, validate=True)
+        for info in ds.episodes():
+            try:
+                arr = ds.load(info.path, ("rgb",) + GT_KEYS)
+            except SofError:
+                continue
+            if arr["rgb"].shape[1:3] != ACCURACY_SIZE[::-1]:
+                continue
+            add_episode_pairs(sets, arr, range(0, len(arr["rgb"]) - 1, stride), info.task)
+    if not any(len(s) for s in sets.values()):
+        raise SofError(f"no 128x128 simulated episodes with ground-truth keys ({', '.join(GT_KEYS)}) in "
+                       f"{', '.join(roots)}; record them with `sof-collect`, or drop --dataset to render frames")
+    return sets
+
+
+# --- the benchmark ------------------------------------------------------------------------
 def estimator_rows(raft_weights: str | None) -> list[tuple[str, dict]]:
-    rows = [("dis_ultrafast", {}), ("dis_fast", {}), ("dis", {"preset": "medium"}), ("farneback", {})]
+    rows = [("dis", {}), ("dis_fast", {}), ("dis_ultrafast", {}), ("farneback", {})]
     if raft_weights:
         rows.append(("raft", {"weights_path": raft_weights}))
     return rows
 
 
-def run_bench(tasks: list[str], pairs_per_task: int, stride: int, seed: int, datasets: list[str] | None,
+def run_bench(tasks: list[str], gaps, pairs_per_task: int, stride: int, seed: int, datasets: list[str] | None,
               raft_weights: str | None, progress: bool = True) -> tuple[dict, dict]:
     """Returns (estimators table in the results schema, info about the frames used)."""
     import cv2
@@ -170,63 +231,90 @@ def run_bench(tasks: list[str], pairs_per_task: int, stride: int, seed: int, dat
     except ImportError:
         pass
     estimators = [(name, make_estimator(name, **opts)) for name, opts in estimator_rows(raft_weights)]  # fail fast
-    sets: dict[str, PairSet] = dataset_pairs(datasets, stride) if datasets else {}
-    for key, size in SIZES.items():
-        if key not in sets:
-            sets[key] = collect_pairs(tasks, size, pairs_per_task, stride, seed, progress)
+    gaps = sorted({int(k) for k in gaps} | {1})  # speed is timed on consecutive frames
+    acc = (dataset_pairs(datasets, gaps, stride) if datasets else
+           rendered_pairs(tasks, ACCURACY_SIZE, gaps, pairs_per_task, stride, seed, progress=progress))
+    timing = {"128": acc[1]}
+    for key, size in SPEED_SIZES.items():
+        if key not in timing:
+            timing[key] = rendered_pairs(tasks[:SPEED_TASKS], size, (1,), SPEED_PAIRS_PER_TASK, stride, seed,
+                                         with_gt=False, progress=progress)[1]
     table: dict[str, dict] = {}
     for name, est in estimators:
         row: dict = {}
-        for key in SIZES:
-            res = measure(est, sets[key])
-            row[f"pairs_per_s_{key}"] = round(res["pairs_per_s"], 2)
-            row[f"pairs_per_s_median_{key}"] = round(res["pairs_per_s_median"], 2)
-            if "epe" in res:
-                row[f"epe_{key}"] = round(res["epe"], 4)
-                row[f"epe_moving_{key}"] = round(res["epe_moving"], 4)
-            if progress:
-                print(f"  {name:14s} {key:8s} {res['pairs_per_s']:8.1f} pairs/s  "
-                      f"EPE {res.get('epe', float('nan')):.3f}  moving {res.get('epe_moving', float('nan')):.3f}")
-        # schema keys first; epe_vs_gt is the EPE at the training resolution (128x128)
-        table[name] = {"pairs_per_s_128": row.pop("pairs_per_s_128"),
-                       "pairs_per_s_320x240": row.pop("pairs_per_s_320x240"),
-                       "epe_vs_gt": row.get("epe_128"), "epe_vs_gt_resolution": "128x128", **row,
-                       "opencv_threads": 1}
-    info = {}
-    for key in SIZES:
-        res = measure(lambda a, b: np.zeros(a.shape[:2] + (2,), np.float32), sets[key], timed=False)
-        info[key] = {"pairs": len(sets[key]), "tasks": len(sets[key].tasks), "valid_px": res.get("valid_px", 0),
-                     "moving_px": res.get("moving_px", 0), "zero_flow_epe_moving": res.get("zero_flow_epe_moving")}
+        for key, pairs in timing.items():
+            best, median = speed(est, pairs)
+            row[f"pairs_per_s_{key}"] = round(best, 2)
+            row[f"pairs_per_s_median_{key}"] = round(median, 2)
+        row["gaps"] = {str(k): _rounded(accuracy(est, acc[k])) for k in gaps}
+        row["opencv_threads"] = 1
+        table[name] = row
+        if progress:
+            print(f"  {name:14s} {row['pairs_per_s_128']:8.1f} pairs/s at 128  " + "  ".join(
+                f"k={k}: moving {_fmt(g['epe_moving'])} (zero {_fmt(g['zero_flow_epe_moving'])})"
+                for k, g in row["gaps"].items()))
+    info = {"accuracy_size": f"{ACCURACY_SIZE[0]}x{ACCURACY_SIZE[1]}",
+            "accuracy_frames": {str(k): {"pairs": len(acc[k]), "tasks": len(acc[k].tasks)} for k in gaps},
+            "speed_frames": {key: {"pairs": len(p), "tasks": len(p.tasks)} for key, p in timing.items()}}
     return table, info
+
+
+def _rounded(res: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
+
+
+def _fmt(v, nd: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def definitions() -> dict:
+    return {
+        "epe": "mean end-point error |F_est - F_gt| in px of the 128x128 frame, pooled over the bucket's "
+               "pixels of all pairs",
+        "zero_flow_epe": "the same for an estimator that outputs zero flow = mean |F_gt| over the bucket",
+        "gap": "k: the estimator sees frames t and t+k; GT is the flow from t to t+k (body poses at t and t+k, "
+               "occlusion tested against the depth at t+k)",
+        "valid": "GT pixels that show a geom at t, land in the image at t+k in front of the camera, unoccluded",
+        "moving": f"valid and |F_gt| > {MOVING_PX} px", "slow": f"{MOVING_PX} < |F_gt| <= {SLOW_MAX_PX} px",
+        "fast": f"|F_gt| > {SLOW_MAX_PX} px", "static": f"valid and |F_gt| <= {MOVING_PX} px",
+        "all": "all valid pixels (mostly static background: not a ranking criterion)",
+        "pairs_per_s": f"consecutive-frame pairs per second, one process, cv2.setNumThreads(1), after "
+                       f"{WARMUP_PAIRS} warm-up pairs, best of {TIMING_ROUNDS} rounds of >= {MIN_ROUND_S} s "
+                       "(median round: pairs_per_s_median_*)",
+    }
 
 
 def write_results(out_dir: Path, table: dict, info: dict, command: str, commit: str, machine: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     jpath, mpath = out_dir / "flow.json", out_dir / "flow.md"
-    jpath.write_text(json.dumps({"command": command, "commit": commit, "machine": machine, "estimators": table},
-                                indent=2) + "\n")
-
-    def fmt(v, nd):
-        return "n/a" if v is None else f"{v:.{nd}f}"
-
+    jpath.write_text(json.dumps({"command": command, "commit": commit, "machine": machine, "estimators": table,
+                                 "frames": info, "definitions": definitions()}, indent=2) + "\n")
+    acc = info["accuracy_frames"]
     lines = [
         "# Optical-flow benchmark (`sof-bench flow`)", "",
         f"- command: `{command}`", f"- commit: `{commit}`", f"- machine: {machine}",
-        f"- speed: frame pairs/s, one process, `cv2.setNumThreads(1)`, after warm-up; best of {TIMING_ROUNDS} "
-        f"rounds of >= {MIN_ROUND_S} s (the median round is in flow.json as pairs_per_s_median_*)",
-        f"- EPE: mean end-point error (px) vs simulator ground truth over valid GT pixels; 'moving' = GT "
-        f"magnitude > {MOVING_PX} px (EPE in px of each resolution, so 320x240 errors are larger for the same motion)",
-        "- frames: " + "; ".join(f"{k}: {v['pairs']} pairs from {v['tasks']} tasks, {v['valid_px']} valid / "
-                                 f"{v['moving_px']} moving GT px" for k, v in info.items()),
-        "- zero-flow reference (EPE on moving px if an estimator output 0): "
-        + ", ".join(f"{k}: {fmt(v['zero_flow_epe_moving'], 3)}" for k, v in info.items()), "",
-        "| estimator | pairs/s 128 | pairs/s 320x240 | EPE 128 | EPE moving 128 | EPE 320x240 | EPE moving 320x240 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"- accuracy frames ({info['accuracy_size']}): " + "; ".join(
+            f"k={k}: {v['pairs']} pairs from {v['tasks']} tasks" for k, v in acc.items()),
+        "- EPE: mean end-point error (px) vs simulator ground truth from t to t+k; each cell is "
+        "`estimator (zero-flow baseline)`, the baseline being the EPE of predicting no motion on the same pixels",
+        f"- moving: |GT| > {MOVING_PX} px; slow: {MOVING_PX} < |GT| <= {SLOW_MAX_PX} px; "
+        f"fast: |GT| > {SLOW_MAX_PX} px; "
+        f"static: valid and |GT| <= {MOVING_PX} px (there the zero baseline is near-perfect)",
+        f"- speed: consecutive-frame pairs/s, one process, `cv2.setNumThreads(1)`, after warm-up; best of "
+        f"{TIMING_ROUNDS} rounds of >= {MIN_ROUND_S} s (median round in flow.json as pairs_per_s_median_*); "
+        "frames: " + ", ".join(f"{k}: {v['pairs']} pairs" for k, v in info["speed_frames"].items()), "",
+        "| estimator | k | EPE moving | EPE slow | EPE fast | EPE static | moving px | slow px |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in table.items():
-        lines.append(f"| {name} | {fmt(r['pairs_per_s_128'], 1)} | {fmt(r['pairs_per_s_320x240'], 1)} | "
-                     f"{fmt(r.get('epe_128'), 3)} | {fmt(r.get('epe_moving_128'), 3)} | {fmt(r.get('epe_320x240'), 3)} | "
-                     f"{fmt(r.get('epe_moving_320x240'), 3)} |")
+        for k, g in r["gaps"].items():
+            cells = [f"{_fmt(g[f'epe_{b}'])} ({_fmt(g[f'zero_flow_epe_{b}'])})"
+                     for b in ("moving", "slow", "fast", "static")]
+            lines.append(f"| {name} | {k} | " + " | ".join(cells) + f" | {g['moving_px']} | {g['slow_px']} |")
+    lines += ["", "| estimator | " + " | ".join(f"pairs/s {k}" for k in SPEED_SIZES) + " |",
+              "|---|" + "---:|" * len(SPEED_SIZES)]
+    for name, r in table.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(f"pairs_per_s_{k}"), 1) for k in SPEED_SIZES) + " |")
     mpath.write_text("\n".join(lines) + "\n")
     return jpath, mpath
 
@@ -238,21 +326,27 @@ def main(argv=None):
 
         p = argparse.ArgumentParser(prog="sof-bench flow", description=__doc__.splitlines()[0])
         p.add_argument("--tasks", nargs="+", default=list(BENCHMARK_TASKS), help="MetaWorld tasks (default: the 11)")
-        p.add_argument("--pairs-per-task", type=int, default=15, help="frame pairs per task and size")
-        p.add_argument("--stride", type=int, default=4, help="control steps between sampled pairs")
+        p.add_argument("--gaps", nargs="+", type=int, default=list(GAPS),
+                       help="frame gaps k: pairs (t, t+k) vs GT flow from t to t+k (default: 1 4 8)")
+        p.add_argument("--pairs-per-task", type=int, default=15,
+                       help="start frames t per task (each gives one pair per gap)")
+        p.add_argument("--stride", type=int, default=8,
+                       help="control steps between start frames (default 8: t = 0..112 spans reach and manipulation)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--dataset", nargs="+", help="read frames (and GT) from these datasets instead of rendering; "
-                                                    "sizes they lack are still rendered")
+        p.add_argument("--dataset", nargs="+", help="score on the 128x128 simulated episodes of these datasets "
+                                                    "instead of rendering (speed at larger sizes is still rendered)")
         p.add_argument("--raft-weights", help="local torchvision RAFT .pth: adds a 'raft' row")
         p.add_argument("--out-dir", default="benchmarks/results", help="where flow.json / flow.md go")
         a = p.parse_args(argv)
         if a.pairs_per_task < 1 or a.stride < 1:
             raise SofError("--pairs-per-task and --stride must be at least 1")
+        if min(a.gaps) < 1:
+            raise SofError(f"--gaps must be positive frame gaps, got {a.gaps}")
         command = command_line()
         if not command.startswith("sof-bench"):
             command = "sof-bench flow " + " ".join(argv if argv is not None else [])
         start = time.perf_counter()
-        table, info = run_bench(a.tasks, a.pairs_per_task, a.stride, a.seed, a.dataset, a.raft_weights)
+        table, info = run_bench(a.tasks, a.gaps, a.pairs_per_task, a.stride, a.seed, a.dataset, a.raft_weights)
         jpath, mpath = write_results(Path(a.out_dir), table, info, command.strip(), git_commit(), machine())
         print(mpath.read_text())
         print(f"wrote {jpath} and {mpath} in {time.perf_counter() - start:.0f} s")
