@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,7 @@ def run_bench(tasks: list[str], gaps, pairs_per_task: int, stride: int, seed: in
     except ImportError:
         pass
     estimators = [(name, make_estimator(name, **opts)) for name, opts in estimator_rows(raft_weights)]  # fail fast
+    load_before = os.getloadavg()[0]
     gaps = sorted({int(k) for k in gaps} | {1})  # speed is timed on consecutive frames
     acc = (dataset_pairs(datasets, gaps, stride) if datasets else
            rendered_pairs(tasks, ACCURACY_SIZE, gaps, pairs_per_task, stride, seed, progress=progress))
@@ -255,7 +257,8 @@ def run_bench(tasks: list[str], gaps, pairs_per_task: int, stride: int, seed: in
                 for k, g in row["gaps"].items()))
     info = {"accuracy_size": f"{ACCURACY_SIZE[0]}x{ACCURACY_SIZE[1]}",
             "accuracy_frames": {str(k): {"pairs": len(acc[k]), "tasks": len(acc[k].tasks)} for k in gaps},
-            "speed_frames": {key: {"pairs": len(p), "tasks": len(p.tasks)} for key, p in timing.items()}}
+            "speed_frames": {key: {"pairs": len(p), "tasks": len(p.tasks)} for key, p in timing.items()},
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # other work on the cores
     return table, info
 
 
@@ -302,7 +305,8 @@ def write_results(out_dir: Path, table: dict, info: dict, command: str, commit: 
         f"static: valid and |GT| <= {MOVING_PX} px (there the zero baseline is near-perfect)",
         f"- speed: consecutive-frame pairs/s, one process, `cv2.setNumThreads(1)`, after warm-up; best of "
         f"{TIMING_ROUNDS} rounds of >= {MIN_ROUND_S} s (median round in flow.json as pairs_per_s_median_*); "
-        "frames: " + ", ".join(f"{k}: {v['pairs']} pairs" for k, v in info["speed_frames"].items()), "",
+        "frames: " + ", ".join(f"{k}: {v['pairs']} pairs" for k, v in info["speed_frames"].items())
+        + "; 1-min load average before / after: " + " / ".join(map(str, info["load_average_1min"])), "",
         "| estimator | k | EPE moving | EPE slow | EPE fast | EPE static | moving px | slow px |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
