@@ -37,6 +37,8 @@ setup(
         "console_scripts": [
             "sof-collect = sof_ros.data.collect:main",
             "sof-import-videos = sof_ros.data.video_import:main",
+            "sof-import-lerobot = sof_ros.data.lerobot_import:main",
+            "sof-import-mcap = sof_ros.data.mcap_import:main",
             "sof-flow = sof_ros.flow.extract:main",
             "sof-bench = sof_ros.bench.cli:main",
             "sof-train = sof_ros.train:main",

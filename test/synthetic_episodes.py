@@ -29,6 +29,15 @@ def sliding_frames(t: int, step: tuple[int, int] = (1, 0), seed: int = 0, size: 
     return np.stack(frames)
 
 
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 10) -> None:
+    """An H.264 clip of uint8 frames, as a phone or a LeRobot export would hold them."""
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=16) as w:
+        for frame in frames:
+            w.append_data(frame)
+
+
 def write_episode(ds: Dataset, index: int, t: int = 10, *, proprio: bool = True, actions: bool = False,
                   flow: bool = True, instruction: str = "slide right", task: str = "slide", step=(1, 0),
                   proprio_len: int | None = None, actions_len: int | None = None) -> Path:

@@ -67,21 +67,26 @@ def load_instructions(path: str | Path) -> dict[str, dict]:
     return out
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int], crop: bool) -> np.ndarray:
+def crop_box(frame_wh: tuple[int, int], size: tuple[int, int], crop: bool) -> tuple[int, int, int, int]:
+    """(x0, y0, width, height) of the centred window with the aspect of `size` (all of it if not `crop`)."""
+    (fw, fh), (w, h) = frame_wh, size
+    if not crop:
+        return 0, 0, fw, fh
+    if fw * h > fh * w:  # too wide
+        cw = max(1, int(round(fh * w / h)))
+        return (fw - cw) // 2, 0, cw, fh
+    ch = max(1, int(round(fw * h / w)))
+    return 0, (fh - ch) // 2, fw, ch
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int], crop: bool, nearest: bool = False) -> np.ndarray:
+    """Centre-crop to the aspect of size = (W, H) (if `crop`), then resize; `nearest` for depth."""
     import cv2
 
     w, h = size
-    if crop:
-        fh, fw = frame.shape[:2]
-        if fw * h > fh * w:  # too wide
-            cw = max(1, int(round(fh * w / h)))
-            x0 = (fw - cw) // 2
-            frame = frame[:, x0:x0 + cw]
-        else:
-            ch = max(1, int(round(fw * h / w)))
-            y0 = (fh - ch) // 2
-            frame = frame[y0:y0 + ch]
-    interp = cv2.INTER_AREA if frame.shape[0] > h else cv2.INTER_LINEAR
+    x0, y0, cw, ch = crop_box((frame.shape[1], frame.shape[0]), size, crop)
+    frame = frame[y0:y0 + ch, x0:x0 + cw]
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if frame.shape[0] > h else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=interp)
 
 
@@ -102,7 +107,7 @@ def read_video(path: Path, size: tuple[int, int], stride: int = 1, crop: bool = 
                 frame = np.asarray(frame)
                 if frame.ndim == 2:
                     frame = np.repeat(frame[..., None], 3, -1)
-                frames.append(_resize(frame[..., :3].astype(np.uint8), size, crop))
+                frames.append(resize_frame(frame[..., :3].astype(np.uint8), size, crop))
     except Exception as exc:  # noqa: BLE001
         raise SofError(f"cannot decode video {path} ({exc}); check it plays, or re-encode it") from None
     finally:
@@ -129,6 +134,16 @@ def probe_video(path: Path) -> None:
                        "e.g. `ffmpeg -i in.webm out.mp4`; nothing was imported") from None
 
 
+def checked_size(size: tuple[int, int], stride: int = 1) -> tuple[int, int]:
+    """(W, H) of imported frames, or a SofError for a size or --fps-stride no importer can use."""
+    w, h = (int(s) for s in size)
+    if not (16 <= w <= 1920 and 16 <= h <= 1080):
+        raise SofError(f"--size {w} {h} out of range; use 16..1920 x 16..1080")
+    if stride < 1:
+        raise SofError(f"--fps-stride must be at least 1, got {stride}")
+    return w, h
+
+
 def import_videos(video_dir: str | Path, out: str | Path, instruction: str | None = None,
                   instructions: str | Path | dict | None = None, size: tuple[int, int] = (128, 128),
                   stride: int = 1, crop: bool = True, progress: bool = True) -> list[Path]:
@@ -142,11 +157,7 @@ def import_videos(video_dir: str | Path, out: str | Path, instruction: str | Non
     if not instruction and not instructions:
         raise SofError("videos need an instruction: pass --instruction 'open the door' (all videos) or "
                        "--instructions FILE.json/.csv mapping file names to instructions")
-    w, h = (int(s) for s in size)
-    if not (16 <= w <= 1920 and 16 <= h <= 1080):
-        raise SofError(f"--size {w} {h} out of range; use 16..1920 x 16..1080")
-    if stride < 1:
-        raise SofError(f"--fps-stride must be at least 1, got {stride}")
+    w, h = checked_size(size, stride)
     videos = find_videos(video_dir)
     mapping = instructions if isinstance(instructions, dict) else (load_instructions(instructions) if instructions else {})
     plan = []
@@ -164,7 +175,7 @@ def import_videos(video_dir: str | Path, out: str | Path, instruction: str | Non
     if missing:
         raise SofError(f"no instruction for {len(missing)} video(s): {', '.join(missing[:10])}"
                        f"{' ...' if len(missing) > 10 else ''}; add them to the instructions file")
-    done = _imported_names(Dataset(out)) if (Path(out) / "dataset.json").exists() else set()
+    done = imported_sources(out, "video_file")
     todo = [item for item in plan if item[0].name not in done]
     for video, _, _ in todo:
         probe_video(video)
@@ -180,18 +191,38 @@ def import_videos(video_dir: str | Path, out: str | Path, instruction: str | Non
     return written
 
 
-def _imported_names(ds) -> set[str]:
+def imported_sources(out: str | Path, attr: str) -> set[str]:
+    """Values of episode attribute `attr` (where each episode came from) already in dataset `out`,
+    so an importer re-run after adding sources skips what it imported before."""
     import h5py
 
+    from sof_ros.data.dataset import Dataset
+
+    if not (Path(out) / "dataset.json").exists():
+        return set()
     names = set()
-    for path in ds.episode_paths():
+    for path in Dataset(out).episode_paths():
         try:
             with h5py.File(path, "r") as f:
-                if "video_file" in f.attrs:
-                    names.add(str(f.attrs["video_file"]))
+                if attr in f.attrs:
+                    names.add(str(f.attrs[attr]))
         except OSError:
             continue  # a damaged episode is reported by the validator, not here
     return names
+
+
+def add_frame_args(p, stride_help: str | None = None) -> None:
+    """--size and --stretch (and --fps-stride when `stride_help`), shared by every importer."""
+    p.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("W", "H"), help="frame size (128 128)")
+    if stride_help:
+        p.add_argument("--fps-stride", type=int, default=1, help=stride_help)
+    p.add_argument("--stretch", action="store_true", help="resize without centre-cropping to the W:H aspect")
+
+
+def report_import(written: list, out, what: str) -> None:
+    print(f"imported {len(written)} {what} into {out}" + ("" if written else " (all were already imported)"))
+    if written:
+        print(f"next: sof-flow {out}")
 
 
 def main(argv=None):
@@ -202,16 +233,11 @@ def main(argv=None):
         g = p.add_mutually_exclusive_group()
         g.add_argument("--instruction", help="one instruction for every video")
         g.add_argument("--instructions", help=".json or .csv mapping video file name -> instruction (and task)")
-        p.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("W", "H"), help="frame size (128 128)")
-        p.add_argument("--fps-stride", type=int, default=1, help="keep every k-th frame")
-        p.add_argument("--stretch", action="store_true", help="resize without centre-cropping to the W:H aspect")
+        add_frame_args(p, "keep every k-th frame")
         a = p.parse_args(argv)
         written = import_videos(a.video_dir, a.out, a.instruction, a.instructions, tuple(a.size), a.fps_stride,
                                 crop=not a.stretch)
-        print(f"imported {len(written)} video(s) into {a.out}"
-              + ("" if written else " (all were already imported)"))
-        if written:
-            print(f"next: sof-flow {a.out}")
+        report_import(written, a.out, "video(s)")
 
     run_cli(body)
 
