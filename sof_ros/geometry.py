@@ -94,3 +94,19 @@ def resize_flow(flow: np.ndarray, size: int | tuple[int, int], interpolation: st
     out[..., 0] *= w / W
     out[..., 1] *= h / H
     return out.reshape(*flow.shape[:-3], h, w, 2)
+
+
+def scale_intrinsics(K: np.ndarray, size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """K of a (W, H) image -> K of the same image resized to new_size (W', H'), pixel-centre
+    convention: u' = (u + 0.5) W'/W - 0.5, so cx' = (cx + 0.5) sx - 0.5 (fx, skew by sx; fy by sy)."""
+    (w, h), (w2, h2) = size, new_size
+    if min(w, h, w2, h2) <= 0:
+        raise SofError(f"image sizes must be positive, got {size} -> {new_size}")
+    sx, sy = w2 / w, h2 / h
+    K2 = np.array(K, dtype=np.float64).reshape(3, 3).copy()
+    K2[0, 0] *= sx
+    K2[0, 1] *= sx
+    K2[1, 1] *= sy
+    K2[0, 2] = (K2[0, 2] + 0.5) * sx - 0.5
+    K2[1, 2] = (K2[1, 2] + 0.5) * sy - 0.5
+    return K2

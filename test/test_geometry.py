@@ -6,7 +6,7 @@ import pytest
 
 from sof_ros.errors import SofError
 from sof_ros.geometry import (backproject, camera_to_world, depth_to_world, pixel_grid, project, resize_flow,
-                              world_to_camera, world_to_pixel)
+                              scale_intrinsics, world_to_camera, world_to_pixel)
 
 W = H = 128
 
@@ -84,3 +84,18 @@ def test_resize_flow_rescales_vectors_to_the_new_grid():
         resize_flow(half, 8, interpolation="cubic")
     with pytest.raises(SofError, match=r"\(\.\.\., H, W, 2\)"):
         resize_flow(np.zeros((4, 4)), 2)
+
+
+def test_scaled_intrinsics_project_to_the_same_place_in_the_resized_image():
+    """A 640x480 camera resized to 128x128 (the working resolution): a point projects to the pixel of
+    the small image that covers the same part of the scene (pixel-centre convention)."""
+    K = np.array([[615.0, 0, 321.2], [0, 614.0, 238.7], [0, 0, 1]])
+    K2 = scale_intrinsics(K, (640, 480), (128, 128))
+    X = np.array([[0.1, -0.05, 0.7], [-0.2, 0.1, 1.3]])
+    uv, uv2 = project(K, X), project(K2, X)
+    np.testing.assert_allclose((uv2 + 0.5) * [640 / 128, 480 / 128] - 0.5, uv, atol=1e-9)
+    np.testing.assert_allclose(scale_intrinsics(K, (128, 128), (128, 128)), K)
+    MW = metaworld_like_camera()[0]  # principal point at the centre stays at the centre
+    np.testing.assert_allclose(scale_intrinsics(MW, (128, 128), (32, 32))[:2, 2], [15.5, 15.5])
+    with pytest.raises(SofError, match="positive"):
+        scale_intrinsics(K, (0, 480), (128, 128))

@@ -147,6 +147,7 @@ def test_flow2action_twist_watchdog_estop_and_rejections(ros, fake_agent):
     twists = ros.collect(TwistStamped, Topics.TWIST, command_qos(100))
     grips = ros.collect(Float64, Topics.GRIPPER, command_qos(100))
     status = ros.collect(String, Topics.STATUS, command_qos(100))
+    infos = ros.collect(Int64MultiArray, Topics.COMMAND_INFO, command_qos(100))
     tok_pub = ros.publisher(Int64MultiArray, Topics.TOKENS, command_qos())
     flow_pub = ros.publisher(Image, Topics.FLOW_PLAN, command_qos())
     act_pub = ros.publisher(Float64MultiArray, Topics.ACTION_CHUNK, command_qos())
@@ -173,7 +174,13 @@ def test_flow2action_twist_watchdog_estop_and_rejections(ros, fake_agent):
         assert ros.wait_for(moving, 5)
         t = next(t for t in reversed(twists) if np.any(cv.twist_to_arrays(t)[0]))
         np.testing.assert_allclose(cv.twist_to_arrays(t)[0], [0.5 * 0.01 * 10, 0, 0])  # action -> m/s
-        assert t.header.frame_id == "world" and cv.stamp_to_ns(t.header.stamp) in pump.stamps
+        assert t.header.frame_id == "world"
+        # the command info names the twist (by its stamp), the frame it answers and the plan behind it
+        ts = cv.stamp_to_ns(t.header.stamp)
+        assert ros.wait_for(lambda: any(cv.msg_to_command_info(m).command_stamp_ns == ts for m in infos), 2)
+        info = next(cv.msg_to_command_info(m) for m in infos if cv.msg_to_command_info(m).command_stamp_ns == ts)
+        assert info.frame_stamp_ns in pump.stamps and info.plan_stamp_ns == node.plan.stamp_ns and not info.is_zero
+        assert ts > info.frame_stamp_ns  # stamped when published, not with the (older) capture stamp
         assert ros.wait_for(lambda: grips, 2) and grips[-1].data == -1.0
         assert node.plan.plan.tokens.tolist() == [5, 6, 7] and node.plan.plan.image_size == (64, 48)
 
@@ -232,6 +239,7 @@ def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
     flows = ros.collect(Image, Topics.FLOW, sensor_qos(10))
     frames = ros.collect(Image, Topics.IMAGE, sensor_qos(10))
     twists = ros.collect(TwistStamped, Topics.TWIST, cq)
+    infos = ros.collect(Int64MultiArray, Topics.COMMAND_INFO, cq)
     ees = ros.collect(PoseStamped, Topics.SIM_EE_POSE, sensor_qos(10))
     instruction = ros.publisher(String, Topics.INSTRUCTION, latched_qos())
 
@@ -266,8 +274,8 @@ def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
     assert flows[-1].encoding == "32FC2" and f.shape == (128, 128, 2)
 
     frame_stamps = {cv.stamp_to_ns(m.header.stamp) for m in frames}
-    moving = [t for t in twists if np.any(cv.twist_to_arrays(t)[0])]
-    assert moving and all(cv.stamp_to_ns(t.header.stamp) in frame_stamps for t in moving[:5])
+    moving = [cv.msg_to_command_info(m) for m in infos if not cv.msg_to_command_info(m).is_zero]
+    assert moving and all(c.frame_stamp_ns in frame_stamps and c.plan_stamp_ns in frame_stamps for c in moving[:5])
     # lockstep + wait_for_replan: step_in_plan runs 0..replan_every-1, exactly as the offline loop
     assert fake_agent.acts[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
     x0 = ees[0].pose.position.x
@@ -525,3 +533,67 @@ def test_plan_tracks_are_in_frame_pixels_and_the_overlay_shows_them():
     K = np.array([[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]])
     arrows = plan_vis.arrows_3d(flow, (128, 128), K, None, None, stride=32, default_depth=1.0)
     np.testing.assert_allclose(arrows[:, 1, 0] - arrows[:, 0, 0], 12.0 / 100.0)  # 12 px at 1 m, f = 100 px
+
+
+def test_twists_are_stamped_when_published_and_the_command_info_names_frame_and_plan(ros, fake_agent, monkeypatch):
+    """MoveIt Servo drops a twist whose stamp is older than incoming_command_timeout (0.1 s): a command
+    answering a frame captured 0.3 s ago must still carry the time it was sent. The frame and plan it
+    answers travel in the command info instead."""
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(depth_topic="")))
+    sent = []
+    for pub in (node.pub_twist, node.pub_info):
+        monkeypatch.setattr(pub, "publish", sent.append)
+    for s in ("frame", "plan", "pose"):
+        node.safety.heartbeat(s)
+    node.ee_pos = np.array([0.0, 0.7, 0.2])
+    frame = node.now_ns() - 300_000_000  # captured 0.3 s ago
+    t0 = node.now_ns()
+    node.command_from_action(np.array([0.5, 0.0, 0.0, 1.0]), frame, frame - 100_000_000, 3)
+    t1 = node.now_ns()
+    twist, info = sent[0], cv.msg_to_command_info(sent[1])
+    stamp = cv.stamp_to_ns(twist.header.stamp)
+    assert t0 <= stamp <= t1, (t0 - frame, stamp - t0, t1 - stamp)
+    assert np.any(cv.twist_to_arrays(twist)[0])
+    assert info == cv.CommandInfo(stamp, frame, frame - 100_000_000, 3, False)
+    sent.clear()
+    node.safety.estop("test")
+    node._watchdog()  # a stop that answers no frame
+    info = cv.msg_to_command_info(sent[1])
+    assert info.command_stamp_ns == cv.stamp_to_ns(sent[0].header.stamp) and info.frame_stamp_ns == 0 and info.is_zero
+
+
+def test_camera_node_publishes_at_the_working_resolution(ros):
+    """A 320x240 camera: frames, depth, camera_info and flow leave the camera node at the working size
+    (here 64x48), K scaled with them; depth resampled without mixing values."""
+    from sof_ros.ros.camera_node import CameraNode
+
+    sq = sensor_qos(10)
+    imgs, depths = ros.collect(Image, Topics.IMAGE, sq), ros.collect(Image, Topics.DEPTH, sq)
+    infos, flows = ros.collect(CameraInfo, Topics.CAMERA_INFO, sq), ros.collect(Image, Topics.FLOW, sq)
+    pub_img, pub_depth = ros.publisher(Image, Topics.SIM_IMAGE, sq), ros.publisher(Image, Topics.SIM_DEPTH, sq)
+    pub_info = ros.publisher(CameraInfo, Topics.SIM_CAMERA_INFO, sq)
+    cam = ros.add(CameraNode(context=ros.ctx, parameter_overrides=ov(working_width=64, working_height=48,
+                                                                    camera_pose_source="none")))
+    assert ros.wait_for(lambda: pub_img.get_subscription_count() and pub_depth.get_subscription_count(), 10)
+    K = np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]])
+    tex = __import__("cv2").GaussianBlur(np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
+    depth = np.full((240, 320), 0.8, np.float32)
+    depth[:, 160:] = 1.6
+    k = 0
+    while len(imgs) < 3 or not flows:
+        assert k < 200, (len(imgs), len(flows))
+        stamp = ros.probe.get_clock().now().nanoseconds
+        pub_info.publish(cv.camera_info_msg(K, 320, 240, stamp, "cam"))
+        pub_depth.publish(cv.image_to_msg(depth, "32FC1", stamp, "cam"))
+        pub_img.publish(cv.image_to_msg(np.roll(tex, 5 * k, axis=1), "rgb8", stamp, "cam"))
+        k += 1
+        ros.wait_for(lambda: len(imgs) >= k, 0.5)
+    assert (imgs[-1].width, imgs[-1].height) == (64, 48) and cam.frames_published >= 3
+    d = cv.msg_to_depth(depths[-1])
+    assert d.shape == (48, 64) and set(np.unique(d).tolist()) == {np.float32(0.8), np.float32(1.6)}
+    info = next(i for i in infos if i.header.stamp == imgs[-1].header.stamp)
+    assert (info.width, info.height) == (64, 48)
+    np.testing.assert_allclose(cv.camera_info_to_K(info), [[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    assert cv.msg_to_image(flows[-1]).shape == (48, 64, 2)

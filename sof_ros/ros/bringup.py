@@ -161,6 +161,7 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
             self.create_subscription(Image, pol["plan_image_topic"], lambda m: self._count("plan_images"), cq)
             self.create_subscription(MarkerArray, pol["markers_topic"], lambda m: self._count("markers"), cq)
             self.create_subscription(TwistStamped, f2a["twist_topic"], self._on_twist, cq)
+            self.create_subscription(Int64MultiArray, f2a["command_info_topic"], self._on_command_info, cq)
             self.create_subscription(String, f2a["status_topic"], self._on_status, cq)
             if "sof_sim_bridge" in eff:
                 self.create_subscription(Bool, eff["sof_sim_bridge"]["success_topic"], self._on_success, latched_qos())
@@ -186,7 +187,12 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
             lin, ang = cv.twist_to_arrays(msg)
             if np.any(lin) or np.any(ang):
                 self.counts["nonzero_commands"] += 1
-            stamp = cv.stamp_to_ns(msg.header.stamp)
+
+        def _on_command_info(self, msg):
+            try:
+                stamp = cv.msg_to_command_info(msg).frame_stamp_ns
+            except cv.ConversionError:
+                return
             if stamp in self._frame_stamps:  # answers a camera frame (not a watchdog zero)
                 self.latency_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
 

@@ -6,10 +6,15 @@ source = topic      any ROS camera driver (e.g. realsense2_camera: color/image_r
 source = realsense  pyrealsense2 directly (colour + depth aligned to colour), imported lazily
 
 Publishes rgb8 frames, 32FC1 depth (metres), the CameraInfo in use, the camera-to-base pose and
-32FC2 optical flow between consecutive published frames. Every output of one frame carries the
-frame's capture stamp (input header stamp; for realsense the host time the frameset arrived), which
-the policy and flow2action nodes copy into plan and command headers so latency is measurable.
-Order: camera_info, depth, image, then flow -- flow never delays the control path.
+32FC2 optical flow between consecutive published frames, all at the working resolution
+(working_width x working_height: the size the policy was trained on; 0 = as captured): the
+policy and flow2action nodes never receive -- nor copy across DDS -- a frame larger than they use.
+Every output of one frame carries the frame's capture stamp (input header stamp; for realsense the
+host time the frameset arrived), which the policy copies into its plans and flow2action into its
+command info, so latency is measurable.
+Order: camera_info, depth, image; flow is computed on a worker thread (newest pair wins, a pair it
+had no time for is skipped), so it never delays a frame. The flow topic is observed motion for
+display and recording, not an input of the plan.
 """
 from __future__ import annotations
 
@@ -52,13 +57,22 @@ class CameraNode(SofNode):
         self.pub_info = self.create_publisher(CameraInfo, p.camera_info_topic, sq)
         self.pub_flow = self.create_publisher(Image, p.flow_topic, sq)
         self.pub_pose = self.create_publisher(PoseStamped, p.camera_pose_topic, latched_qos())
+        if (p.working_width > 0) != (p.working_height > 0) or min(p.working_width, p.working_height) < 0:
+            raise SofError(f"working_width and working_height must both be > 0 (a size) or both 0 (as captured), "
+                           f"got {p.working_width}x{p.working_height}")
         self._flow = make_flow_estimator(p.flow_estimator) if p.flow_enabled else None
+        self._flow_job: tuple | None = None
+        self._flow_cv = threading.Condition()
         self._prev_rgb: np.ndarray | None = None
         self._last_pub_stamp = -(10**18)
         self._info: CameraInfo | None = None
         self._lock = threading.Lock()
         self.frames_published = 0
         self._stop = threading.Event()
+        self._flow_thread = None
+        if self._flow is not None:
+            self._flow_thread = threading.Thread(target=self._flow_loop, name="flow", daemon=True)
+            self._flow_thread.start()
         self._rs_thread = None
         self._tf = None
 
@@ -130,6 +144,9 @@ class CameraNode(SofNode):
             if depth is not None and depth.shape != (h, w):
                 self.log_reason("input", f"depth {depth.shape[::-1]} does not match frame {w}x{h}; dropping", "warning")
                 return
+            if p.working_width and (w, h) != (p.working_width, p.working_height):
+                rgb, depth, K = to_working_size(rgb, depth, K, (p.working_width, p.working_height))
+                h, w = rgb.shape[:2]
             fid = p.frame_id
             self._last_pub_stamp = stamp
             self.pub_info.publish(cv.camera_info_msg(K, w, h, stamp, fid, dist, model))
@@ -139,7 +156,24 @@ class CameraNode(SofNode):
             self.frames_published += 1
             prev, self._prev_rgb = self._prev_rgb, rgb
         if self._flow is not None and prev is not None and prev.shape == rgb.shape:
-            flow = np.asarray(self._flow(prev, rgb), dtype=np.float32)
+            with self._flow_cv:
+                self._flow_job = (prev, rgb, stamp, fid)
+                self._flow_cv.notify()
+
+    def _flow_loop(self) -> None:
+        """Flow between consecutive published frames, off the frame path (OpenCV releases the GIL)."""
+        while True:
+            with self._flow_cv:
+                while self._flow_job is None and not self._stop.is_set():
+                    self._flow_cv.wait()
+                if self._stop.is_set():
+                    return
+                (prev, rgb, stamp, fid), self._flow_job = self._flow_job, None
+            try:
+                flow = np.asarray(self._flow(prev, rgb), dtype=np.float32)
+            except Exception as exc:  # an estimator failure must not take the frames down
+                self.log_reason("flow", f"flow estimation failed: {type(exc).__name__}: {exc}", "warning")
+                continue
             self.pub_flow.publish(cv.image_to_msg(flow, "32FC2", stamp, fid))
 
     # --- realsense (pyrealsense2, lazily imported) ----------------------------------------------
@@ -211,8 +245,27 @@ class CameraNode(SofNode):
 
     def close(self) -> None:
         self._stop.set()
+        with self._flow_cv:
+            self._flow_cv.notify()
         if self._rs_thread is not None:
             self._rs_thread.join(timeout=2.0)
+        if self._flow_thread is not None:
+            self._flow_thread.join(timeout=2.0)
+
+
+def to_working_size(rgb: np.ndarray, depth: np.ndarray | None, K: np.ndarray, size: tuple[int, int]):
+    """(rgb, depth, K) of one frame resized to size (W, H): colour by area averaging (bilinear when
+    enlarging), depth by nearest neighbour (no depth invented across edges, NaN stays NaN), K scaled."""
+    import cv2
+
+    from sof_ros.geometry import scale_intrinsics
+
+    h, w = rgb.shape[:2]
+    interp = cv2.INTER_AREA if size[0] <= w and size[1] <= h else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, size, interpolation=interp)
+    if depth is not None:
+        depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
+    return rgb, depth, scale_intrinsics(K, (w, h), size)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -15,11 +15,20 @@ Plan encoding (std messages only, no custom .msg files -- an ament_python packag
   `std_msgs/Float64MultiArray`, `data_offset = 2`, `data = [stamp.sec, stamp.nanosec, a_00 .. a_T3]`,
   dims ("steps", T) x ("action", 4); T = 0 when the plan carries no chunk.
 The three parts are paired by stamp; a plan is complete when all three have arrived.
+
+Command provenance (what each command answers; the twist itself is stamped when it is published,
+as MoveIt Servo requires) -> `std_msgs/Int64MultiArray`, `data_offset = 0`,
+`data = [command_stamp_ns, frame_stamp_ns, plan_stamp_ns, step_in_plan, is_zero]`, one dim
+("command_info", 5). command_stamp_ns is the header stamp of the TwistStamped (and PoseStamped)
+published with it; frame_stamp_ns the capture stamp of the camera frame it answers (0 for a watchdog
+or e-stop command that answers no frame); plan_stamp_ns the frame stamp of the plan it was computed
+from (0: none); step_in_plan -1 when there is no plan.
 """
 from __future__ import annotations
 
 import math
 import sys
+from typing import NamedTuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -36,6 +45,7 @@ _ENCODINGS: dict[str, tuple[str, int]] = {
 }
 
 PLAN_HEADER_LEN = 5  # sec, nanosec, plan_steps, image_width, image_height
+COMMAND_INFO_FIELDS = ("command_stamp_ns", "frame_stamp_ns", "plan_stamp_ns", "step_in_plan", "is_zero")
 
 
 class ConversionError(ValueError):
@@ -311,3 +321,29 @@ def msg_to_actions(msg: Float64MultiArray) -> tuple[np.ndarray | None, int]:
     stamp = int(data[0]) * 1_000_000_000 + int(data[1])
     a = data[2:].reshape(-1, 4)
     return (a if len(a) else None), stamp
+
+
+# --- command provenance -----------------------------------------------------------------------------
+class CommandInfo(NamedTuple):
+    command_stamp_ns: int  # header stamp of the command (its publish time)
+    frame_stamp_ns: int  # capture stamp of the frame it answers; 0 = none (watchdog, e-stop)
+    plan_stamp_ns: int  # frame stamp of the plan it came from; 0 = none
+    step_in_plan: int  # -1 = no plan
+    is_zero: bool
+
+
+def command_info_msg(info: CommandInfo) -> Int64MultiArray:
+    msg = Int64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label="command_info", size=len(COMMAND_INFO_FIELDS), stride=len(COMMAND_INFO_FIELDS))]
+    msg.data = [int(info.command_stamp_ns), int(info.frame_stamp_ns), int(info.plan_stamp_ns), int(info.step_in_plan),
+                int(bool(info.is_zero))]
+    return msg
+
+
+def msg_to_command_info(msg: Int64MultiArray) -> CommandInfo:
+    data = list(msg.data)
+    if len(data) != len(COMMAND_INFO_FIELDS) or int(msg.layout.data_offset) != 0:
+        raise ConversionError(f"command info must be {len(COMMAND_INFO_FIELDS)} values {COMMAND_INFO_FIELDS} "
+                              f"at data_offset 0, got {len(data)} at {msg.layout.data_offset}")
+    c, f, pl, step, zero = (int(v) for v in data)
+    return CommandInfo(c, f, pl, step, bool(zero))

@@ -4,11 +4,17 @@ end-effector commands, always through `sof_ros.safety.SafetyFilter`.
 For every complete frame it calls `agent.act(plan, obs, step_in_plan)` (step_in_plan = frames since
 the frame the plan was made from), turns the action [dx, dy, dz, grip] into
   twist   linear = action[:3] * robot.metres_per_action_unit * robot.control_rate_hz  (m/s),
-          TwistStamped in robot.base_frame, header stamp = the frame's capture stamp
-          (MoveIt Servo's delta_twist_cmds, or the sim bridge);
+          TwistStamped in robot.base_frame, header stamp = publish time (MoveIt Servo drops a twist
+          whose stamp is older than its incoming_command_timeout) -- for MoveIt Servo's
+          delta_twist_cmds, or the sim bridge;
+  info    command_info (conversions.CommandInfo): the twist's stamp beside the capture stamp of the
+          frame it answers and of the plan it came from (latency, the sim bridge's lockstep);
   gripper std_msgs/Float64 = action[3] in [-1 open, +1 close];
   pose    (output_mode pose|both) PoseStamped target = end effector + pose_lookahead_steps actions,
           optionally planned + executed through moveit_py (lazy import, `use_moveit_py`).
+
+A new plan takes effect at once: the latest frame, already answered with the previous plan while
+this one was computed (wait_for_replan false), is answered again with the new one.
 
 Fail safe: anything odd -> zero twist, never motion. A watchdog timer publishes zero twists while
 a frame / plan / end-effector pose / command is stale; std_msgs/Bool true on the e-stop topic
@@ -70,6 +76,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_grip = self.create_publisher(Float64, p.gripper_topic, cq)
         self.pub_pose = self.create_publisher(PoseStamped, p.pose_target_topic, cq)
         self.pub_status = self.create_publisher(String, p.status_topic, cq)
+        self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
         self.sync = FrameSync(use_depth=bool(p.depth_topic))
         self.create_subscription(Image, p.image_topic, self._on_image, sq)
         if p.depth_topic:
@@ -96,7 +103,6 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self._seq = 0
         self._stamp_seq: dict[int, int] = {}
         self.latest: Frame | None = None
-        self._answered = -1
         self.commands_published = 0
         self.zero_twists_published = 0
         self.last_reason = "starting"
@@ -178,7 +184,9 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             return
         self.plan = ActivePlan(plan, stamp, self._seq_of(stamp))
         self.safety.heartbeat("plan")
-        if self.latest is not None and self.latest.stamp_ns > self._answered:
+        if self.latest is not None and self.latest.stamp_ns >= stamp:
+            # act on the newest frame with the new plan now, not one frame period later: it was
+            # answered with the previous plan while this one was computed (or is waiting for it)
             self.on_frame(self.latest, new=False)
 
     def _seq_of(self, stamp: int) -> int | None:
@@ -214,23 +222,27 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             return
         horizon = plan.plan.steps
         if step >= horizon:
-            self._publish(SafeCommand.stop(), f"plan exhausted: step {step} >= {horizon} planned steps; holding still until the next plan", frame.stamp_ns)
+            self._publish(SafeCommand.stop(), f"plan exhausted: step {step} >= {horizon} planned steps; holding still until the next plan",
+                          frame.stamp_ns, plan.stamp_ns, step)
             return
         obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
                                ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
         try:
             action = np.asarray(self.agent.act(plan.plan, obs, step), dtype=np.float64).reshape(-1)
         except Exception as exc:  # a learner failure must stop the arm, not the node
-            self._publish(SafeCommand.stop(), f"rejected: act() failed: {type(exc).__name__}: {exc}", frame.stamp_ns)
+            self._publish(SafeCommand.stop(), f"rejected: act() failed: {type(exc).__name__}: {exc}", frame.stamp_ns,
+                          plan.stamp_ns, step)
             return
-        self.command_from_action(action, frame.stamp_ns)
+        self.command_from_action(action, frame.stamp_ns, plan.stamp_ns, step)
 
-    def command_from_action(self, action: np.ndarray, stamp_ns: int) -> tuple[SafeCommand, str]:
-        """Action [dx, dy, dz, grip] for the frame stamped `stamp_ns` -> filtered command, published."""
+    def command_from_action(self, action: np.ndarray, stamp_ns: int, plan_stamp_ns: int = 0,
+                            step: int = -1) -> tuple[SafeCommand, str]:
+        """Action [dx, dy, dz, grip] for the frame stamped `stamp_ns` (step `step` of the plan made from
+        the frame stamped `plan_stamp_ns`) -> filtered command, published."""
         p = self.p
         if action.shape != (4,) or not np.all(np.isfinite(action)):
             cmd, reason = SafeCommand.stop(), f"rejected: action must be 4 finite numbers, got {action.tolist()}"
-            self._publish(cmd, reason, stamp_ns)
+            self._publish(cmd, reason, stamp_ns, plan_stamp_ns, step)
             return cmd, reason
         a = np.clip(action, -1.0, 1.0)
         step_m = a[:3] * p.robot.metres_per_action_unit
@@ -245,7 +257,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
                                                           self.ee_pos, a[3])
             if tcmd.target is not None:
                 T = cv.xyzquat_to_matrix(list(tcmd.target) + list(p.robot.target_orientation))
-                msg = cv.matrix_to_pose_stamped(T, stamp_ns, p.robot.base_frame)
+                msg = cv.matrix_to_pose_stamped(T, self.now_ns(), p.robot.base_frame)  # stamped when sent, as the twist
                 self.pub_pose.publish(msg)
                 if self._moveit is not None:
                     self._moveit.submit(msg)
@@ -257,19 +269,22 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
                     cmd = SafeCommand.stop()
         if _ok(reason):
             self.safety.heartbeat("command")
-        self._publish(cmd, reason, stamp_ns)
+        self._publish(cmd, reason, stamp_ns, plan_stamp_ns, step)
         return cmd, reason
 
-    def _publish(self, cmd: SafeCommand, reason: str, stamp_ns: int, answers_frame: bool = True) -> None:
-        """Gripper first, then the twist (stamp = the frame it answers; the sim bridge's lockstep and
-        the latency benchmark key on it). Zero twists are always published, whatever the mode."""
+    def _publish(self, cmd: SafeCommand, reason: str, frame_stamp_ns: int = 0, plan_stamp_ns: int = 0,
+                 step: int = -1) -> None:
+        """Gripper first, then the twist stamped now (MoveIt Servo measures a command's age from its
+        stamp), then the command info naming the frame (0: none, e.g. a watchdog stop) and plan it
+        answers -- the sim bridge's lockstep and the latency benchmark key on that. Zero twists are
+        always published, whatever the mode."""
         p = self.p
-        if answers_frame:
-            self._answered = max(self._answered, stamp_ns)
         if cmd.gripper is not None:
             self.pub_grip.publish(Float64(data=float(cmd.gripper)))
+        now = self.now_ns()
         if p.output_mode != "pose" or cmd.is_zero:
-            self.pub_twist.publish(cv.twist_msg(cmd.linear, cmd.angular, stamp_ns, p.robot.base_frame))
+            self.pub_twist.publish(cv.twist_msg(cmd.linear, cmd.angular, now, p.robot.base_frame))
+        self.pub_info.publish(cv.command_info_msg(cv.CommandInfo(now, frame_stamp_ns, plan_stamp_ns, step, cmd.is_zero)))
         if cmd.is_zero:
             self.zero_twists_published += 1
         else:
@@ -285,12 +300,12 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
     def _watchdog(self) -> None:
         cmd, reason = self.safety.tick()
         if cmd is not None:
-            self._publish(cmd, reason, self.now_ns(), answers_frame=False)
+            self._publish(cmd, reason)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
             cmd, reason = self.safety.estop(f"{self.p.estop_topic} = true")
-            self._publish(cmd, reason, self.now_ns(), answers_frame=False)
+            self._publish(cmd, reason)
         else:
             self.log_reason("estop", f"false on {self.p.estop_topic} does not clear the e-stop; publish true on {self.p.estop_clear_topic}")
 

@@ -58,6 +58,7 @@ class Topics:
     GRIPPER = "/sof/cmd/gripper"
     POSE_TARGET = "/sof/cmd/pose_target"
     STATUS = "/sof/flow2action/status"
+    COMMAND_INFO = "/sof/flow2action/command_info"
     ESTOP = "/sof/estop"
     ESTOP_CLEAR = "/sof/estop_clear"
 
@@ -141,6 +142,9 @@ class CameraNodeParams:
     source: str = P("sim", "where frames come from: sim (the sim bridge topics) | topic (any ROS camera driver) | realsense (pyrealsense2)")
     rate_hz: float = P(0.0, "maximum publish rate; 0 = forward every input frame (sim, topic); realsense polls at realsense.fps when 0")
     frame_id: str = P("corner_camera_optical_frame", "optical frame id stamped on published images and camera_info")
+    working_width: int = P(0, "width of the published frames, depth, camera_info and flow: the size the policy was trained "
+                           "on (config files: 128); the node resizes (colour: area, depth: nearest, K scaled); 0 = as captured")
+    working_height: int = P(0, "height of the published frames (see working_width); 0 = as captured")
     base_frame: str = P("world", "frame of the published camera pose (camera-to-base)")
     image_in_topic: str = P(Topics.SIM_IMAGE, "colour input (source sim/topic)")
     depth_in_topic: str = P(Topics.SIM_DEPTH, "depth input (source sim/topic); empty = no depth")
@@ -200,7 +204,10 @@ class Flow2ActionNodeParams:
     flow_plan_topic: str = P(Topics.FLOW_PLAN, "flow plan from the policy node")
     action_chunk_topic: str = P(Topics.ACTION_CHUNK, "the plan's action chunk from the policy node")
     output_mode: str = P("twist", "twist (MoveIt Servo / sim bridge) | pose (pose targets, moveit_py if use_moveit_py) | both")
-    twist_topic: str = P(Topics.TWIST, "output: geometry_msgs/TwistStamped in robot.base_frame, stamp = capture time of the frame it answers")
+    twist_topic: str = P(Topics.TWIST, "output: geometry_msgs/TwistStamped in robot.base_frame, stamped when published "
+                         "(MoveIt Servo drops a twist older than its incoming_command_timeout)")
+    command_info_topic: str = P(Topics.COMMAND_INFO, "output: std_msgs/Int64MultiArray per command: [command stamp, frame "
+                                "stamp, plan stamp, step in plan, is zero] (which frame and plan each command answers)")
     gripper_topic: str = P(Topics.GRIPPER, "output: std_msgs/Float64 gripper command in [-1 open, +1 close]")
     pose_target_topic: str = P(Topics.POSE_TARGET, "output: PoseStamped end-effector target (output_mode pose|both)")
     status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
@@ -241,6 +248,8 @@ class SimBridgeParams:
     gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "output: std_msgs/Float64 gripper opening (MetaWorld obs[3])")
     success_topic: str = P(Topics.SIM_SUCCESS, "output: std_msgs/Bool task success so far this episode (transient local)")
     twist_topic: str = P(Topics.TWIST, "input: TwistStamped end-effector velocity, world frame")
+    command_info_topic: str = P(Topics.COMMAND_INFO, "input: flow2action's command info; lockstep steps once the command "
+                                "answering the last frame (and its twist) arrived")
     gripper_topic: str = P(Topics.GRIPPER, "input: std_msgs/Float64 gripper command [-1, 1]")
     reset_topic: str = P(Topics.SIM_RESET, "input: std_msgs/Int32 seed; resets the episode")
     task_topic: str = P(Topics.SIM_TASK, "input: std_msgs/String task name; switches task and resets")
@@ -252,7 +261,7 @@ class RecorderNodeParams:
     path: str = P("sof_run.mcap", "output MCAP file")
     topics: list[str] = P([Topics.INSTRUCTION, Topics.IMAGE, Topics.DEPTH, Topics.CAMERA_INFO, Topics.FLOW,
                            Topics.TOKENS, Topics.FLOW_PLAN, Topics.ACTION_CHUNK, Topics.PLAN_IMAGE, Topics.MARKERS, Topics.TWIST,
-                           Topics.GRIPPER, Topics.STATUS, Topics.SIM_EE_POSE, Topics.SIM_JOINT_STATES,
+                           Topics.GRIPPER, Topics.STATUS, Topics.COMMAND_INFO, Topics.SIM_EE_POSE, Topics.SIM_JOINT_STATES,
                            Topics.SIM_SUCCESS], "topics to record (types are discovered from the graph)")
     discovery_period_s: float = P(0.5, "how often to look for publishers of not-yet-subscribed topics")
 

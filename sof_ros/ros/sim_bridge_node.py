@@ -6,8 +6,9 @@ per control step, and the bridge steps at `rate_hz`, so action = v / (metres_per
 rate_hz), clipped to [-1, 1]. A twist older than `command_timeout_s` counts as zero motion.
 
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
-command answering frame k (twist header stamp == frame k's stamp) has arrived, or after
-`lockstep_timeout_s`, so a slow CPU changes the wall-clock rate but not what the policy sees.
+command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
+stamp of its twist, and that twist is here -- or after `lockstep_timeout_s`, so a slow CPU changes
+the wall-clock rate but not what the policy sees.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64, Int32, String
+from std_msgs.msg import Bool, Float64, Int32, Int64MultiArray, String
 
 from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
@@ -44,6 +45,7 @@ class SimBridgeNode(SofNode):
         self.pub_cam_pose = self.create_publisher(PoseStamped, p.camera_pose_topic, lq)
         self.pub_success = self.create_publisher(Bool, p.success_topic, lq)
         self.create_subscription(TwistStamped, p.twist_topic, self._on_twist, cq)
+        self.create_subscription(Int64MultiArray, p.command_info_topic, self._on_command_info, cq)
         self.create_subscription(Float64, p.gripper_topic, self._on_gripper, cq)
         self.create_subscription(Int32, p.reset_topic, self._on_reset, cq)
         self.create_subscription(String, p.task_topic, self._on_task, cq)
@@ -63,6 +65,8 @@ class SimBridgeNode(SofNode):
         self._frame_stamp = 0
         self._frame_at = 0.0
         self._answered = True
+        self._twist_stamp = -1  # header stamp of the newest twist (flow2action stamps at publish time)
+        self._answer_twist = None  # stamp of the twist that answers the current frame, once its info arrived
         self._held_logged = False
         self._load_task(p.task)
         self._reset(self.seed)
@@ -140,7 +144,23 @@ class SimBridgeNode(SofNode):
             return
         self._twist = lin
         self._twist_at = time.monotonic()
-        if cv.stamp_to_ns(msg.header.stamp) == self._frame_stamp:
+        self._twist_stamp = max(self._twist_stamp, cv.stamp_to_ns(msg.header.stamp))
+        self._check_answered()
+
+    def _on_command_info(self, msg: Int64MultiArray) -> None:
+        try:
+            info = cv.msg_to_command_info(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("cmd", f"ignoring command info: {exc}", "warning")
+            return
+        if info.frame_stamp_ns == self._frame_stamp and self._answer_twist is None:
+            self._answer_twist = info.command_stamp_ns
+            self._check_answered()
+
+    def _check_answered(self) -> None:
+        """The current frame is answered once its command info and the twist it names have both
+        arrived (two topics: either may come first)."""
+        if self._answer_twist is not None and self._twist_stamp >= self._answer_twist:
             self._answered = True
 
     def _on_gripper(self, msg: Float64) -> None:
@@ -179,7 +199,7 @@ class SimBridgeNode(SofNode):
         stamp = self.now_ns()  # capture time of this frame; carried through plan and command headers
         cam = p.robot.camera_frame
         h, w = obs.rgb.shape[:2]
-        self._frame_stamp, self._frame_at, self._answered = stamp, time.monotonic(), False
+        self._frame_stamp, self._frame_at, self._answered, self._answer_twist = stamp, time.monotonic(), False, None
         d = self.arm.data
         js = JointState()
         js.header = cv.header(stamp, p.robot.base_frame)
