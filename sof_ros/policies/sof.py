@@ -39,22 +39,16 @@ class CheckpointPolicy:
 
     @classmethod
     def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
-        from sof_ros.config import from_dict
+        from sof_ros.config import load_checkpoint_config
         from sof_ros.train import build_models, load_weights
-
-        import yaml
 
         if checkpoint is None:
             raise SofError(f"row '{cls.name}' needs a checkpoint directory (sof-train writes one; "
                            "the shipped one is models/sof_metaworld)")
         path = Path(checkpoint)
-        cfg_path = path / "config.yaml"
-        if not cfg_path.is_file():
-            raise SofError(f"{path} is not a sof_ros checkpoint (no config.yaml); train one with "
-                           "`sof-train` or use the shipped models/sof_metaworld")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise SofError("--device cuda requested but no CUDA device is available; use --device cpu")
-        cfg = from_dict(yaml.safe_load(cfg_path.read_text()))
+        cfg = load_checkpoint_config(path)
         models = build_models(cfg)
         for stage in row_spec(cls.name).stages:
             load_weights(models[stage], path / f"{stage}.pt", device)
@@ -120,15 +114,52 @@ class _FlowSkillPolicy(CheckpointPolicy):
                         None if actions is None else self._np(actions))
 
 
+class _SofPlanGraph(torch.nn.Module):
+    """SOF's whole plan as one module (tokens -> flow plan -> action chunk), so it can be traced."""
+
+    def __init__(self, models: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.policy, self.skill, self.f2a = models["policy"], models["skill"], models["f2a"]
+
+    def forward(self, img: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor):
+        tokens = self.policy.generate(img, text)
+        flow = self.skill.decode_ids(tokens, img)
+        return tokens, flow, self.f2a(flow, img, proprio)
+
+
 class SofPolicy(_FlowSkillPolicy):
     """SOF: flow plan -> learned Flow2Action head -> action chunk."""
 
     name = "sof"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._graph = _SofPlanGraph(self.models)
+
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
-        img, tokens, flow, size = self._flow_plan(obs, instruction)
-        return self._plan(tokens, flow, size, self.models["f2a"](flow, img, self._proprio(obs)))
+        img, text, size = self._inputs(obs, instruction)
+        tokens, flow, actions = self._graph(img, text, self._proprio(obs))
+        return self._plan(tokens, flow, size, actions)
+
+    @torch.no_grad()
+    def warm_up(self, trace: bool = True) -> None:
+        """Before the first real frame (the ROS policy node calls this at start-up): optionally swap
+        the plan networks for a TorchScript trace of them at batch 1 -- the same operations on the
+        same weights (greedy decoding has no data-dependent Python branch; the 4-token loop is
+        unrolled), with less Python dispatch per plan -- then run one plan on a blank frame so oneDNN
+        and the allocator have built everything before the first real frame."""
+        img = torch.zeros((1, self.cfg.skill.image_res, self.cfg.skill.image_res, 3), dtype=torch.uint8, device=self.device)
+        text = torch.zeros((1, self.cfg.policy.text_dim), dtype=torch.float32, device=self.device)
+        proprio = torch.zeros((1, 4), dtype=torch.float32, device=self.device)
+        if trace and not isinstance(self._graph, torch.jit.ScriptModule):
+            import warnings
+
+            with warnings.catch_warnings():  # shape checks become constants: right for a fixed input size
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                self._graph = torch.jit.trace(_SofPlanGraph(self.models).eval(), (img, text, proprio), check_trace=False)
+        for _ in range(2):
+            self._graph(img, text, proprio)
 
 
 class Skill2ActionPolicy(_FlowSkillPolicy):

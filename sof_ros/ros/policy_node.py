@@ -58,6 +58,11 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         super().__init__(node_name, **kwargs)
         p: PolicyNodeParams = self.p
         self.agent = agent if agent is not None else load_agent(p.agent)
+        warm_up = getattr(self.agent, "warm_up", None)
+        if callable(warm_up):  # trace / build kernels now, not on the first frame the arm waits for
+            t0 = time.perf_counter()
+            warm_up()
+            self.get_logger().info(f"policy warmed up in {time.perf_counter() - t0:.2f} s")
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
             raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")

@@ -1,0 +1,35 @@
+"""SofPolicy.warm_up (what the ROS policy node calls at start-up): the traced plan networks give the
+same plans as the eager ones -- same tokens, same flow plan, same action chunk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "sof_metaworld"
+
+
+@pytest.mark.skipif(not (CHECKPOINT / "f2a.pt").is_file(), reason=f"shipped checkpoint {CHECKPOINT} is missing")
+def test_traced_sof_plans_equal_eager_plans():
+    from sof_ros.policies import AgentInput, load_policy
+
+    eager, traced = load_policy("sof", str(CHECKPOINT)), load_policy("sof", str(CHECKPOINT))
+    traced.warm_up()
+    assert isinstance(traced._graph, torch.jit.ScriptModule) and not isinstance(eager._graph, torch.jit.ScriptModule)
+    instructions = sorted(eager.text.cache)[:4]
+    rng = np.random.default_rng(0)
+    tokens = set()
+    for k in range(8):
+        size = [(128, 128), (64, 48), (320, 240)][k % 3]  # any frame size: both resize to the policy's input
+        obs = AgentInput(rgb=rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8),
+                         ee_pos=np.array([0.0, 0.6, 0.2]) + rng.normal(0, 0.05, 3), gripper=float(rng.uniform()))
+        a, b = eager.plan(obs, instructions[k % 4]), traced.plan(obs, instructions[k % 4])
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_allclose(a.flow, b.flow, atol=1e-5)
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-6)
+        assert a.image_size == b.image_size == size
+        tokens.add(tuple(a.tokens))
+    assert len(tokens) > 1  # the trace did not freeze one input's tokens into a constant
