@@ -58,7 +58,7 @@ class CollectConfig:
 class FlowConfig:
     """Optical-flow extraction."""
 
-    estimator: str = "dis"  # dis | farneback | raft
+    estimator: str = "dis"  # dis | dis_fast | dis_ultrafast | farneback | raft; dis and why: docs/flow.md
     dis_preset: str = "medium"  # ultrafast | fast | medium
     raft_weights: str = ""  # local .pth file; RAFT is never downloaded
     workers: int = 2
@@ -118,10 +118,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The evaluation protocol of AVDC and SOF on MetaWorld: the 11 tasks seen from three cameras,
+    MetaWorld's own 500-step limit, held-out seeds; the score is the mean over task x camera. A
+    checkpoint stores the protocol it was trained for and `sof-eval` reads it from there."""
+
     tasks: list[str] = field(default_factory=lambda: list(BENCHMARK_TASKS))
-    episodes_per_task: int = 5
+    cameras: list[str] = field(default_factory=lambda: ["corner", "corner2", "corner3"])
+    episodes_per_task_camera: int = 10
     first_seed: int = 1000  # held out: training demos use seeds 0..N
-    max_steps: int = 150
+    max_steps: int = 500  # MetaWorld's own episode limit
     replan_every: int = 4
     rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "pixel_skills",
                                                      "expert"])
@@ -176,9 +181,11 @@ def _checked(hint: Any, value: Any, name: str) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SofConfig:
-    """Defaults, then the YAML file (if any), then explicit overrides."""
-    cfg = SofConfig()
+def load_config(path: str | Path | None = None, overrides: dict | None = None,
+                base: SofConfig | None = None) -> SofConfig:
+    """Defaults (or `base`, e.g. a checkpoint's config), then the YAML file's keys (if any), then
+    explicit overrides."""
+    cfg = base if base is not None else SofConfig()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -208,7 +215,7 @@ def load_checkpoint_config(checkpoint: str | Path) -> SofConfig:
         raise SofError(f"{checkpoint} is not a sof_ros checkpoint (no config.yaml); train one with "
                        "`sof-train` or use the shipped models/sof_metaworld")
     remedy = "re-copy the checkpoint, or retrain it with sof-train"
-    data = _read_yaml(path, remedy)
+    data = _upgrade(_read_yaml(path, remedy))
     try:
         return _merge(SofConfig(), data, path.name)
     except SofError as exc:
@@ -219,6 +226,19 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Keys renamed since checkpoints were first written: old name -> new name, per section.
+_RENAMED = {"eval": {"episodes_per_task": "episodes_per_task_camera"}}
+
+
+def _upgrade(data: dict) -> dict:
+    """A checkpoint config written before a key was renamed, with the new names."""
+    out = dict(data)
+    for section, renames in _RENAMED.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {renames.get(k, k): v for k, v in out[section].items()}
+    return out
+
+
 def from_dict(data: dict) -> SofConfig:
     """Rebuild a config saved with a checkpoint (same merge rules as YAML)."""
-    return _merge(SofConfig(), data, "checkpoint")
+    return _merge(SofConfig(), _upgrade(data), "checkpoint")

@@ -1,14 +1,24 @@
-"""`sof-eval`: closed-loop MetaWorld rollouts (in process, no ROS) on held-out seeds.
+"""`sof-eval`: closed-loop MetaWorld rollouts (in process, no ROS) on held-out seeds, on the
+protocol of AVDC and SOF: every task seen from every camera (corner, corner2, corner3), MetaWorld's
+500-step limit, the score is the mean over task x camera, with a 95% confidence interval.
 
-Rows: sof (learned Flow2Action), sof_learning_free (geometric solver), skill2action (tokens straight
-to actions), bc (image + instruction -> actions), pixel_skills (tokens of future frames instead of flow,
-actions by inverse dynamics on the decoded frames), expert (MetaWorld's scripted policy, upper bound).
-Writes JSON, a markdown table and a bar plot.
+The protocol (tasks, cameras, steps, resolution, seeds) is read from the checkpoint's config.yaml,
+then from `--config`, then from the flags, so a quick look and the table cannot silently differ.
+
+An evaluation lives in a work directory (`--work`): its protocol is fixed there, every finished
+episode is appended to `episodes/<row>/<task>/<camera>.jsonl`, and a re-run skips what is done, so
+an interrupted run loses at most the episodes in flight. `--shard i/n` runs every n-th
+(row, task, camera) job; any invocation merges everything the work directory holds for the
+protocol into the results file (JSON, markdown, bar plot with CIs); `--merge-only` just merges.
+
+Rows are the policies of sof_ros.policies.ROWS (sof, sof_learning_free, skill2action, bc,
+pixel_skills, expert, ...).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from sof_ros.bench.meta import command_line, git_commit, machine
-from sof_ros.config import SimConfig, load_config
+from sof_ros.config import SofConfig, load_checkpoint_config, load_config
 from sof_ros.errors import SofError, run_cli
 from sof_ros.policies import ROWS
 
@@ -25,6 +35,24 @@ from sof_ros.policies import ROWS
 PAPER_REFERENCE = {"sof_average_success": 0.69, "flow2action": 0.49, "skill2action": "0.15-0.21"}
 
 
+# --- statistics -------------------------------------------------------------------------------
+def wilson_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (well-behaved at 0 and 1, unlike mean +- 2 SE)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def tied(a: dict, b: dict) -> bool:
+    """Two rows are tied when each one's mean lies inside the other's 95% interval."""
+    return (b["ci95"][0] <= a["average"] <= b["ci95"][1]) and (a["ci95"][0] <= b["average"] <= a["ci95"][1])
+
+
+# --- rollouts ---------------------------------------------------------------------------------
 def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = None):
     """One episode; returns (success, steps, per-step latencies in ms, per-plan latencies in ms).
 
@@ -48,110 +76,241 @@ def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = No
     return False, max_steps, latencies, plan_latencies
 
 
-def _run_task(job: dict) -> dict:
-    """All seeds of one (row, task): the unit of work a worker process takes."""
+def _episode_file(work: Path, row: str, task: str, camera: str) -> Path:
+    return work / "episodes" / row / task / f"{camera}.jsonl"
+
+
+def read_episodes(path: Path) -> dict[int, dict]:
+    """Finished episodes of one (row, task, camera) by seed; a line cut off by a crash is ignored."""
+    out = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[int(rec["seed"])] = rec
+    return out
+
+
+def _run_job(job: dict) -> dict:
+    """The seeds of one (row, task, camera) not yet in its episode file: the unit a worker takes."""
     from sof_ros.policies import load_policy
     from sof_ros.sim.metaworld_env import MetaWorldArm
 
     torch.set_num_threads(1)  # small models: one thread is as fast and immune to contention
-    row, task = job["row"], job["task"]
-    policy = load_policy(row, job["checkpoint"], job["device"], job["replan_every"], task=task)
-    arm = MetaWorldArm(task, job["sim"])
-    out = {"row": row, "task": arm.task, "asked": task, "wins": 0, "ep_times": [], "lat": [], "plan_lat": []}
+    path = Path(job["file"])
+    todo = [s for s in job["seeds"] if s not in read_episodes(path)]
+    if not todo:
+        return {**job, "ran": 0}
+    policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
+    arm = MetaWorldArm(job["task"], job["sim"], camera=job["camera"])
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for seed in job["seeds"]:
+        for seed in todo:
             t0 = time.time()
-            ok, _, lat, plat = rollout(arm, seed, job["max_steps"], policy)
-            out["ep_times"].append(time.time() - t0)
-            out["wins"] += int(ok)
-            out["lat"].extend(lat)
-            out["plan_lat"].extend(plat)
+            ok, steps, lat, plat = rollout(arm, seed, job["max_steps"], policy)
+            rec = {"seed": seed, "success": bool(ok), "steps": steps, "wall_s": round(time.time() - t0, 3)}
+            if job["row"] != "expert":  # privileged state: no inference worth timing
+                rec["step_ms"] = [round(x, 3) for x in lat]
+                rec["plan_ms"] = [round(x, 3) for x in plat]
+            with open(path, "a") as f:  # one line per finished episode: a crash loses only the one in flight
+                f.write(json.dumps(rec) + "\n")
     finally:
         arm.close()
-    if row == "expert":  # privileged state, no inference worth timing
-        out["lat"], out["plan_lat"] = [], []
-    return out
+    return {**job, "ran": len(todo)}
 
 
-def evaluate(checkpoint: str | None, rows: list[str], tasks: list[str], episodes: int, first_seed: int,
-             max_steps: int, sim: SimConfig, device: str = "cpu", replan_every: int | None = None,
-             progress: bool = True, workers: int = 1) -> dict:
-    """Rollouts per (row, task); `workers` > 1 runs them in that many processes (one thread each)."""
+# --- protocol / work directory ----------------------------------------------------------------
+def protocol_of(cfg: SofConfig) -> dict:
+    e = cfg.eval
+    return {"tasks": list(e.tasks), "cameras": list(e.cameras), "max_steps": int(e.max_steps),
+            "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
+            "resolution": [int(cfg.sim.width), int(cfg.sim.height)]}
+
+
+_FIXED = ("max_steps", "first_seed", "resolution")  # what every episode of one work directory must share
+
+
+def open_work(work: Path, protocol: dict) -> dict:
+    """The work directory's protocol (created on first use); a run with another protocol is refused."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "protocol.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        clash = {k: (stored[k], protocol[k]) for k in _FIXED if stored.get(k) != protocol[k]}
+        if clash:
+            raise SofError(f"{work} holds an evaluation with another protocol ({clash}, stored vs asked); "
+                           "use another --work directory for a different protocol")
+        # tasks/cameras/episodes may grow across invocations (shards, extra rows): keep the union
+        for k in ("tasks", "cameras"):
+            stored[k] = list(dict.fromkeys(stored[k] + protocol[k]))
+        stored["episodes_per_task_camera"] = max(stored["episodes_per_task_camera"],
+                                                 protocol["episodes_per_task_camera"])
+        protocol = stored
+    path.write_text(json.dumps(protocol, indent=1))
+    return protocol
+
+
+def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str | Path, device: str = "cpu",
+             replan_every: int | None = None, progress: bool = True, workers: int = 1, shard: tuple[int, int] = (0, 1),
+             episodes: int | None = None) -> dict:
+    """Run what is missing of rows x tasks x cameras x seeds in `work`, then merge it all."""
     from sof_ros.policies import load_policy, row_spec
 
     for row in rows:
         row_spec(row)
     if workers < 1:
         raise SofError(f"--workers must be >= 1, got {workers}")
+    e = cfg.eval
+    if not e.tasks or not e.cameras:
+        raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
+    from sof_ros.sim.metaworld_env import MetaWorldArm
+
+    for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
+        MetaWorldArm(e.tasks[0], cfg.sim, camera=cam).close()
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
-        load_policy(row, checkpoint, device, task=tasks[0] if tasks else None)
-    seeds = list(range(first_seed, first_seed + episodes))
-    jobs = [dict(row=r, task=t, checkpoint=checkpoint, device=device, replan_every=replan_every, sim=sim,
-                 seeds=seeds, max_steps=max_steps) for r in rows for t in tasks]
-    bar = tqdm(total=len(jobs), desc="eval (row, task)", disable=not progress)
-    done = []
+        load_policy(row, checkpoint, device, task=e.tasks[0])
+    work = Path(work)
+    protocol = open_work(work, protocol_of(cfg))
+    n = int(episodes or e.episodes_per_task_camera)
+    seeds = list(range(e.first_seed, e.first_seed + n))
+    jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
+                 sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
+            for r in rows for t in e.tasks for c in e.cameras]
+    i, n_shards = shard
+    jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
+    bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
+
+    def done(res):
+        bar.update(1)
+        bar.set_postfix(row=res["row"], task=res["task"], camera=res["camera"], ran=res["ran"])
+
     if workers == 1:
         for job in jobs:
-            done.append(_run_task(job))
-            bar.update(1)
-            bar.set_postfix(row=job["row"], task=job["task"], wins=done[-1]["wins"])
+            done(_run_job(job))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_run_task, j) for j in jobs]):
-                done.append(fut.result())
-                bar.update(1)
-                bar.set_postfix(row=done[-1]["row"], task=done[-1]["task"], wins=done[-1]["wins"])
+            for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
+                done(fut.result())
     bar.close()
-    results = {"episodes_per_task": episodes, "seeds": seeds, "max_steps": max_steps, "workers": workers,
-               "rows": {}}
-    for row in rows:
-        by_asked = {d["asked"]: d for d in done if d["row"] == row}  # workers finish in any order
-        mine = {by_asked[t]["task"]: by_asked[t] for t in tasks}  # config order, simulator's spelling
-        per_task = {t: d["wins"] / episodes for t, d in mine.items()}
-        lat_all = [x for d in mine.values() for x in d["lat"]]
-        plan_lat = [x for d in mine.values() for x in d["plan_lat"]]
-        ep_times = [x for d in mine.values() for x in d["ep_times"]]
-        entry = {"per_task": per_task, "average": float(np.mean(list(per_task.values()))),
-                 "label": row_spec(row).label, "wall_s_per_episode": float(np.mean(ep_times))}
-        if lat_all:
-            entry["control_step_ms_p50"] = float(np.percentile(lat_all, 50))
-            entry["control_step_ms_p95"] = float(np.percentile(lat_all, 95))
-        if plan_lat:
-            entry["replan_ms_p50"] = float(np.percentile(plan_lat, 50))
-            entry["replan_ms_p95"] = float(np.percentile(plan_lat, 95))
-        results["rows"][row] = entry
+    return merge(work, protocol)
+
+
+def merge(work: Path, protocol: dict | None = None) -> dict:
+    """Every row found in `work`, over the protocol's tasks x cameras x seeds. A row with episodes
+    missing for some cell is reported with `complete: false` and how many episodes it has."""
+    work = Path(work)
+    if protocol is None:
+        path = work / "protocol.json"
+        if not path.is_file():
+            raise SofError(f"{work} holds no evaluation (no protocol.json); run sof-eval with --work {work}")
+        protocol = json.loads(path.read_text())
+    rows_dir = work / "episodes"
+    present = sorted(p.name for p in rows_dir.iterdir()) if rows_dir.is_dir() else []
+    order = [r for r in ROWS if r in present] + [r for r in present if r not in ROWS]
+    results = {"protocol": protocol, "rows": {}}
+    for row in order:
+        entry = _row_summary(work, row, protocol)
+        if entry is not None:
+            results["rows"][row] = entry
     return results
 
 
+def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
+    first = protocol["first_seed"]
+    per_cell, lat, plan_lat, wall = {}, [], [], []
+    counts = []
+    for task in protocol["tasks"]:
+        for cam in protocol["cameras"]:
+            recs = read_episodes(_episode_file(work, row, task, cam))
+            recs = {s: r for s, r in recs.items() if s >= first}
+            if not recs:
+                continue
+            counts.append(len(recs))
+            per_cell[(task, cam)] = [r["success"] for r in recs.values()]
+            for r in recs.values():
+                lat += r.get("step_ms", [])
+                plan_lat += r.get("plan_ms", [])
+                wall.append(r["wall_s"])
+    if not per_cell:
+        return None
+    cells = len(protocol["tasks"]) * len(protocol["cameras"])
+    n_eps = min(counts)
+    # equal episodes per cell (the first n_eps seeds of each) so the pooled rate is the mean over task x camera
+    wins = {k: sum(v[:n_eps]) for k, v in per_cell.items()}
+    total = n_eps * len(per_cell)
+    succ = sum(wins.values())
+    spec = ROWS.get(row)
+    cams = protocol["cameras"]
+
+    def rate(keys):
+        keys = [k for k in keys if k in wins]
+        return sum(wins[k] for k in keys), n_eps * len(keys)
+
+    task_counts = {t: rate([(t, c) for c in cams]) for t in protocol["tasks"]}
+    cam_counts = {c: rate([(t, c) for t in protocol["tasks"]]) for c in cams}
+    entry = {
+        "label": spec.label if spec else row,
+        "per_task": {t: w / m for t, (w, m) in task_counts.items() if m},
+        "per_task_ci95": {t: list(wilson_ci(w, m)) for t, (w, m) in task_counts.items() if m},
+        "per_camera": {c: w / m for c, (w, m) in cam_counts.items() if m},
+        "average": succ / total, "ci95": list(wilson_ci(succ, total)), "episodes": total,
+        "episodes_per_task_camera": n_eps, "complete": len(per_cell) == cells,
+        "wall_s_per_episode": float(np.mean(wall)),
+    }
+    if lat:
+        entry["control_step_ms_p50"] = float(np.percentile(lat, 50))
+        entry["control_step_ms_p95"] = float(np.percentile(lat, 95))
+    if plan_lat:
+        entry["replan_ms_p50"] = float(np.percentile(plan_lat, 50))
+        entry["replan_ms_p95"] = float(np.percentile(plan_lat, 95))
+    return entry
+
+
+# --- reports ----------------------------------------------------------------------------------
+def ties(rows: dict) -> list[str]:
+    names = list(rows)
+    return [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1:] if tied(rows[a], rows[b])]
+
+
 def markdown(results: dict) -> str:
-    rows = results["rows"]
-    tasks = list(next(iter(rows.values()))["per_task"])
+    rows, pr = results["rows"], results["protocol"]
+    tasks = pr["tasks"]
     lines = [
         "# MetaWorld closed-loop success",
         "",
         f"- command: `{results['command']}`",
         f"- commit: `{results['commit']}`",
         f"- machine: {results['machine']}",
-        f"- {results['episodes_per_task']} episodes per task, held-out seeds {results['seeds'][0]}..{results['seeds'][-1]}, "
-        f"max {results['max_steps']} control steps",
+        f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
+        f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
+        "renders; score = mean over task x camera with its 95% Wilson interval",
         "",
-        "| row | " + " | ".join(tasks) + " | average | s/episode |",
-        "|---|" + "---|" * (len(tasks) + 2),
+        "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",
+        "|---|" + "---|" * (len(tasks) + 3),
     ]
     for name, r in rows.items():
-        cells = " | ".join(f"{r['per_task'][t]:.2f}" for t in tasks)
-        lines.append(f"| {r.get('label', name)} | {cells} | **{r['average']:.2f}** | {r['wall_s_per_episode']:.1f} |")
+        cells = " | ".join(f"{r['per_task'][t]:.2f}" if t in r["per_task"] else "-" for t in tasks)
+        flag = "" if r["complete"] else " (incomplete)"
+        lines.append(f"| {r['label']}{flag} | {cells} | **{r['average']:.2f}** [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] "
+                     f"| {r['episodes_per_task_camera']} | {r['wall_s_per_episode']:.1f} |")
+    tie = ties(rows)
+    lines += ["", "Tied (each mean inside the other's 95% interval): " + ("; ".join(tie) if tie else "none") + "."]
+    lines += ["", "| row | " + " | ".join(pr["cameras"]) + " |", "|---|" + "---|" * len(pr["cameras"])]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['per_camera'].get(c, float('nan')):.2f}" for c in pr["cameras"]) + " |")
     lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
               f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
               f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]
     lat = {n: r for n, r in rows.items() if "control_step_ms_p50" in r}
     if lat:
-        lines += ["", "Agent inference on CPU (1 thread), excluding the simulator. A control step that re-plans runs "
-                  "the skill policy, the decoder and the action head; the steps in between read the plan.", "",
-                  "| row | control step p50 ms | p95 ms | re-plan p50 ms | re-plan p95 ms |", "|---|---|---|---|---|"]
+        lines += ["", "Policy inference on CPU (1 thread), excluding the simulator. A control step that re-plans runs "
+                  "the whole plan (for SOF: skill policy, decoder and action head); the steps in between read the plan.",
+                  "", "| row | control step p50 ms | p95 ms | re-plan p50 ms | re-plan p95 ms |", "|---|---|---|---|---|"]
         for n, r in lat.items():
             lines.append(f"| {n} | {r['control_step_ms_p50']:.2f} | {r['control_step_ms_p95']:.2f} | "
                          f"{r.get('replan_ms_p50', float('nan')):.2f} | {r.get('replan_ms_p95', float('nan')):.2f} |")
@@ -164,36 +323,63 @@ def write_results(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     out.with_suffix(".md").write_text(markdown(results))
+    pr = results["protocol"]
     success_bars(results["rows"], out.with_suffix(".png"),
-                 f"MetaWorld success, {results['episodes_per_task']} held-out seeds per task")
+                 f"MetaWorld success per task (mean over {len(pr['cameras'])} cameras), 95% CIs")
+
+
+def eval_config(checkpoint: str | None, config: str | None) -> SofConfig:
+    """The checkpoint's own protocol, then the YAML file's keys on top (only those it sets)."""
+    base = None
+    if checkpoint and (Path(checkpoint) / "config.yaml").is_file():
+        base = load_checkpoint_config(checkpoint)
+    return load_config(config, base=base)
 
 
 def main(argv=None):
     def body():
-        p = argparse.ArgumentParser(description=__doc__)
+        p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--checkpoint", default="models/sof_metaworld", help="trained checkpoint directory")
-        p.add_argument("--config", help="YAML config (eval section)")
+        p.add_argument("--config", help="YAML whose eval/sim keys override the checkpoint's protocol")
         p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROWS)}")
         p.add_argument("--tasks", nargs="+")
-        p.add_argument("--episodes", type=int, help="episodes (held-out seeds) per task")
+        p.add_argument("--cameras", nargs="+", help="MetaWorld cameras (protocol: corner corner2 corner3)")
+        p.add_argument("--episodes", type=int, help="held-out seeds per task and camera")
         p.add_argument("--first-seed", type=int)
         p.add_argument("--max-steps", type=int)
         p.add_argument("--replan-every", type=int)
         p.add_argument("--device", default="cpu")
         p.add_argument("--workers", type=int, default=1,
-                       help="processes running (row, task) jobs in parallel, one thread each")
+                       help="processes running (row, task, camera) jobs in parallel, one thread each")
+        p.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (merge sees all)")
+        p.add_argument("--work", default="runs/eval/metaworld", help="work directory (resumable episode records)")
+        p.add_argument("--merge-only", action="store_true", help="merge what --work holds, run nothing")
         p.add_argument("--out", default="benchmarks/results/metaworld.json")
         a = p.parse_args(argv)
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
-        cfg = load_config(a.config)
-        e = cfg.eval
-        results = evaluate(a.checkpoint, a.rows or e.rows, a.tasks or e.tasks, a.episodes or e.episodes_per_task,
-                           e.first_seed if a.first_seed is None else a.first_seed, a.max_steps or e.max_steps,
-                           cfg.sim, a.device, a.replan_every, workers=a.workers)
+        if a.merge_only:
+            results = merge(Path(a.work))
+        else:
+            cfg = eval_config(a.checkpoint, a.config)
+            e = cfg.eval
+            for key in ("tasks", "cameras", "first_seed", "max_steps"):
+                if getattr(a, key) is not None:
+                    setattr(e, key, getattr(a, key))
+            if a.episodes:
+                e.episodes_per_task_camera = a.episodes
+            try:
+                i, n = (int(x) for x in a.shard.split("/"))
+                assert 0 <= i < n
+            except (ValueError, AssertionError):
+                raise SofError(f"--shard must be i/n with 0 <= i < n, got '{a.shard}'") from None
+            results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, a.replan_every,
+                               workers=a.workers, shard=(i, n))
+        if not results["rows"]:
+            raise SofError(f"nothing to report: {a.work} holds no finished episodes")
         results = {**provenance, **results}
         write_results(results, Path(a.out))
         print(markdown(results))
-        print(f"results: {a.out} (+ .md, .png)")
+        print(f"results: {a.out} (+ .md, .png); episode records: {a.work}")
 
     run_cli(body)
 

@@ -42,6 +42,17 @@ def trained(tiny_dataset, tmp_path_factory):
     return cfg, trainer
 
 
+def _protocol(cfg, **eval_keys):
+    """The trained config with a one-task, one-camera, one-seed evaluation protocol."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.eval.tasks, out.eval.cameras, out.eval.first_seed, out.eval.episodes_per_task_camera = [TASK], ["corner"], 0, 1
+    for k, v in eval_keys.items():
+        setattr(out.eval, k, v)
+    return out
+
+
 def _first_last(history, key="loss"):
     return history[0][key], history[-1][key]
 
@@ -103,17 +114,17 @@ def test_reports_written(trained):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
-def test_overfit_flow2action_succeeds_in_closed_loop(trained):
+def test_overfit_flow2action_succeeds_in_closed_loop(trained, tmp_path):
     """Trained on the noise-free seed-0 demo, the full agent (tokens -> flow plan -> actions) presses the button."""
     from sof_ros.eval import evaluate
 
     cfg, _ = trained
-    res = evaluate(cfg.train.out, ["sof"], [TASK], episodes=1, first_seed=0, max_steps=60, sim=cfg.sim,
+    res = evaluate(cfg.train.out, ["sof"], _protocol(cfg, max_steps=60), tmp_path / "eval",
                    replan_every=cfg.eval.replan_every, progress=False)
     assert res["rows"]["sof"]["per_task"][TASK] == 1.0, res
 
 
-def test_pixel_skills_ablation_plans_frames_and_acts(trained):
+def test_pixel_skills_ablation_plans_frames_and_acts(trained, tmp_path):
     """The pixel-space ablation predicts H future frames from tokens and an action chunk from them, and
     runs as an eval row."""
     from sof_ros.eval import evaluate
@@ -135,7 +146,7 @@ def test_pixel_skills_ablation_plans_frames_and_acts(trained):
     assert plan.frames.shape == (h, r, r, 3) and plan.frames.dtype == np.uint8
     assert plan.tokens.shape == (cfg.skill.tokens_per_segment,)
     assert plan.actions.shape == (h, 4) and np.all(np.abs(plan.actions) <= 1)
-    res = evaluate(cfg.train.out, ["pixel_skills"], [TASK], episodes=1, first_seed=0, max_steps=10, sim=cfg.sim,
+    res = evaluate(cfg.train.out, ["pixel_skills"], _protocol(cfg, max_steps=10), tmp_path / "eval",
                    replan_every=cfg.eval.replan_every, progress=False)
     assert res["rows"]["pixel_skills"]["label"].startswith("Pixel-space skills")
 
@@ -150,8 +161,7 @@ def test_eval_names_a_missing_stage_before_any_rollout(trained, tmp_path):
     shutil.copytree(cfg.train.out, ckpt)
     (ckpt / "pixel_skill.pt").unlink()
     with pytest.raises(SofError, match=r"pixel_skill\.pt is missing.*--stage pixel_skill"):
-        evaluate(str(ckpt), ["sof", "pixel_skills"], [TASK], episodes=1, first_seed=0, max_steps=5, sim=cfg.sim,
-                 progress=False)
+        evaluate(str(ckpt), ["sof", "pixel_skills"], _protocol(cfg, max_steps=5), tmp_path / "eval", progress=False)
 
 
 def test_policy_rejects_bad_inputs(trained):
@@ -220,3 +230,45 @@ def test_ddp_two_cpu_processes_gloo(tiny_dataset, tmp_path):
     assert (out / "skill.pt").is_file()
     hist = json.loads((out / "skill_history.json").read_text())
     assert hist[-1]["step"] == 20
+
+
+def test_eval_protocol_resumes_shards_and_reports_cis(trained, tmp_path):
+    """The evaluation lives in a work directory: shards merge into one table, a re-run skips finished
+    episodes, a cut-off record line is ignored, another protocol in the same directory is refused,
+    and every row carries its Wilson 95% interval."""
+    from sof_ros.eval import evaluate, merge, read_episodes, wilson_ci
+
+    cfg, _ = trained
+    proto = _protocol(cfg, max_steps=8, cameras=["corner", "corner2"], episodes_per_task_camera=2)
+    work = tmp_path / "eval"
+    evaluate(None, ["expert"], proto, work, progress=False, shard=(0, 2))  # corner only
+    assert not merge(work)["rows"]["expert"]["complete"]
+    evaluate(None, ["expert"], proto, work, progress=False, shard=(1, 2))  # corner2
+    res = merge(work)
+    row = res["rows"]["expert"]
+    assert row["complete"] and row["episodes"] == 4 and set(row["per_camera"]) == {"corner", "corner2"}
+    wins = round(row["average"] * 4)
+    assert row["ci95"] == pytest.approx(list(wilson_ci(wins, 4)))
+    assert res["protocol"]["cameras"] == ["corner", "corner2"] and res["protocol"]["max_steps"] == 8
+
+    rec_file = work / "episodes" / "expert" / TASK / "corner.jsonl"
+    before = rec_file.read_text()
+    evaluate(None, ["expert"], proto, work, progress=False)  # everything done: nothing re-run
+    assert rec_file.read_text() == before
+    rec_file.write_text(before + '{"seed": 1, "succ')  # a line cut off by a crash
+    assert sorted(read_episodes(rec_file)) == [0, 1]
+
+    with pytest.raises(SofError, match="another protocol"):
+        evaluate(None, ["expert"], _protocol(cfg, max_steps=9), work, progress=False)
+
+
+def test_wilson_interval_and_ties():
+    from sof_ros.eval import tied, wilson_ci
+
+    lo, hi = wilson_ci(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35  # never the degenerate [0, 0] of mean +- 2 SE
+    lo, hi = wilson_ci(33, 66)
+    assert lo < 0.5 < hi and hi - lo < 0.25
+    a = {"average": 0.55, "ci95": [0.45, 0.65]}
+    assert tied(a, {"average": 0.50, "ci95": [0.40, 0.60]})
+    assert not tied(a, {"average": 0.30, "ci95": [0.20, 0.40]})

@@ -103,15 +103,23 @@ def token_timelines(timelines: list[tuple[str, np.ndarray]], codebook_size: int,
 
 
 def success_bars(rows: dict[str, dict], path: Path, title: str) -> None:
-    """rows: {row: {"per_task": {task: rate}, "average": rate}} -> grouped bars."""
+    """rows: {row: {"per_task": {task: rate}, "average": rate[, "ci95", "per_task_ci95"]}} -> grouped
+    bars, with 95% intervals as error bars when given."""
     names = list(rows)
     tasks = list(next(iter(rows.values()))["per_task"]) + ["average"]
     x = np.arange(len(tasks))
     width = 0.8 / max(1, len(names))
     fig, ax = plt.subplots(figsize=(max(8, len(tasks) * 0.9), 3.5))
     for i, name in enumerate(names):
-        vals = [rows[name]["per_task"].get(t, np.nan) for t in tasks[:-1]] + [rows[name]["average"]]
-        ax.bar(x + i * width, vals, width, label=name)
+        r = rows[name]
+        vals = [r["per_task"].get(t, np.nan) for t in tasks[:-1]] + [r["average"]]
+        bar = ax.bar(x + i * width, vals, width, label=name)
+        if "ci95" in r:  # 95% intervals as error bars, where the results carry them
+            cis = [r.get("per_task_ci95", {}).get(t, (np.nan, np.nan)) for t in tasks[:-1]] + [r["ci95"]]
+            lo = [max(0.0, v - c[0]) for v, c in zip(vals, cis)]
+            hi = [max(0.0, c[1] - v) for v, c in zip(vals, cis)]
+            ax.errorbar(x + i * width, vals, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5,
+                        color=bar.patches[0].get_facecolor())
     ax.set_xticks(x + width * (len(names) - 1) / 2)
     ax.set_xticklabels(tasks, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
