@@ -41,11 +41,14 @@ class FlowPlan:
     image_size: tuple[int, int]  # (W, H) of the frame the plan was made from
     actions: np.ndarray | None = field(default=None, repr=False)  # (T, 4) when the row predicts a chunk
     frames: np.ndarray | None = field(default=None, repr=False)  # (T, h, w, 3) uint8, pixel-space skills only
+    frames_per_step: int = 1  # control steps (camera frames) between two flow fields of the plan
 
     @property
     def steps(self) -> int:
         """Control steps this plan covers: its action chunk if it has one, else its flow."""
-        return len(self.actions) if self.actions is not None else int(np.shape(self.flow)[0])
+        if self.actions is not None:
+            return len(self.actions)
+        return int(np.shape(self.flow)[0]) * int(self.frames_per_step)
 
 
 @runtime_checkable
