@@ -36,13 +36,16 @@ def unique_domain_id() -> tuple[int, object]:
 def ros_env(monkeypatch):
     """Environment for ROS processes started by a test (subprocesses inherit it)."""
     domain, lock = unique_domain_id()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
     from sof_ros.ros import dds
 
-    for key, value in dds.environment().items():  # what every sof_ros process uses
+    # the same settings on every machine: sof_ros's defaults (localhost, its Fast DDS profile), not
+    # whatever network mode, profile or discovery range the machine's environment has
+    for key in (dds.NETWORK_VAR, *dds.PROFILE_VARS, *dds.DISCOVERY_VARS):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    for key, value in dds.process_environment().items():  # what every sof_ros process uses
         monkeypatch.setenv(key, value)
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     try:
         yield domain
     finally:

@@ -265,7 +265,11 @@ def run_node(node_cls: type, args: list[str] | None = None, executor_threads: in
 
     from sof_ros.ros import dds
 
-    dds.configure()  # before rclpy.init: large camera frames over shared memory
+    try:  # before rclpy.init: large camera frames over shared memory; DDS on this machine unless SOF_ROS_NETWORK=lan
+        dds.configure()
+    except SofError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:

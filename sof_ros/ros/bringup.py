@@ -317,21 +317,22 @@ def run_composed(ns, specs, overrides_file: Path, instruction: str) -> tuple[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    # camera-sized best-effort frames need a larger shared-memory segment than Fast DDS's default;
-    # set before rclpy.init here and inherited by the node processes (sof_ros/ros/dds.py)
     from sof_ros.ros import dds
 
-    dds.configure()
     ns = build_parser().parse_args(argv)
 
     def body() -> int:
+        # before rclpy.init here, inherited by the node processes (sof_ros/ros/dds.py): the Fast DDS
+        # profile for camera-sized frames, and DDS kept on this machine unless SOF_ROS_NETWORK=lan
+        dds.configure()
         specs = make_plan(ns)
         instruction = default_instruction(ns, specs)
         tmp = tempfile.mkdtemp(prefix="sof_bringup_")
         overrides = write_overrides(specs, tmp)
         if ns.dry_run:
             print(json.dumps({"robot": ns.robot, "instruction": instruction,
-                              "nodes": [{"name": n, "cmd": c} for n, c in process_commands(specs, overrides)]}, indent=1))
+                              "nodes": [{"name": n, "cmd": c} for n, c in process_commands(specs, overrides)],
+                              "dds_environment": dds.current(os.environ)}, indent=1))
             return 0
         check_checkpoint(specs)
         t0 = time.monotonic()

@@ -214,13 +214,18 @@ def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
 
 def launch_description_entries(robot: str, camera_source: str = "", checkpoint: str = "", task: str = "",
                                record: str = "", rviz: str | bool = False) -> list[dict[str, Any]]:
-    """kwargs for launch_ros.actions.Node, one dict per node (the launch files call this)."""
+    """kwargs for launch_ros.actions.Node, one dict per node (the launch files call this). Every
+    process, RViz included, gets sof_ros.ros.dds's environment: DDS kept on this machine unless
+    SOF_ROS_NETWORK=lan, and the Fast DDS profile for camera-sized frames."""
+    from sof_ros.ros import dds
+
+    env = dds.process_environment()
     entries = [dict(package=PACKAGE, executable=s.executable, name=s.name, output="screen",
-                    parameters=[s.params_file, dict(s.overrides)])
+                    parameters=[s.params_file, dict(s.overrides)], additional_env=dict(env))
                for s in plan(robot, camera_source, checkpoint, task, record)]
     if str(rviz).lower() in ("true", "1", "yes"):
         entries.append(dict(package="rviz2", executable="rviz2", name="rviz2", output="screen",
-                            arguments=["-d", str(rviz_config())]))
+                            arguments=["-d", str(rviz_config())], additional_env=dict(env)))
     return entries
 
 
