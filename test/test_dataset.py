@@ -121,3 +121,26 @@ def test_rejects_damaged_h5(ds_with_episode, damage):
     path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an hdf5 file at all" * 50)
     with pytest.raises(DatasetError, match="cannot open .* as HDF5"):
         validate_dataset(ds.root)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda a: a.update(ee_pos=a["ee_pos"][:-1], gripper=a["gripper"][:-1]),
+     r"ep_000000.h5: 'ee_pos' has shape \(4, 3\), expected \(5, 3\) \(one per frame of 'rgb'\)"),
+    (lambda a: a.pop("gripper"), r"has 'ee_pos' but no 'gripper'; proprioception needs both"),
+    (lambda a: a["ee_pos"].__setitem__((2, 1), np.inf), r"'ee_pos' contains NaN/inf"),
+], ids=["short-proprio", "ee-without-gripper", "inf-ee"])
+def test_rejects_bad_proprioception(tmp_path, change, expected):
+    """Proprioception one frame short used to train silently, shifting every later episode's."""
+    ds = Dataset.create(tmp_path / "ds")
+    arrays = _arrays(np.random.default_rng(4))
+    change(arrays)
+    ds.write_episode(0, ATTRS, arrays)
+    with pytest.raises(DatasetError, match=expected):
+        validate_dataset(ds.root)
+
+
+def test_rgb_only_episode_is_valid_without_proprioception(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ds.write_episode(0, dict(ATTRS, source="video", in_d_act=False), {"rgb": np.zeros((T, H, W, 3), np.uint8)})
+    (info,) = Dataset(ds.root, validate=True).episodes()
+    assert not info.has_proprio and not info.in_d_act
