@@ -177,6 +177,28 @@ class CameraNode(SofNode):
             self.pub_flow.publish(cv.image_to_msg(flow, "32FC2", stamp, fid))
 
     # --- realsense (pyrealsense2, lazily imported) ----------------------------------------------
+    def _realsense_config(self, rs):
+        """The pipeline's source: a camera (realsense_serial, or the first one) or a recording
+        (realsense_bag) -- everything after this is the same code for both."""
+        import os
+
+        p, cfg = self.p, rs.config()
+        if p.realsense_bag:
+            if p.realsense_serial:
+                raise SofError("set realsense_serial (a camera) or realsense_bag (a recording), not both")
+            if not os.path.isfile(p.realsense_bag):
+                raise SofError(f"realsense_bag '{p.realsense_bag}' is not a file (absolute path, or relative to "
+                               f"the working directory {os.getcwd()})")
+            cfg.enable_device_from_file(os.path.abspath(p.realsense_bag), repeat_playback=p.realsense_bag_repeat)
+            cfg.enable_stream(rs.stream.color)  # whatever size / rate / format was recorded
+            cfg.enable_stream(rs.stream.depth)
+            return cfg, f"recording {p.realsense_bag}"
+        if p.realsense_serial:
+            cfg.enable_device(p.realsense_serial)
+        cfg.enable_stream(rs.stream.color, p.realsense_width, p.realsense_height, rs.format.rgb8, p.realsense_fps)
+        cfg.enable_stream(rs.stream.depth, p.realsense_width, p.realsense_height, rs.format.z16, p.realsense_fps)
+        return cfg, f"camera {p.realsense_serial or '(first found)'}"
+
     def _start_realsense(self) -> None:
         try:
             import pyrealsense2 as rs
@@ -184,18 +206,36 @@ class CameraNode(SofNode):
             raise SofError("source=realsense needs pyrealsense2 (pip install pyrealsense2 or the librealsense "
                            "ROS package); or use source=topic with the realsense2_camera driver") from None
         p = self.p
-        pipe, cfg = rs.pipeline(), rs.config()
-        if p.realsense_serial:
-            cfg.enable_device(p.realsense_serial)
-        cfg.enable_stream(rs.stream.color, p.realsense_width, p.realsense_height, rs.format.rgb8, p.realsense_fps)
-        cfg.enable_stream(rs.stream.depth, p.realsense_width, p.realsense_height, rs.format.z16, p.realsense_fps)
-        profile = pipe.start(cfg)
-        scale = float(profile.get_device().first_depth_sensor().get_depth_scale())
+        cfg, what = self._realsense_config(rs)
+        pipe = rs.pipeline()
+        try:
+            profile = pipe.start(cfg)
+        except RuntimeError as exc:
+            hint = ("check the file is a RealSense recording with colour and depth streams" if p.realsense_bag else
+                    "is the camera plugged in (rs-enumerate-devices), the serial right, and "
+                    f"{p.realsense_width}x{p.realsense_height}@{p.realsense_fps} a mode it supports?")
+            raise SofError(f"cannot start the RealSense pipeline ({what}): {exc}; {hint}") from None
+        try:
+            color_profile = profile.get_stream(rs.stream.color).as_video_stream_profile()
+            bgr = False  # a camera is asked for rgb8; a recording has what was recorded
+            if p.realsense_bag:
+                color_format = color_profile.format()
+                if color_format not in (rs.format.rgb8, rs.format.bgr8):
+                    raise SofError(f"the RealSense colour stream of {what} is {color_format}; rgb8 or bgr8 expected")
+                bgr = color_format == rs.format.bgr8
+            scale = float(profile.get_device().first_depth_sensor().get_depth_scale())
+            intr = color_profile.get_intrinsics()  # depth is aligned to colour: one camera model for both
+        except BaseException:
+            pipe.stop()
+            raise
+        playback = profile.get_device().as_playback() if p.realsense_bag else None
+        if playback is not None:
+            playback.set_real_time(True)  # frames at the recorded rate, as from a camera
+            what += f" ({intr.width}x{intr.height} {'bgr8' if bgr else 'rgb8'})"
         align = rs.align(rs.stream.color)
-        intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
         K = np.array([[intr.fx, 0, intr.ppx], [0, intr.fy, intr.ppy], [0, 0, 1]], dtype=np.float64)
         self._rs_dist = np.asarray(intr.coeffs, dtype=np.float64)
-        self.get_logger().info(f"RealSense {p.realsense_width}x{p.realsense_height}@{p.realsense_fps}, depth scale {scale} m")
+        self.get_logger().info(f"RealSense {what}: depth scale {scale} m, depth aligned to colour")
 
         def loop():
             try:
@@ -203,6 +243,9 @@ class CameraNode(SofNode):
                     try:
                         frames = pipe.wait_for_frames(1000)
                     except RuntimeError as exc:
+                        if playback is not None and playback.current_status() == rs.playback_status.stopped:
+                            self.get_logger().info(f"end of the RealSense recording {p.realsense_bag}")
+                            return
                         self.log_reason("realsense", f"no frames: {exc}", "warning")
                         continue
                     stamp = self.now_ns()
@@ -211,8 +254,10 @@ class CameraNode(SofNode):
                     if not color or not depth:
                         continue
                     rgb = np.asanyarray(color.get_data()).copy()
+                    if bgr:
+                        rgb = np.ascontiguousarray(rgb[..., ::-1])
                     z = np.asanyarray(depth.get_data()).astype(np.float32) * np.float32(scale)
-                    z[z == 0] = np.nan
+                    z[z == 0] = np.nan  # no depth measured (or outside the depth camera's view after alignment)
                     self._emit(stamp, rgb, z, K, self._rs_dist)
             finally:
                 pipe.stop()

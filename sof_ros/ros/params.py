@@ -160,10 +160,13 @@ class CameraNodeParams:
     flow_topic: str = P(Topics.FLOW, "output: 32FC2 optical flow from the previous published frame to this one, pixels")
     flow_enabled: bool = P(True, "compute and publish optical flow")
     flow_estimator: str = P("dis", "sof_ros.flow.estimators.make_estimator name")
-    realsense_width: int = P(640, "RealSense colour/depth width")
-    realsense_height: int = P(480, "RealSense colour/depth height")
-    realsense_fps: int = P(30, "RealSense stream rate")
-    realsense_serial: str = P("", "RealSense serial number; empty = first device")
+    realsense_width: int = P(640, "RealSense colour/depth width (a camera; a recording plays at its own size)")
+    realsense_height: int = P(480, "RealSense colour/depth height (a camera; a recording plays at its own size)")
+    realsense_fps: int = P(30, "RealSense stream rate (a camera; a recording plays at its own rate)")
+    realsense_serial: str = P("", "RealSense serial number; empty = first device (not with realsense_bag)")
+    realsense_bag: str = P("", "play this RealSense recording (.db3 as librealsense 2.59 records it; docs/realsense.md) "
+                           "instead of a camera, through the same pipeline, alignment and intrinsics; empty = a camera")
+    realsense_bag_repeat: bool = P(True, "loop the recording (realsense_bag); false: stop publishing at its end")
     qos: QosParams = field(default_factory=QosParams)
 
 
