@@ -388,15 +388,23 @@ class Trainer:
         mpath = self.out / "metrics.json"
         if mpath.exists():
             old = json.loads(mpath.read_text())
-        old.update(self.metrics)
-        old.setdefault("train_seconds", {}).update({k: round(v, 1) for k, v in self.timing.items()})
-        mpath.write_text(json.dumps(old, indent=2))
+        new = {**self.metrics, "train_seconds": {k: round(v, 1) for k, v in self.timing.items()}}
+        mpath.write_text(json.dumps(deep_update(old, new), indent=2))
         hist = {}
         for name in STAGES:
             hp = self.out / f"{name}_history.json"
             if hp.exists():
                 hist[name] = json.loads(hp.read_text())
         reports.loss_curves(hist, self.plots / "loss_curves.png")
+
+
+def deep_update(old: dict, new: dict) -> dict:
+    """`old` with `new` merged in at every depth: training one stage keeps what earlier runs recorded
+    for the others (a shallow update dropped the f2a/bc/skill2action entries under "actions")."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def token_sharing(d: SegmentData) -> dict:

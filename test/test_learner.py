@@ -272,3 +272,14 @@ def test_wilson_interval_and_ties():
     a = {"average": 0.55, "ci95": [0.45, 0.65]}
     assert tied(a, {"average": 0.50, "ci95": [0.40, 0.60]})
     assert not tied(a, {"average": 0.30, "ci95": [0.20, 0.40]})
+
+
+def test_metrics_of_earlier_stages_survive_training_one_stage():
+    """metrics.json lost the f2a/bc/skill2action entries when one stage was retrained (shallow update)."""
+    from sof_ros.train import deep_update
+
+    old = {"actions": {"f2a": {"train_samples": 10}, "bc": {"train_samples": 10}}, "train_seconds": {"f2a": 1.0}}
+    new = {"actions": {"bc": {"train_samples": 12}}, "train_seconds": {"bc": 2.0}}
+    merged = deep_update(old, new)
+    assert merged["actions"] == {"f2a": {"train_samples": 10}, "bc": {"train_samples": 12}}
+    assert merged["train_seconds"] == {"f2a": 1.0, "bc": 2.0}
