@@ -5,7 +5,8 @@ Every command that leaves `flow2action_node` (and every pose target) passes thro
 one-line reason a node logs, so an operator can always see *why* the arm slowed down or stopped.
 
 Rules, in the order they are applied:
-1. e-stop latched            -> zero twist, until `clear_estop()` is called explicitly;
+1. e-stop latched            -> zero twist, until `clear_estop()` is called explicitly; with an
+   `EstopStore` the latch outlives the process (a restarted node starts latched);
 2. malformed / NaN / inf      -> zero twist (the command is rejected, never "repaired");
 3. watchdog: any monitored input (frame, plan, command, end-effector pose) older than its
    timeout, or never received -> zero twist;
@@ -19,7 +20,9 @@ non-finite gripper value rejects the whole command.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -134,6 +137,10 @@ class SafetyFilter:
     @property
     def estopped(self) -> bool:
         return self._estop_reason is not None
+
+    @property
+    def estop_reason(self) -> str | None:
+        return self._estop_reason
 
     # --- watchdog ---------------------------------------------------------------------------
     def heartbeat(self, source: str, t: float | None = None) -> None:
@@ -270,3 +277,47 @@ class SafetyFilter:
 
 def _fmt(v: np.ndarray) -> str:
     return "(" + ", ".join(f"{x:.3f}" for x in v) + ")"
+
+
+class EstopStore:
+    """The e-stop latch on disk, so it outlives the process: a node that crashes and restarts while
+    e-stopped starts e-stopped, whatever its e-stop topic holds by then (the publisher may be gone,
+    or may have published false since -- neither clears the stop). Only an explicit clear does.
+
+    One small JSON file, {"latched": bool, "reason": str, "time": float}, replaced atomically
+    (write a temporary file, fsync it, rename it over the old one, fsync the directory): `save`
+    returns only once the new state is on disk, so a stop that was acknowledged survives power loss.
+    A file that cannot be read or parsed counts as latched (fail safe)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def load(self) -> str | None:
+        """The reason of the latched e-stop, or None when none is latched (or no file exists yet)."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return f"e-stop state file {self.path} is unreadable ({type(exc).__name__}: {exc}); treating it as latched"
+        if not isinstance(state, dict) or not isinstance(state.get("latched"), bool):
+            return f"e-stop state file {self.path} has no boolean 'latched'; treating it as latched"
+        return str(state.get("reason") or "e-stop") if state["latched"] else None
+
+    def save(self, reason: str | None) -> None:
+        """Latch (reason) or clear (None), durably; raises OSError when the state cannot be written."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        state = {"latched": reason is not None, "reason": reason or "", "time": time.time()}
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself
+        finally:
+            os.close(fd)

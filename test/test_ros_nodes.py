@@ -26,6 +26,13 @@ pytestmark = pytest.mark.timeout(90)
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
+@pytest.fixture(autouse=True)
+def _own_ros_home(monkeypatch, tmp_path):
+    """Each test its own $ROS_HOME: flow2action keeps its e-stop latch in $ROS_HOME/sof_ros, and one
+    test's (or this machine's) latched e-stop must not stop another's arm."""
+    monkeypatch.setenv("ROS_HOME", str(tmp_path / "ros_home"))
+
+
 def ov(**kw) -> list[Parameter]:
     """parameter_overrides from keyword arguments; '__' stands for '.' (robot__name -> robot.name)."""
     return [Parameter(k.replace("__", "."), value=v) for k, v in kw.items()]
@@ -107,6 +114,7 @@ class FramePump:
     def __init__(self, ros, rate=20.0):
         self.ros = ros
         self.img = ros.publisher(Image, Topics.IMAGE, sensor_qos())
+        self.info = ros.publisher(CameraInfo, Topics.CAMERA_INFO, sensor_qos())
         self.ee = ros.publisher(PoseStamped, Topics.SIM_EE_POSE, sensor_qos())
         self.rate = rate
         self.stamps: list[int] = []
@@ -126,6 +134,8 @@ class FramePump:
             self.ee.publish(cv.matrix_to_pose_stamped(np.eye(4) + np.pad([[0, 0, 0, 0.0]], ((0, 3), (0, 0))) * 0
                                                       + _trans(0.0, 0.7, 0.2), now, "world"))
             if self.frames:
+                h, w = self.rgb.shape[:2]
+                self.info.publish(cv.camera_info_msg(np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]]), w, h, now, "cam"))
                 self.img.publish(cv.image_to_msg(self.rgb, "rgb8", now, "cam"))
                 self.stamps.append(now)
             time.sleep(1.0 / self.rate)
@@ -597,3 +607,264 @@ def test_camera_node_publishes_at_the_working_resolution(ros):
     assert (info.width, info.height) == (64, 48)
     np.testing.assert_allclose(cv.camera_info_to_K(info), [[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
     assert cv.msg_to_image(flows[-1]).shape == (48, 64, 2)
+
+
+# --- safety and bad input (issue 10) -----------------------------------------------------------------
+def _restart(ros, node, make):
+    """Flow2Action 'crashes' (gone from the graph, its memory with it) and a new one starts."""
+    ros.executor.remove_node(node)
+    ros.nodes.remove(node)
+    node.close()
+    node.destroy_node()
+    return ros.add(make())
+
+
+def _moving(twists, since=0):
+    return any(np.any(cv.twist_to_arrays(t)[0]) for t in twists[since:])
+
+
+def test_estop_holds_across_flow2action_restarts(ros, fake_agent, tmp_path):
+    """(a) an e-stop sent once by a publisher that is gone by the restart (`ros2 topic pub --once`);
+    (b) true then false on the latched e-stop topic, so late joiners see false. Either way the
+    restarted node is e-stopped until an explicit clear; a restart without an e-stop starts stopped
+    until fresh inputs (frame, pose, a new plan) arrive."""
+    import json
+
+    from rclpy.node import Node
+
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    state = tmp_path / "estop_state"
+    twists = ros.collect(TwistStamped, Topics.TWIST, command_qos(100))
+    status = ros.collect(String, Topics.STATUS, command_qos(100))
+    clear = ros.publisher(Bool, Topics.ESTOP_CLEAR, command_qos())
+    plan_pubs = (ros.publisher(Image, Topics.FLOW_PLAN, command_qos()), ros.publisher(Int64MultiArray, Topics.TOKENS, command_qos()),
+                 ros.publisher(Float64MultiArray, Topics.ACTION_CHUNK, command_qos()))
+
+    def make():
+        return Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(
+            depth_topic="", estop_state_dir=str(state), plan_timeout_s=30.0))
+
+    def latched_on_disk():
+        return json.loads((state / "sof_flow2action.estop.json").read_text())["latched"]
+
+    def send_plan(node):
+        s = node.latest.stamp_ns
+        plan_pubs[0].publish(cv.flow_plan_to_msg(np.zeros((200, 4, 4, 2), np.float32), s, "cam"))
+        plan_pubs[1].publish(cv.tokens_to_msg(np.array([5, 6, 7]), s, 200, (64, 48)))
+        plan_pubs[2].publish(cv.actions_to_msg(None, s))
+
+    def cleared(node):
+        assert ros.wait_for(lambda: clear.get_subscription_count() >= 1, 10)
+        clear.publish(Bool(data=True))
+        assert ros.wait_for(lambda: not node.safety.estopped, 5)
+        assert latched_on_disk() is False
+
+    node = ros.add(make())
+    assert not node.safety.estopped and latched_on_disk() is False  # the state file exists from the start
+    pump = FramePump(ros).start()
+    try:
+        # (a) sent once, and the sender is gone before the restart
+        once = Node("estop_once", context=ros.ctx)
+        pub = once.create_publisher(Bool, Topics.ESTOP, latched_qos())
+        assert ros.wait_for(lambda: pub.get_subscription_count() >= 1, 10)
+        pub.publish(Bool(data=True))
+        assert ros.wait_for(lambda: any(s.data.startswith("e-stop latched: /sof/estop = true") for s in status), 5)
+        assert latched_on_disk() is True  # on disk by the time the stop is acknowledged
+        once.destroy_node()
+        node = _restart(ros, node, make)
+        assert node.safety.estopped and "held from before this node started" in node.safety.estop_reason
+        n = len(twists)
+        assert ros.wait_for(lambda: node.latest is not None and all(p.get_subscription_count() for p in plan_pubs), 10)
+        send_plan(node)  # fresh frames, pose and plan: still stopped
+        assert ros.wait_for(lambda: len(twists) > n + 10, 10) and not _moving(twists, n)
+        assert status[-1].data.startswith("e-stop latched: held from before this node started")
+        cleared(node)
+        send_plan(node)
+        assert ros.wait_for(lambda: _moving(twists, n), 10)  # the clear, and only the clear, released it
+
+        # (b) true then false on the latched topic: late joiners are told false
+        estop = ros.publisher(Bool, Topics.ESTOP, latched_qos())
+        assert ros.wait_for(lambda: estop.get_subscription_count() >= 1, 10)
+        estop.publish(Bool(data=True))
+        assert ros.wait_for(lambda: node.safety.estopped and latched_on_disk(), 5)
+        estop.publish(Bool(data=False))
+        assert ros.wait_for(lambda: node.estop_topic_last is False, 5)
+        node = _restart(ros, node, make)
+        assert ros.wait_for(lambda: node.estop_topic_last is False, 10)  # the topic's latched false reached it...
+        assert node.safety.estopped  # ...and did not release the stop
+        n = len(twists)
+        assert ros.wait_for(lambda: node.latest is not None, 10)
+        send_plan(node)
+        assert ros.wait_for(lambda: len(twists) > n + 10, 10) and not _moving(twists, n)
+        cleared(node)
+
+        # a restart without an e-stop starts stopped: nothing moves before a new plan arrives
+        node = _restart(ros, node, make)
+        assert not node.safety.estopped
+        n, k = len(twists), len(status)
+        assert ros.wait_for(lambda: node.latest is not None and len(twists) > n + 10, 10)
+        assert not _moving(twists, n) and any(s.data.startswith("stale plan") for s in status[k:])
+        send_plan(node)
+        assert ros.wait_for(lambda: _moving(twists, n), 10)
+    finally:
+        pump.stop()
+
+
+def test_flow2action_refuses_to_start_without_a_writable_estop_state(ros, fake_agent, tmp_path):
+    from sof_ros.errors import SofError
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the state directory should be")
+    with pytest.raises(SofError, match="e-stop state file .* estop_state_dir"):
+        Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(estop_state_dir=str(blocker)))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "sof_flow2action.estop.json").write_text("{not json")
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(estop_state_dir=str(tmp_path / "state"))))
+    assert node.safety.estopped and "unreadable" in node.safety.estop_reason  # a damaged latch is a latch
+
+
+def test_bad_frames_never_drive_the_arm(ros, fake_agent, monkeypatch):
+    """A 1x1 frame, depth of another size, a frame unlike its camera_info or unlike the frames the
+    checkpoint was trained on: a zero twist and a reason -- where a good frame moves the arm."""
+    from sof_ros.ros.base import Frame
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.policy_node import PolicyNode
+
+    fake_agent.frame_size = (64, 48)  # what a checkpoint says it was trained on (SofPolicy.frame_size)
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(plan_timeout_s=30.0)))
+    sent = []
+    monkeypatch.setattr(node.pub_twist, "publish", sent.append)
+    monkeypatch.setattr(node.pub_status, "publish", sent.append)
+    node.safety.heartbeat("pose")
+    node.ee_pos = node.ee.latest = np.array([0.0, 0.7, 0.2])
+    rgb, depth = np.zeros((48, 64, 3), np.uint8), np.ones((48, 64), np.float32)
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    t = node.now_ns()
+    node.on_frame(Frame(t, rgb, depth))
+    assert sent[-1].data.startswith("rejected frame: no camera_info yet")
+    node._on_info(cv.camera_info_msg(K, 64, 48, t, "cam"))
+    node.on_frame(Frame(t + 1, rgb, depth))
+    node._add_part(t + 1, tokens=np.array([1]), steps=200, size=(64, 48), actions=None,
+                   flow_msg=cv.flow_plan_to_msg(np.zeros((200, 2, 2, 2), np.float32), t + 1, "cam"))
+    assert sent[-1].data == "ok" and np.any(cv.twist_to_arrays(sent[-2])[0])  # a good frame moves the arm
+
+    def rejected(frame, why):
+        sent.clear()
+        node.on_frame(frame)
+        assert sent[-1].data.startswith("rejected frame: " + why), sent[-1].data
+        assert not np.any(cv.twist_to_arrays(sent[-2])[0])
+
+    rejected(Frame(t + 2, np.zeros((1, 1, 3), np.uint8), np.ones((1, 1), np.float32)), "image 1x1 but camera_info says 64x48")
+    rejected(Frame(t + 3, rgb, np.ones((24, 32), np.float32)), "depth 32x24 does not match the image 64x48")
+    node._on_info(cv.camera_info_msg(K, 1, 1, t, "cam"))
+    rejected(Frame(t + 4, np.zeros((1, 1, 3), np.uint8)), "image 1x1 but the checkpoint was trained on 64x48")
+    node._on_info(cv.camera_info_msg(K, 64, 48, t, "cam"))
+    sent.clear()
+    node.on_frame(Frame(t + 5, rgb, depth))
+    assert sent[-1].data == "ok"
+
+    # the policy node does not plan on such a frame either
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent))
+    pol.instruction, pol._new_instruction = "push the button", True
+    pol._on_info(cv.camera_info_msg(K, 64, 48, t, "cam"))
+    pol.on_frame(Frame(t, rgb, np.ones((24, 32), np.float32)))
+    pol.on_frame(Frame(t + 1, np.zeros((1, 1, 3), np.uint8), np.ones((1, 1), np.float32)))
+    assert not fake_agent.plans
+    pol.on_frame(Frame(t + 2, rgb, depth))
+    assert len(fake_agent.plans) == 1
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sof_metaworld"
+
+
+@pytest.mark.skipif(not (SHIPPED / "f2a.pt").is_file(), reason=f"shipped checkpoint {SHIPPED} is missing")
+def test_unknown_instructions_refused_or_embedded_with_an_encoder_loaded_at_start_up(ros, monkeypatch):
+    """The language model is loaded while the node starts (unknown_instruction=warn), never inside
+    the instruction callback; with refuse (the default) an instruction the checkpoint was not
+    trained on stops planning, and says so."""
+    import sys
+    import types
+
+    from sof_ros import text
+    from sof_ros.policies import load_policy
+    from sof_ros.ros.base import Frame
+    from sof_ros.ros.policy_node import PolicyNode
+
+    loads = []
+
+    class Encoder:  # stands in for sentence_transformers.SentenceTransformer: records where it is loaded
+        def __init__(self, path, device=None):
+            loads.append(threading.current_thread())
+
+        def encode(self, texts, normalize_embeddings=True):
+            return np.full((len(texts), 384), 384 ** -0.5, np.float32)
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
+    monkeypatch.setattr(text, "_MODEL", None)
+    policy = load_policy("sof", str(SHIPPED))
+    known, unknown = policy.instructions[0], "juggle three oranges"
+    assert not policy.knows_instruction(unknown)
+    status = ros.collect(String, Topics.POLICY_STATUS, latched_qos())
+    instruction = ros.publisher(String, Topics.INSTRUCTION, latched_qos())
+
+    refuse = ros.add(PolicyNode(context=ros.ctx, agent=policy))
+    assert not loads  # refuse never needs the language model
+    instruction.publish(String(data=unknown))
+    assert ros.wait_for(lambda: status and status[-1].data.startswith("instruction refused"), 10)
+    assert "not trained on it" in status[-1].data and "unknown_instruction:=warn" in status[-1].data
+    assert refuse.instruction == "" and not loads
+    instruction.publish(String(data=known))
+    assert ros.wait_for(lambda: refuse.instruction == known, 10)
+    ros.executor.remove_node(refuse)
+    ros.nodes.remove(refuse)
+    refuse.destroy_node()
+
+    warn = PolicyNode(context=ros.ctx, agent=policy, parameter_overrides=ov(unknown_instruction="warn"))
+    assert loads == [threading.current_thread()]  # at start-up, in the thread constructing the node
+    ros.add(warn)
+    k = len(status)
+    instruction.publish(String(data=unknown))
+    assert ros.wait_for(lambda: warn.instruction == unknown, 10)
+    assert ros.wait_for(lambda: any("not one the checkpoint was trained on" in s.data for s in status[k:]), 10)
+    assert "planning anyway (unknown_instruction=warn)" in status[-1].data
+    assert loads == [threading.current_thread()] and policy.knows_instruction(unknown)  # embedded, not reloaded
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 63.5], [0, 0, 1]])
+    warn._on_info(cv.camera_info_msg(K, 128, 128, 1, "cam"))
+    warn.ee.add(1, np.array([0.0, 0.6, 0.2]))
+    warn.on_frame(Frame(1, np.zeros((128, 128, 3), np.uint8), np.ones((128, 128), np.float32)))
+    assert warn.plans_published == 1
+
+
+def test_instruction_logging_is_truncated_and_throttled(ros, fake_agent, monkeypatch):
+    """~600 different megabyte-long instructions a second used to be ~600 full-length INFO lines a second."""
+    from sof_ros.ros.policy_node import PolicyNode
+
+    node = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(max_instruction_chars=10**7)))
+    lines = []
+    log = types_logger(lines)
+    monkeypatch.setattr(node, "get_logger", lambda: log)
+    statuses = []
+    monkeypatch.setattr(node.pub_status, "publish", statuses.append)
+    big = "x" * 1_000_000
+    t0 = time.monotonic()
+    for i in range(300):
+        node._on_instruction(String(data=f"{i} {big}"))
+    elapsed = time.monotonic() - t0
+    assert node.instruction.startswith("299 ")  # the newest instruction is the one in force
+    assert 1 <= len(lines) <= 2 + elapsed, (len(lines), elapsed)
+    assert max(len(line) for line in lines) < 400 and "(1000002 characters)" in lines[0]
+    assert len(statuses) == 300 and max(len(s.data) for s in statuses) < 400
+    node.p.max_instruction_chars = 1000  # the default
+    node._on_instruction(String(data="y" * 2000))  # over max_instruction_chars: refused, not planned on
+    assert node.instruction == "" and statuses[-1].data.startswith("instruction refused")
+
+
+def types_logger(lines):
+    import types
+
+    def record(msg, *a, **k):
+        lines.append(msg)
+
+    return types.SimpleNamespace(debug=record, info=record, warning=record, error=record)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sof_ros.safety import OK, RobotLimits, SafeCommand, SafetyFilter, WatchdogTimeouts
+from sof_ros.safety import OK, EstopStore, RobotLimits, SafeCommand, SafetyFilter, WatchdogTimeouts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -154,3 +154,24 @@ def test_gripper_clipped_and_invalid_limits_refused():
     with pytest.raises(ValueError):
         SafetyFilter(RobotLimits(max_linear_speed=math.nan))
     assert SafeCommand.stop().is_zero
+
+
+def test_estop_store_outlives_the_process_and_fails_safe(tmp_path, monkeypatch):
+    import json
+    import os
+
+    store = EstopStore(tmp_path / "deep" / "f2a.estop.json")
+    assert store.load() is None  # no file yet: nothing latched
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store.save("operator button")
+    assert len(synced) == 2  # the file and the directory entry of the rename, before save returns
+    assert EstopStore(store.path).load() == "operator button"  # a new process reads it back
+    assert sorted(os.listdir(tmp_path / "deep")) == ["f2a.estop.json"]  # no temporary left behind
+    store.save(None)
+    assert store.load() is None and json.loads(open(store.path).read())["latched"] is False
+    for bad in ("{truncated", '{"latched": "no"}', "[]"):
+        with open(store.path, "w") as f:
+            f.write(bad)
+        assert "treating it as latched" in store.load()

@@ -58,6 +58,31 @@ class CheckpointPolicy:
             instructions = {k: v.numpy() for k, v in torch.load(instr_path, weights_only=True).items()}
         return cls(cfg, models, instructions, device, replan_every)
 
+    # --- instructions (for the ROS policy node) -----------------------------------------
+    @property
+    def instructions(self) -> list[str]:
+        """The instructions this checkpoint has embeddings for: the ones it was trained on."""
+        return sorted(self.text.cache)
+
+    def knows_instruction(self, instruction: str) -> bool:
+        return self.text.knows(instruction)
+
+    def load_text_encoder(self) -> None:
+        """Load the language model now (seconds), so an unknown instruction is embedded in milliseconds later."""
+        from sof_ros.text import load_model
+
+        load_model()
+
+    def prepare_instruction(self, instruction: str) -> None:
+        """Embed (and cache) the instruction now, before the frame its first plan is made on."""
+        self.text(instruction)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(W, H) of the frames this checkpoint was trained on (its simulator camera): the ROS nodes
+        refuse frames of another size (the camera node's working size makes them this size)."""
+        return int(self.cfg.sim.width), int(self.cfg.sim.height)
+
     # --- tensors -------------------------------------------------------------------------
     def _inputs(self, obs: AgentInput, instruction: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """(image at the working resolution, instruction embedding, (W, H) of the frame)."""

@@ -93,8 +93,42 @@ def latched_qos() -> QoSProfile:
 
 # --- node base ------------------------------------------------------------------------------------
 class SyncedFrameInputs:
-    """Image/depth/gripper-state callbacks shared by the policy and Flow2Action nodes: frames pass
-    through `self.sync` (FrameSync) and each complete frame goes to `self.on_frame`."""
+    """Image/depth/camera_info/gripper-state callbacks shared by the policy and Flow2Action nodes:
+    frames pass through `self.sync` (FrameSync) and each complete frame goes to `self.on_frame`,
+    which checks it with `self.frame_problem` first."""
+
+    K = None
+    info_size: tuple[int, int] | None = None  # (W, H) of the newest camera_info
+
+    def _on_info(self, msg) -> None:
+        from sof_ros.ros import conversions as cv
+
+        try:
+            self.K = cv.camera_info_to_K(msg)
+        except cv.ConversionError as exc:
+            self.log_reason("input", str(exc), "warning")
+            return
+        self.info_size = (int(msg.width), int(msg.height))
+
+    def frame_problem(self, frame: "Frame") -> str | None:
+        """Why `frame` must not drive the arm, or None: its depth must match the image, the image
+        its camera_info, and both the frame size the checkpoint was trained on (the policy's
+        `frame_size`, when it says)."""
+        h, w = frame.rgb.shape[:2]
+        if frame.depth is not None and frame.depth.shape[:2] != (h, w):
+            dh, dw = frame.depth.shape[:2]
+            return (f"depth {dw}x{dh} does not match the image {w}x{h}; publish depth aligned to the colour "
+                    "image (realsense2_camera: aligned_depth_to_color, align_depth.enable:=true)")
+        if self.info_size is None:
+            return f"no camera_info yet on {self.p.camera_info_topic}; frames are checked against it"
+        if self.info_size != (w, h):
+            return (f"image {w}x{h} but camera_info says {self.info_size[0]}x{self.info_size[1]}; "
+                    "image and camera_info must come from the same stream")
+        expected = getattr(self.agent, "frame_size", None)
+        if expected is not None and tuple(expected) != (w, h):
+            return (f"image {w}x{h} but the checkpoint was trained on {expected[0]}x{expected[1]} frames; set the "
+                    f"camera node's working_width/working_height to {expected[0]}/{expected[1]}")
+        return None
 
     def _on_grip_state(self, msg) -> None:
         self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None

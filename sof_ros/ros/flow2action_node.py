@@ -17,12 +17,16 @@ A new plan takes effect at once: the latest frame, already answered with the pre
 this one was computed (wait_for_replan false), is answered again with the new one.
 
 Fail safe: anything odd -> zero twist, never motion. A watchdog timer publishes zero twists while
-a frame / plan / end-effector pose / command is stale; std_msgs/Bool true on the e-stop topic
-latches a stop until true is published on the clear topic. Every decision's reason is published on
-the status topic and logged when it changes.
+a frame / plan / end-effector pose / command is stale; a frame whose size disagrees with its depth,
+its camera_info or the checkpoint is rejected; std_msgs/Bool true on the e-stop topic latches a stop
+until true is published on the clear topic -- on disk too (estop_state_dir, fsynced before the stop
+is acknowledged on the status topic), so a restarted node starts e-stopped whatever the e-stop topic
+holds by then. Every decision's reason is published on the status topic and logged when it changes.
 """
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -38,7 +42,7 @@ from sof_ros.ros import conversions as cv
 from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import Flow2ActionNodeParams, watchdog_timeouts
-from sof_ros.safety import OK, SafeCommand, SafetyFilter
+from sof_ros.safety import OK, EstopStore, SafeCommand, SafetyFilter
 
 OUTPUT_MODES = ("twist", "pose", "both")
 
@@ -65,6 +69,18 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self.safety = SafetyFilter(p.robot.limits(), watchdog_timeouts(p), monitored=("frame", "plan", "pose"))
         except ValueError as exc:
             raise SofError(f"robot limits: {exc}") from None
+        self.estop_store = EstopStore(estop_state_path(p.estop_state_dir, self.get_fully_qualified_name()))
+        held = self.estop_store.load()
+        try:  # also proves the directory writable before the arm can move
+            self.estop_store.save(held)
+        except OSError as exc:
+            raise SofError(f"cannot write the e-stop state file {self.estop_store.path} ({exc}); an e-stop must survive "
+                           "a restart of this node: set estop_state_dir to a writable directory") from None
+        self._persisted = held
+        if held is not None:
+            self.safety.estop(f"held from before this node started ({held}); publish true on {p.estop_clear_topic} to clear")
+            self.get_logger().error(f"[estop] e-stop latched before this node started: {held}; the arm stays stopped "
+                                    f"until true is published on {p.estop_clear_topic}")
         self.agent = agent if agent is not None else load_agent(p.agent)
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
@@ -106,6 +122,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.commands_published = 0
         self.zero_twists_published = 0
         self.last_reason = "starting"
+        self.estop_topic_last: bool | None = None  # the newest value on the e-stop topic (None: none yet)
         self._moveit = _MoveItPyTarget(self, p) if p.use_moveit_py and p.output_mode != "twist" else None
         self.create_timer(1.0 / p.watchdog_rate_hz, self._watchdog)
         self.get_logger().info(
@@ -113,12 +130,6 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             f"box {p.robot.workspace_min}..{p.robot.workspace_max} m, <= {p.robot.max_linear_speed} m/s")
 
     # --- inputs ------------------------------------------------------------------------------
-    def _on_info(self, msg: CameraInfo) -> None:
-        try:
-            self.K = cv.camera_info_to_K(msg)
-        except cv.ConversionError as exc:
-            self.log_reason("input", str(exc), "warning")
-
     def _on_cam_pose(self, msg: PoseStamped) -> None:
         try:
             self.cam_pose = cv.pose_msg_to_matrix(msg.pose)
@@ -204,6 +215,11 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
                 for s in sorted(self._stamp_seq)[:-128]:
                     del self._stamp_seq[s]
             self.latest = frame
+        bad = self.frame_problem(frame)
+        if bad:  # not a heartbeat either: a stream of bad frames is no frames
+            self._publish(SafeCommand.stop(), f"rejected frame: {bad}", frame.stamp_ns)
+            return
+        if new:
             self.safety.heartbeat("frame")
         plan = self.plan
         if plan is None:
@@ -303,19 +319,42 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self._publish(cmd, reason)
 
     def _on_estop(self, msg: Bool) -> None:
-        if msg.data:
-            cmd, reason = self.safety.estop(f"{self.p.estop_topic} = true")
-            self._publish(cmd, reason)
-        else:
+        self.estop_topic_last = bool(msg.data)
+        if not msg.data:
             self.log_reason("estop", f"false on {self.p.estop_topic} does not clear the e-stop; publish true on {self.p.estop_clear_topic}")
+            return
+        cmd, reason = self.safety.estop(f"{self.p.estop_topic} = true")  # stopped from here on, written or not
+        if self._persisted is None:
+            try:  # on disk before the stop is acknowledged (the status and zero twist below)
+                self.estop_store.save(self.safety.estop_reason)
+                self._persisted = self.safety.estop_reason
+            except OSError as exc:
+                reason += f"; NOT saved to {self.estop_store.path} ({exc}): a restart of this node would forget it"
+                self.get_logger().error(f"[estop] {reason}")
+        self._publish(cmd, reason)
 
     def _on_estop_clear(self, msg: Bool) -> None:
-        if msg.data:
-            self._status(self.safety.clear_estop(), "warning")
+        if not msg.data:
+            return
+        try:  # the file first: a clear that is not on disk would come back as a stop after a restart -- fail safe
+            self.estop_store.save(None)
+            self._persisted = None
+        except OSError as exc:
+            self._status(f"e-stop NOT cleared: cannot write {self.estop_store.path} ({exc}); fix the directory and "
+                         "clear again", "error")
+            return
+        self._status(self.safety.clear_estop(), "warning")
 
     def close(self) -> None:
         if self._moveit is not None:
             self._moveit.stop()
+
+
+def estop_state_path(directory: str, node_name: str) -> str:
+    """<directory or $ROS_HOME/sof_ros>/<node name>.estop.json (one file per Flow2Action node)."""
+    directory = directory or os.path.join(os.environ.get("ROS_HOME") or os.path.join("~", ".ros"), "sof_ros")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node_name.strip("/")) or "sof_flow2action"
+    return os.path.join(os.path.expanduser(directory), f"{name}.estop.json")
 
 
 def _ok(reason: str) -> bool:

@@ -53,6 +53,7 @@ class Topics:
     ACTION_CHUNK = "/sof/policy/action_chunk"
     PLAN_IMAGE = "/sof/policy/plan_image"
     MARKERS = "/sof/policy/markers"
+    POLICY_STATUS = "/sof/policy/status"
     # flow2action node
     TWIST = "/sof/cmd/twist"
     GRIPPER = "/sof/cmd/gripper"
@@ -174,6 +175,12 @@ class CameraNodeParams:
 class PolicyNodeParams:
     agent: AgentParams = field(default_factory=AgentParams)
     instruction_topic: str = P(Topics.INSTRUCTION, "std_msgs/String instruction (reliable, transient local); a new one triggers a re-plan")
+    unknown_instruction: str = P("refuse", "an instruction the checkpoint has no embedding for (was not trained on): refuse "
+                                 "(planning stops, said on status_topic) | warn (embed it with the language model, loaded at "
+                                 "start-up, and plan; the policy has never seen it)")
+    max_instruction_chars: int = P(1000, "longer instructions are refused (the encoder reads 256 tokens at most)")
+    status_topic: str = P(Topics.POLICY_STATUS, "output: std_msgs/String (transient local), what the node does with the "
+                          "current instruction: planning, refused and why")
     image_topic: str = P(Topics.IMAGE, "rgb8 frames from the camera node")
     depth_topic: str = P(Topics.DEPTH, "32FC1 depth from the camera node; empty = plan without depth")
     camera_info_topic: str = P(Topics.CAMERA_INFO, "camera model")
@@ -216,6 +223,9 @@ class Flow2ActionNodeParams:
     status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
     estop_topic: str = P(Topics.ESTOP, "std_msgs/Bool; true latches the e-stop (false does NOT clear it)")
     estop_clear_topic: str = P(Topics.ESTOP_CLEAR, "std_msgs/Bool; true clears a latched e-stop")
+    estop_state_dir: str = P("", "directory of the e-stop state file (<node name>.estop.json, written and fsynced before a "
+                             "stop or clear is acknowledged) that makes a latched e-stop survive a restart of this node; "
+                             "empty = $ROS_HOME/sof_ros (~/.ros/sof_ros). Must be writable: the node refuses to start otherwise")
     use_moveit_py: bool = P(False, "execute pose targets through moveit_py (must be installed)")
     pose_lookahead_steps: int = P(4, "pose target = end-effector + this many steps of the current action")
     pose_rate_hz: float = P(2.0, "maximum rate of moveit_py plan+execute requests")

@@ -9,7 +9,14 @@ the plan was made from:
   plan_image   sensor_msgs/Image rgb8, the plan's point tracks over the frame
   markers      visualization_msgs/MarkerArray, one arrow per moving track (base frame if the camera
                pose is known, else the camera optical frame)
+  status       std_msgs/String (transient local): what happens with the current instruction
 A failing plan() is logged and publishes nothing: flow2action's plan watchdog then stops the arm.
+So does a frame whose size disagrees with its depth, camera_info or the checkpoint.
+
+Instructions: one the checkpoint has no embedding for (was not trained on) is refused, or with
+unknown_instruction=warn embedded by the language model -- loaded at start-up then, never inside a
+callback -- and planned with a warning. Instructions are logged once per change, shortened and at
+most once a second.
 """
 from __future__ import annotations
 
@@ -27,6 +34,9 @@ from sof_ros.ros import plan_vis
 from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
 from sof_ros.ros.params import PolicyNodeParams
+
+UNKNOWN_INSTRUCTION = ("refuse", "warn")
+LOGGED_INSTRUCTION_CHARS = 120
 
 
 def check_plan(plan) -> str | None:
@@ -57,7 +67,13 @@ class PolicyNode(SyncedFrameInputs, SofNode):
     def __init__(self, node_name: str | None = None, agent=None, **kwargs):
         super().__init__(node_name, **kwargs)
         p: PolicyNodeParams = self.p
+        if p.unknown_instruction not in UNKNOWN_INSTRUCTION:
+            raise SofError(f"unknown_instruction must be one of {UNKNOWN_INSTRUCTION}, got '{p.unknown_instruction}'")
         self.agent = agent if agent is not None else load_agent(p.agent)
+        if p.unknown_instruction == "warn" and callable(getattr(self.agent, "load_text_encoder", None)):
+            t0 = time.perf_counter()  # now, not in the instruction callback (seconds with the executor blocked)
+            self.agent.load_text_encoder()
+            self.get_logger().info(f"language model for new instructions loaded in {time.perf_counter() - t0:.2f} s")
         warm_up = getattr(self.agent, "warm_up", None)
         if callable(warm_up):  # trace / build kernels now, not on the first frame the arm waits for
             t0 = time.perf_counter()
@@ -72,6 +88,7 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.pub_actions = self.create_publisher(Float64MultiArray, p.action_chunk_topic, cq)
         self.pub_vis = self.create_publisher(Image, p.plan_image_topic, cq)
         self.pub_markers = self.create_publisher(MarkerArray, p.markers_topic, cq)
+        self.pub_status = self.create_publisher(String, p.status_topic, latched_qos())
         self.sync = FrameSync(use_depth=bool(p.depth_topic))
         self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
         self.create_subscription(Image, p.image_topic, self._on_image, sq)
@@ -84,6 +101,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         if p.gripper_state_topic:
             self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
         self.instruction = ""
+        self._last_instruction = ""
+        self._instruction_logged_at, self._instructions_not_logged = -1e9, 0
         self._new_instruction = False
         self._since_plan = 0
         self.K = None
@@ -97,16 +116,52 @@ class PolicyNode(SyncedFrameInputs, SofNode):
     # --- inputs ------------------------------------------------------------------------------
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
-        if text != self.instruction:
-            self.get_logger().info(f"instruction: '{text}'" if text else "instruction cleared: planning stops")
-        self.instruction = text
-        self._new_instruction = bool(text)
+        if text == self._last_instruction:  # the same again: re-plan now (if it was accepted), nothing to report
+            self._new_instruction = bool(self.instruction)
+            return
+        self._last_instruction = text
+        p, shown = self.p, _shorten(text)
+        refusal = unknown = None
+        if len(text) > p.max_instruction_chars:
+            refusal = f"{len(text)} characters, more than max_instruction_chars {p.max_instruction_chars}"
+        elif text and not self._knows(text):
+            known = getattr(self.agent, "instructions", [])
+            if p.unknown_instruction == "refuse":
+                refusal = (f"the checkpoint was not trained on it (it knows {len(known)}: "
+                           f"{_shorten('; '.join(known))}); set unknown_instruction:=warn to embed and plan it anyway")
+            else:
+                try:
+                    self.agent.prepare_instruction(text)
+                    unknown = ("it is not one the checkpoint was trained on: embedded by the language model, planning "
+                               "anyway (unknown_instruction=warn)")
+                except Exception as exc:  # encoder missing or failing: refuse rather than plan on nothing
+                    refusal = f"it could not be embedded: {type(exc).__name__}: {exc}"
+        # one status message per instruction: the status topic keeps only the newest
+        if refusal:
+            self.instruction, self._new_instruction = "", False
+            self._report(f"instruction refused, not planning: {shown}: {refusal}", "error")
+        elif unknown:
+            self.instruction, self._new_instruction = text, True
+            self._report(f"instruction {shown}: {unknown}", "warning")
+        else:
+            self.instruction, self._new_instruction = text, bool(text)
+            self._report(f"instruction {shown}: planning" if text else "instruction cleared: planning stops", "info")
 
-    def _on_info(self, msg: CameraInfo) -> None:
-        try:
-            self.K = cv.camera_info_to_K(msg)
-        except cv.ConversionError as exc:
-            self.log_reason("input", str(exc), "warning")
+    def _knows(self, text: str) -> bool:
+        knows = getattr(self.agent, "knows_instruction", None)
+        return True if knows is None else bool(knows(text))  # an agent that does not say knows everything
+
+    def _report(self, reason: str, level: str) -> None:
+        """Status topic (every time) + log (at most one line a second, however fast instructions arrive)."""
+        self.pub_status.publish(String(data=reason))
+        now = time.monotonic()
+        if now - self._instruction_logged_at < 1.0:
+            self._instructions_not_logged += 1
+            return
+        if self._instructions_not_logged:
+            reason += f" [{self._instructions_not_logged} instruction changes in between not logged; see {self.p.status_topic}]"
+        self._instruction_logged_at, self._instructions_not_logged = now, 0
+        self.log_reason("instruction", reason, level, every_s=0.0)
 
     def _on_cam_pose(self, msg: PoseStamped) -> None:
         try:
@@ -127,6 +182,10 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.log_reason("plan", "no instruction yet; not planning", every_s=10.0)
             return
         if not (self._new_instruction or self._since_plan >= self.replan_every):
+            return
+        bad = self.frame_problem(frame)
+        if bad:  # nothing is published: flow2action rejects the frame too, and its plan watchdog stops the arm
+            self.log_reason("plan", f"not planning on this frame: {bad}", "warning")
             return
         obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
                                ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
@@ -187,6 +246,11 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             m.pose.orientation.w = 1.0
             out.markers.append(m)
         return out
+
+
+def _shorten(text: str, n: int = LOGGED_INSTRUCTION_CHARS) -> str:
+    """'text' quoted, cut to n characters with the full length noted (instructions may be megabytes)."""
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} characters)"
 
 
 def main(args: list[str] | None = None) -> int:
