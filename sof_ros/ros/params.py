@@ -275,7 +275,9 @@ class RecorderNodeParams:
     topics: list[str] = P([Topics.INSTRUCTION, Topics.IMAGE, Topics.DEPTH, Topics.CAMERA_INFO, Topics.FLOW,
                            Topics.TOKENS, Topics.FLOW_PLAN, Topics.ACTION_CHUNK, Topics.PLAN_IMAGE, Topics.MARKERS, Topics.TWIST,
                            Topics.GRIPPER, Topics.STATUS, Topics.COMMAND_INFO, Topics.SIM_EE_POSE, Topics.SIM_JOINT_STATES,
-                           Topics.SIM_SUCCESS], "topics to record (types are discovered from the graph)")
+                           Topics.SIM_GRIPPER_STATE, Topics.CAMERA_POSE, Topics.SIM_SUCCESS],
+                        "topics to record (types are discovered from the graph); the defaults hold all that "
+                        "sof-import-mcap needs to turn a recording into action-labelled episodes")
     discovery_period_s: float = P(0.5, "how often to look for publishers of not-yet-subscribed topics")
 
 
