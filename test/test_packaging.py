@@ -59,3 +59,28 @@ def test_package_xml_format_3():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs"} <= deps
+
+
+# ROS packages imported by module name (ament_python / rosidl Python packages share the package name)
+_ROS_MODULE_SUFFIXES = ("_msgs", "_interfaces", "_srvs")
+_ROS_MODULES = {"rclpy", "tf2_ros", "ament_index_python", "launch", "launch_ros"}
+_OPTIONAL = {"moveit": "moveit_py, only with use_moveit_py (a clear error names the package when missing)"}
+
+
+def test_package_xml_declares_every_ros_package_the_code_imports():
+    """rosdep installs exec_depends: a ROS package imported anywhere in sof_ros/ or launch/ (at module
+    level or lazily) must be one, or an optional dependency documented here."""
+    import ast
+
+    imported = set()
+    for path in list((ROOT / "sof_ros").rglob("*.py")) + list((ROOT / "launch").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in _ROS_MODULES or top.endswith(_ROS_MODULE_SUFFIXES):
+                    imported.add(top)
+    deps = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
+    assert {"tf2_ros", "moveit_msgs", "rcl_interfaces", "builtin_interfaces", "ament_index_python"} <= imported
+    assert imported - set(_OPTIONAL) <= deps, sorted(imported - set(_OPTIONAL) - deps)

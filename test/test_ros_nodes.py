@@ -311,9 +311,9 @@ def _fake_moveit(monkeypatch, log):
     import sys
     import types
 
-    class MoveItPy:
-        def __init__(self, node_name=None):
-            log.append(("init", node_name))
+    class MoveItPy:  # moveit.planning.MoveItPy(node_name=..., launch_params_filepaths=None, config_dict=None)
+        def __init__(self, node_name="moveit_py", launch_params_filepaths=None, config_dict=None):
+            log.append(("init", node_name, config_dict))
 
         def get_planning_component(self, group):
             log.append(("group", group))
@@ -329,15 +329,29 @@ def _fake_moveit(monkeypatch, log):
     monkeypatch.setitem(sys.modules, "moveit.planning", planning)
 
 
-def test_pose_targets_clamped_and_executed_through_moveit_py(ros, fake_agent, monkeypatch):
+def test_pose_targets_clamped_and_executed_through_moveit_py(ros, fake_agent, monkeypatch, tmp_path):
+    import yaml
+
+    from sof_ros.errors import SofError
     from sof_ros.ros.flow2action_node import Flow2ActionNode
 
     log: list = []
     _fake_moveit(monkeypatch, log)
+    # MoveItPy cannot read this node's params file: its configuration comes from the moveit_config file
+    moveit_cfg = {"robot_description": "<robot name='panda'/>", "robot_description_semantic": "<robot name='panda'/>",
+                  "planning_pipelines": {"pipeline_names": ["ompl"]}, "plan_request_params": {"planning_pipeline": "ompl"}}
+    with pytest.raises(SofError, match="use_moveit_py needs moveit_config"):
+        Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("panda.yaml"),
+                        parameter_overrides=ov(output_mode="pose", use_moveit_py=True, estop_state_dir=str(tmp_path)))
+    params_file = tmp_path / "moveit_params.yaml"  # the ROS params-file form works too
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": moveit_cfg}}))
+    (tmp_path / "moveit.yaml").write_text(yaml.safe_dump(moveit_cfg))
+    assert __import__("sof_ros.ros.flow2action_node", fromlist=["x"]).load_moveit_config(str(params_file)) == moveit_cfg
     targets = ros.collect(PoseStamped, Topics.POSE_TARGET, command_qos(10))
     node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("panda.yaml"),
-                                   parameter_overrides=ov(output_mode="both", use_moveit_py=True, pose_rate_hz=50.0)))
-    assert ("group", "panda_arm") in log
+                                   parameter_overrides=ov(output_mode="both", use_moveit_py=True, pose_rate_hz=50.0,
+                                                          moveit_config=str(tmp_path / "moveit.yaml"))))
+    assert ("init", "sof_flow2action_moveit_py", moveit_cfg) in log and ("group", "panda_arm") in log
     for s in ("frame", "plan", "pose"):
         node.safety.heartbeat(s)
     node.ee_pos = np.array([0.5, 0.0, 0.05])  # near the floor of the panda box (z >= 0.02)
@@ -450,7 +464,7 @@ def test_camera_node_realsense_source(ros, monkeypatch):
     flows = ros.collect(Image, Topics.FLOW, sq)
     poses = ros.collect(PoseStamped, Topics.CAMERA_POSE, latched_qos())
     cam = ros.add(CameraNode(context=ros.ctx, cli_args=yaml_args("panda.yaml"), parameter_overrides=ov(
-        realsense_width=64, realsense_height=48, realsense_serial="123", rate_hz=10.0, camera_pose_source="param",
+        realsense_width=64, realsense_height=48, realsense_serial="123", working_width=0, working_height=0, rate_hz=10.0, camera_pose_source="param",
         camera_pose=[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0])))
     assert ("device", "123") in calls["enabled"] and ("color", 64, 48, "rgb8", 30) in calls["enabled"]
     assert ros.wait_for(lambda: len(imgs) >= 3 and len(flows) >= 2 and depths and infos and poses, 10)
@@ -868,3 +882,117 @@ def types_logger(lines):
         lines.append(msg)
 
     return types.SimpleNamespace(debug=record, info=record, warning=record, error=record)
+
+
+# --- real-robot readiness (issue 11) --------------------------------------------------------------------
+def _servo_command_type_stand_in(monkeypatch):
+    """moveit_msgs/srv/ServoCommandType (int8 command_type -> bool success) is not installable here: a
+    stand-in with the same Python surface (Request.TWIST, request.command_type, response.success) on
+    a real ROS service type, so the call really crosses DDS. lifecycle_msgs/ChangeState carries the
+    command type in transition.id and answers `success`."""
+    import sys
+    import types
+
+    ChangeState = pytest.importorskip("lifecycle_msgs.srv", reason="no stand-in service type available").ChangeState
+
+    class Request(ChangeState.Request):
+        JOINT_JOG, TWIST, POSE = 0, 1, 2
+
+        @property
+        def command_type(self):
+            return self.transition.id
+
+        @command_type.setter
+        def command_type(self, value):
+            self.transition.id = value
+
+    class ServoCommandType(ChangeState):
+        pass
+
+    ServoCommandType.Request = Request
+    msgs, srv = types.ModuleType("moveit_msgs"), types.ModuleType("moveit_msgs.srv")
+    srv.ServoCommandType, msgs.srv = ServoCommandType, srv
+    monkeypatch.setitem(sys.modules, "moveit_msgs", msgs)
+    monkeypatch.setitem(sys.modules, "moveit_msgs.srv", srv)
+    return ServoCommandType
+
+
+def test_flow2action_switches_servo_to_twist_commands_once_servo_is_up(ros, fake_agent, monkeypatch):
+    """Jazzy's MoveIt Servo drops twists until ~/switch_command_type sets TWIST (1): flow2action calls
+    it at start-up and keeps trying until Servo (which may start later) answers success."""
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    srv_type = _servo_command_type_stand_in(monkeypatch)
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(
+        servo_command_type_service="/test_servo/switch_command_type")))
+    assert node.servo is not None and node.servo.srv is srv_type and not node.servo.done
+    asked = []
+
+    def servo(request, response):  # refuses the first call, as a Servo still starting up might
+        asked.append(request.transition.id)
+        response.success = len(asked) > 1
+        return response
+
+    ros.probe.create_service(srv_type, "/test_servo/switch_command_type", servo)  # Servo comes up after the node
+    assert ros.wait_for(lambda: node.servo.done, 15), asked
+    assert asked == [1, 1]  # TWIST, retried after the refusal
+    assert not ros.add(Flow2ActionNode(context=ros.ctx, node_name="f2a_sim", agent=fake_agent, parameter_overrides=ov(
+        servo_command_type_service=""))).servo  # no Servo (the sim bridge): nothing is called
+
+
+def test_frames_and_gripper_per_robot_profile(ros, fake_agent):
+    """franka_ros2 poses in fr3_link0 are taken with robot.name fr3 (panda_link0 with panda); the
+    gripper opening comes from the finger joints of sensor_msgs/JointState."""
+    from sensor_msgs.msg import JointState
+
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.params import RobotParams
+    from sof_ros.ros.policy_node import PolicyNode
+
+    fr3 = RobotParams.profile("fr3")
+    assert (fr3.base_frame, fr3.ee_frame, fr3.moveit_group) == ("fr3_link0", "fr3_hand_tcp", "fr3_arm")
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("fr3.yaml"),
+                                   parameter_overrides=ov(servo_command_type_service="")))
+    assert node.p.robot.base_frame == "fr3_link0" and node.p.joint_states_topic == "/joint_states"
+    node._on_ee(cv.matrix_to_pose_stamped(np.eye(4) + _trans(0.4, 0.0, 0.3), 1, "fr3_link0"))
+    assert node.ee_pos is not None and node.ee_pos[0] == pytest.approx(0.4)
+    node.ee_pos = None
+    node._on_ee(cv.matrix_to_pose_stamped(np.eye(4), 2, "panda_link0"))  # another robot's frame: refused
+    assert node.ee_pos is None
+
+    js = JointState()
+    js.name = ["fr3_joint1", "fr3_finger_joint1", "fr3_finger_joint2"]
+    js.position = [0.3, 0.02, 0.02]
+    node._on_joint_states(js)
+    assert node.gripper_state == pytest.approx(0.5)  # 0.04 m of 0.08 m: half open
+    arm_only = JointState()
+    arm_only.name, arm_only.position = ["fr3_joint1"], [0.1]
+    node._on_joint_states(arm_only)  # the arm's own joint states on the same topic: opening kept
+    assert node.gripper_state == pytest.approx(0.5)
+    js.position = [0.3, 0.05, 0.05]
+    node._on_joint_states(js)
+    assert node.gripper_state == 1.0  # clipped
+
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, cli_args=yaml_args("fr3.yaml")))
+    assert pol.p.robot.gripper_joint_names == ["fr3_finger_joint1", "fr3_finger_joint2"]
+    js.position = [0.3, 0.0, 0.0]
+    pol._on_joint_states(js)
+    assert pol.gripper_state == 0.0  # closed
+
+
+def test_frame_sync_pairs_colour_and_depth_within_the_stamp_tolerance():
+    from sof_ros.ros.base import FrameSync
+
+    rgb, depth = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32)
+    exact = FrameSync(use_depth=True)
+    assert exact.add_rgb(1_000_000, rgb) is None and exact.add_depth(1_004_000, depth) is None  # 4 ms apart: never
+    sync = FrameSync(use_depth=True, tolerance_ns=15_000_000)
+    assert sync.add_rgb(1_000_000_000, rgb) is None
+    assert sync.add_depth(966_000_000, depth) is None  # the previous frame's depth (34 ms off): not this frame's
+    f = sync.add_depth(1_004_000_000, depth * 2)  # aligned depth stamped 4 ms after the colour frame
+    assert f is not None and f.stamp_ns == 1_000_000_000 and f.depth[0, 0] == 2.0  # carries the colour stamp
+    assert sync.add_depth(1_003_000_000, depth) is None  # older than the depth used: dropped
+    assert sync.add_depth(1_030_000_000, depth * 3) is None  # depth first this time
+    f = sync.add_rgb(1_033_000_000, rgb)
+    assert f is not None and f.stamp_ns == 1_033_000_000 and f.depth[0, 0] == 3.0
+    assert sync.add_rgb(1_032_000_000, rgb) is None  # older than the last frame: never a frame

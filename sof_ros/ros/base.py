@@ -133,6 +133,16 @@ class SyncedFrameInputs:
     def _on_grip_state(self, msg) -> None:
         self.gripper_state = float(msg.data) if np.isfinite(msg.data) else None
 
+    def _on_joint_states(self, msg) -> None:
+        """Gripper opening from the finger joints of a sensor_msgs/JointState (robot.gripper_joint_names):
+        sum of their positions / robot.gripper_max_opening, clipped to [0, 1]. A message without
+        them (another publisher on the topic, the arm alone) is skipped; a non-finite one clears it."""
+        opening = gripper_opening(msg, self.p.robot.gripper_joint_names, self.p.robot.gripper_max_opening)
+        if isinstance(opening, str):
+            self.log_reason("input", opening, "warning", every_s=30.0)
+            return
+        self.gripper_state = opening
+
     def _on_image(self, msg) -> None:
         from sof_ros.ros import conversions as cv
 
@@ -217,6 +227,18 @@ def load_agent(ap: P.AgentParams):
     return load_policy(ap.policy, ap.checkpoint, device=ap.device)
 
 
+def gripper_opening(msg, names: list[str], max_opening: float) -> float | None | str:
+    """JointState -> opening in [0, 1] (None if non-finite), or a reason string if the joints are absent."""
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
+    if missing or not names:
+        return f"joint states without finger joints {missing or names} (robot.gripper_joint_names); gripper opening not updated"
+    total = float(sum(msg.position[index[n]] for n in names))
+    if not np.isfinite(total) or not max_opening > 0:
+        return None
+    return float(np.clip(total / max_opening, 0.0, 1.0))
+
+
 def make_agent_input(rgb, depth=None, intrinsics=None, cam_pose=None, ee_pos=None, gripper=None) -> AgentInput:
     """What the node knows at one frame; a gripper state that never arrived reads as 0 (as trained)."""
     return AgentInput(rgb=rgb, depth=depth, intrinsics=intrinsics, cam_pose=cam_pose, ee_pos=ee_pos,
@@ -234,42 +256,49 @@ class Frame:
 
 @dataclass
 class FrameSync:
-    """Pairs colour and depth images by exact stamp (the camera node stamps both with the capture
-    time). With `use_depth` False, every colour image is a frame on its own."""
+    """Pairs colour and depth images whose stamps differ by at most `tolerance_ns` (nearest first;
+    0 = identical stamps, as the camera node publishes them; a driver such as realsense2_camera may
+    stamp the aligned depth a few ms off the colour frame). The frame carries the colour stamp.
+    With `use_depth` False, every colour image is a frame on its own."""
 
     use_depth: bool = True
     keep: int = 8
+    tolerance_ns: int = 0
     _rgb: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict)
     _depth: dict[int, np.ndarray] = field(default_factory=dict)
-    _done: int = -1
+    _done_rgb: int = -1
+    _done_depth: int = -1
 
     def add_rgb(self, stamp_ns: int, rgb: np.ndarray, frame_id: str = "") -> Frame | None:
-        if stamp_ns <= self._done:
+        if stamp_ns <= self._done_rgb:
             return None
         if not self.use_depth:
-            self._done = stamp_ns
+            self._done_rgb = stamp_ns
             return Frame(stamp_ns, rgb, None, frame_id)
         self._rgb[stamp_ns] = (rgb, frame_id)
-        return self._match(stamp_ns)
+        return self._match(stamp_ns, self._depth, rgb_first=True)
 
     def add_depth(self, stamp_ns: int, depth: np.ndarray) -> Frame | None:
-        if not self.use_depth or stamp_ns <= self._done:
+        if not self.use_depth or stamp_ns <= self._done_depth:
             return None
         self._depth[stamp_ns] = depth
-        return self._match(stamp_ns)
+        return self._match(stamp_ns, self._rgb, rgb_first=False)
 
-    def _match(self, s: int) -> Frame | None:
-        if s in self._rgb and s in self._depth:
-            rgb, fid = self._rgb.pop(s)
-            depth = self._depth.pop(s)
-            self._done = s
-            for d in (self._rgb, self._depth):  # anything older can never complete
-                for k in [k for k in d if k <= s]:
-                    del d[k]
-            return Frame(s, rgb, depth, fid)
-        for d in (self._rgb, self._depth):
-            while len(d) > self.keep:
-                del d[min(d)]
+    def _match(self, s: int, others: dict, rgb_first: bool) -> Frame | None:
+        near = [o for o in others if abs(o - s) <= self.tolerance_ns]
+        if near:
+            o = min(near, key=lambda o: (abs(o - s), o))
+            r, d = (s, o) if rgb_first else (o, s)
+            rgb, fid = self._rgb.pop(r)
+            depth = self._depth.pop(d)
+            self._done_rgb, self._done_depth = r, d
+            for buf, done in ((self._rgb, r), (self._depth, d)):  # anything older can never complete
+                for k in [k for k in buf if k <= done]:
+                    del buf[k]
+            return Frame(r, rgb, depth, fid)
+        for buf in (self._rgb, self._depth):
+            while len(buf) > self.keep:
+                del buf[min(buf)]
         return None
 
 

@@ -77,7 +77,7 @@ class CameraNode(SofNode):
         self._tf = None
 
         if p.source in ("sim", "topic"):
-            self.sync = FrameSync(use_depth=bool(p.depth_in_topic))
+            self.sync = FrameSync(use_depth=bool(p.depth_in_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
             # camera_info first: rclpy runs ready callbacks in creation order, so a frame's own
             # camera_info is applied before the frame (matters when the resolution changes)
             self.create_subscription(CameraInfo, p.camera_info_in_topic, self._on_info, sq)

@@ -13,6 +13,12 @@ the frame the plan was made from), turns the action [dx, dy, dz, grip] into
   pose    (output_mode pose|both) PoseStamped target = end effector + pose_lookahead_steps actions,
           optionally planned + executed through moveit_py (lazy import, `use_moveit_py`).
 
+MoveIt Servo (Jazzy): the node switches Servo to TWIST commands at start-up through
+servo_command_type_service (moveit_msgs/srv/ServoCommandType, retried until Servo answers). Servo
+drops a twist once now - stamp >= its incoming_command_timeout (default 0.1 s); a twist comes every
+1/robot.control_rate_hz (0.1 s at 10 Hz), so set incoming_command_timeout to 2-3 control periods
+(0.25-0.3 s at 10 Hz) or Servo halts between commands; our own command_timeout_s stops it later.
+
 A new plan takes effect at once: the latest frame, already answered with the previous plan while
 this one was computed (wait_for_replan false), is answered again with the new one.
 
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, Int64MultiArray, String
 
 from sof_ros.errors import SofError
@@ -93,7 +99,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_pose = self.create_publisher(PoseStamped, p.pose_target_topic, cq)
         self.pub_status = self.create_publisher(String, p.status_topic, cq)
         self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
-        self.sync = FrameSync(use_depth=bool(p.depth_topic))
+        self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
         self.create_subscription(Image, p.image_topic, self._on_image, sq)
         if p.depth_topic:
             self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
@@ -102,6 +108,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_ee, sq)
         if p.gripper_state_topic:
             self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
+        if p.joint_states_topic:
+            self.create_subscription(JointState, p.joint_states_topic, self._on_joint_states, sq)
         self.create_subscription(Int64MultiArray, p.tokens_topic, self._on_tokens, cq)
         self.create_subscription(Image, p.flow_plan_topic, self._on_flow_plan, cq)
         self.create_subscription(Float64MultiArray, p.action_chunk_topic, self._on_actions, cq)
@@ -124,6 +132,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.last_reason = "starting"
         self.estop_topic_last: bool | None = None  # the newest value on the e-stop topic (None: none yet)
         self._moveit = _MoveItPyTarget(self, p) if p.use_moveit_py and p.output_mode != "twist" else None
+        self.servo = ServoCommandTypeSwitch(self, p.servo_command_type_service) \
+            if p.servo_command_type_service and p.output_mode != "pose" else None
         self.create_timer(1.0 / p.watchdog_rate_hz, self._watchdog)
         self.get_logger().info(
             f"robot {p.robot.name}: {p.output_mode} in {p.robot.base_frame} at {p.robot.control_rate_hz:g} Hz, "
@@ -139,7 +149,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
     def _on_ee(self, msg: PoseStamped) -> None:
         fid = msg.header.frame_id
         if fid and fid != self.p.robot.base_frame:
-            self.log_reason("input", f"ignoring end-effector pose in '{fid}', expected '{self.p.robot.base_frame}'", "warning")
+            self.log_reason("input", f"ignoring end-effector pose in '{fid}', expected '{self.p.robot.base_frame}': set "
+                                     f"robot.base_frame (or robot.name: panda -> panda_link0, fr3 -> fr3_link0)", "warning")
             return
         pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
         if not np.all(np.isfinite(pos)):  # not a heartbeat: a stream of these stops the arm
@@ -361,6 +372,86 @@ def _ok(reason: str) -> bool:
     return reason == OK or reason.startswith("clamped")
 
 
+def servo_command_type_srv():
+    """moveit_msgs/srv/ServoCommandType (JOINT_JOG=0, TWIST=1, POSE=2 -> bool success); ImportError
+    where MoveIt's messages are not installed."""
+    from moveit_msgs.srv import ServoCommandType
+
+    return ServoCommandType
+
+
+class ServoCommandTypeSwitch:
+    """MoveIt Servo on Jazzy accepts twists only once its command type is TWIST: call its
+    `~/switch_command_type` service at start-up, once a second until it answers success (Servo may
+    start after this node). Thin on purpose; without moveit_msgs it only says what to run instead."""
+
+    def __init__(self, node: SofNode, service: str, period_s: float = 1.0):
+        self.node, self.service, self.done = node, service, False
+        self._pending = None
+        try:
+            self.srv = servo_command_type_srv()
+        except ImportError:
+            self.srv = None
+            node.get_logger().warning(
+                f"[servo] moveit_msgs is not installed, so MoveIt Servo cannot be switched to TWIST commands through "
+                f"{service}; Servo ignores twists until it is: ros2 service call {service} "
+                "moveit_msgs/srv/ServoCommandType '{command_type: 1}' (or set servo_command_type_service to '' without Servo)")
+            return
+        self.client = node.create_client(self.srv, service)
+        self.timer = node.create_timer(period_s, self._try)
+        node.get_logger().info(f"[servo] will switch MoveIt Servo to TWIST commands through {service} once it is up")
+
+    def _try(self) -> None:
+        if self.done or self._pending is not None:
+            return
+        if not self.client.service_is_ready():
+            self.node.log_reason("servo", f"waiting for MoveIt Servo's {self.service} to switch it to TWIST commands; "
+                                          "twists are ignored by Servo until then", "warning", every_s=10.0)
+            return
+        req = self.srv.Request()
+        req.command_type = getattr(self.srv.Request, "TWIST", 1)
+        self._pending = self.client.call_async(req)
+        self._pending.add_done_callback(self._answered)
+
+    def _answered(self, future) -> None:
+        self._pending = None
+        try:
+            ok, why = bool(future.result().success), "it answered success = false"
+        except Exception as exc:  # the call failed: try again on the next tick
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        if ok:
+            self.done = True
+            self.timer.cancel()
+            self.node.get_logger().info(f"[servo] MoveIt Servo switched to TWIST commands ({self.service})")
+        else:
+            self.node.log_reason("servo", f"switching MoveIt Servo to TWIST through {self.service} failed ({why}); retrying",
+                                 "error", every_s=10.0)
+
+
+def load_moveit_config(path: str) -> dict:
+    """The MoveIt configuration dict for MoveItPy(config_dict=...) from a YAML file: the dict itself
+    (MoveItConfigsBuilder(...).to_moveit_configs().to_dict() dumped with yaml.safe_dump), or a ROS
+    params file holding it under '<node>: ros__parameters:' (or '/**')."""
+    import yaml
+
+    if not path:
+        raise SofError("use_moveit_py needs moveit_config: a YAML file with the MoveIt configuration (robot_description, "
+                       "robot_description_semantic, kinematics, planning pipelines, moveit_cpp); MoveItPy cannot read this "
+                       "node's params file. Write one with MoveItConfigsBuilder(...).to_moveit_configs().to_dict()")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SofError(f"moveit_config '{path}' cannot be read: {exc}") from None
+    if isinstance(cfg, dict) and len(cfg) == 1:
+        inner = next(iter(cfg.values()))
+        if isinstance(inner, dict) and isinstance(inner.get("ros__parameters"), dict):
+            cfg = inner["ros__parameters"]
+    if not isinstance(cfg, dict) or not cfg:
+        raise SofError(f"moveit_config '{path}' must hold a mapping of MoveIt parameters, got {type(cfg).__name__}")
+    return cfg
+
+
 class _MoveItPyTarget:
     """Pose targets through moveit_py (MoveIt 2 Python API), planned and executed in a worker thread,
     newest target wins, at most pose_rate_hz. Thin on purpose: MoveIt owns collision checking and
@@ -373,7 +464,7 @@ class _MoveItPyTarget:
             raise SofError("use_moveit_py needs MoveIt 2's moveit_py (ros-<distro>-moveit-py); "
                            "or set use_moveit_py false and consume the pose_target topic") from None
         self.node, self.p = node, p
-        self.robot = MoveItPy(node_name=f"{node.get_name()}_moveit_py")
+        self.robot = MoveItPy(node_name=f"{node.get_name()}_moveit_py", config_dict=load_moveit_config(p.moveit_config))
         self.arm = self.robot.get_planning_component(p.robot.moveit_group)
         self._target: PoseStamped | None = None
         self._cv = threading.Condition()

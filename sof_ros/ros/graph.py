@@ -1,8 +1,8 @@
-"""The single source of truth for the SOF ROS graph: which nodes run for sim | panda | sawyer and
+"""The single source of truth for the SOF ROS graph: which nodes run for sim | panda | fr3 | sawyer and
 with which parameters (config/<robot>.yaml + a few overrides from launch arguments / CLI flags).
 
 Both consumers are built from `plan()`:
-  * launch/sof_{sim,panda,sawyer}.launch.py -> `launch_description_entries()` -> launch_ros Node(...)
+  * launch/sof_{sim,panda,fr3,sawyer}.launch.py -> `launch_description_entries()` -> launch_ros Node(...)
   * `sof-bringup` (sof_ros/ros/bringup.py)   -> the same NodeSpecs as processes or one composed process
 test/test_graph.py checks that both describe the same nodes and effective parameters.
 
@@ -22,17 +22,18 @@ from sof_ros.errors import SofError
 from sof_ros.ros import params as P
 
 PACKAGE = "sof_ros"
-ROBOTS: dict[str, str] = {"sim": "sim.yaml", "panda": "panda.yaml", "sawyer": "sawyer.yaml"}
+ROBOTS: dict[str, str] = {"sim": "sim.yaml", "panda": "panda.yaml", "fr3": "fr3.yaml", "sawyer": "sawyer.yaml"}
 NODE_ORDER: dict[str, list[str]] = {
     "sim": ["sof_sim_bridge", "sof_camera", "sof_policy", "sof_flow2action"],
     "panda": ["sof_camera", "sof_policy", "sof_flow2action"],
+    "fr3": ["sof_camera", "sof_policy", "sof_flow2action"],
     "sawyer": ["sof_camera", "sof_policy", "sof_flow2action"],
 }
 CAMERA_SOURCES = ("sim", "topic", "realsense")
 
 # (name, default, description) of the launch arguments; bringup has the matching flags.
 LAUNCH_ARGUMENTS: list[tuple[str, str, str]] = [
-    ("robot", "", "sim | panda | sawyer (defaults to the launch file's robot)"),
+    ("robot", "", "sim | panda | fr3 | sawyer (defaults to the launch file's robot)"),
     ("camera_source", "", "override sof_camera source: sim | topic | realsense (empty: from the YAML)"),
     ("checkpoint", "", "SOF checkpoint directory for policy and flow2action (empty: from the YAML)"),
     ("task", "", "sim only: MetaWorld task for the sim bridge (empty: from the YAML)"),
@@ -194,6 +195,9 @@ def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
         ("sof_policy.flow_plan_topic", "sof_flow2action.flow_plan_topic", pol["flow_plan_topic"] == f2a["flow_plan_topic"]),
         ("sof_policy.action_chunk_topic", "sof_flow2action.action_chunk_topic", pol["action_chunk_topic"] == f2a["action_chunk_topic"]),
         ("sof_camera.base_frame", "sof_flow2action.robot.base_frame", cam["base_frame"] == f2a["robot.base_frame"]),
+        ("sof_policy robot.name / gripper inputs", "sof_flow2action's",  # both feed the action head the same gripper
+         all(pol[k] == f2a[k] for k in ("robot.name", "robot.gripper_joint_names", "robot.gripper_max_opening",
+                                         "joint_states_topic", "gripper_state_topic"))),
     ]
     if robot == "sim":
         sim = eff["sof_sim_bridge"]

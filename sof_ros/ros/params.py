@@ -67,12 +67,15 @@ class Topics:
 # --- robots ----------------------------------------------------------------------------------
 @dataclass
 class RobotParams:
-    name: str = P("metaworld_sawyer", "robot profile: panda | sawyer | metaworld_sawyer; supplies the defaults of every other robot.* parameter")
-    base_frame: str = P("world", "frame of twists, pose targets and the workspace box")
-    ee_frame: str = P("right_hand", "end-effector (tool centre point) frame")
+    name: str = P("metaworld_sawyer", "robot profile: panda | fr3 | sawyer | metaworld_sawyer; supplies the defaults of every other robot.* parameter")
+    base_frame: str = P("world", "frame of twists, pose targets, the workspace box and the end-effector poses read (franka_ros2: <arm>_link0)")
+    ee_frame: str = P("right_hand", "end-effector (tool centre point) frame / link")
     camera_frame: str = P("corner_camera_optical_frame", "optical frame of the camera the policy sees through (x right, y down, z forward)")
     joint_names: list[str] = P(["right_j0", "right_j1", "right_j2", "right_j3", "right_j4", "right_j5", "right_j6"], "arm joint names, base to tip")
-    gripper_joint_names: list[str] = P(["r_close", "l_close"], "finger joint names")
+    gripper_joint_names: list[str] = P(["r_close", "l_close"], "finger joint names; with joint_states_topic set, the gripper "
+                                       "opening is the sum of their positions / gripper_max_opening")
+    gripper_max_opening: float = P(1.0, "sum of the finger joint positions (m) when fully open: reads as opening 1.0, closed "
+                                   "as 0.0 (the MetaWorld convention the action head was trained on)")
     workspace_min: list[float] = P([-0.5, 0.4, 0.05], "lower corner of the end-effector workspace box, metres in base_frame")
     workspace_max: list[float] = P([0.5, 1.0, 0.5], "upper corner of the end-effector workspace box, metres in base_frame")
     max_linear_speed: float = P(0.2, "end-effector linear speed limit, m/s (norm)")
@@ -95,19 +98,28 @@ class RobotParams:
 
 
 # Conservative defaults for learned-policy execution; calibrate the workspace box per cell.
+_PANDA = RobotParams(
+    name="panda", base_frame="panda_link0", ee_frame="panda_hand_tcp",
+    camera_frame="camera_color_optical_frame",
+    joint_names=[f"panda_joint{i}" for i in range(1, 8)],
+    gripper_joint_names=["panda_finger_joint1", "panda_finger_joint2"],
+    workspace_min=[0.25, -0.35, 0.02], workspace_max=[0.75, 0.35, 0.60],
+    max_linear_speed=0.15, max_angular_speed=0.5, control_rate_hz=10.0,
+    moveit_group="panda_arm", moveit_ee_link="panda_hand_tcp", target_orientation=[1.0, 0.0, 0.0, 0.0],
+    gripper_max_opening=0.08,  # Franka Hand: two fingers of 0..0.04 m
+)
 ROBOT_PROFILES: dict[str, RobotParams] = {
     # MetaWorld's Sawyer: world frame, mocap box of the MetaWorld arm, 0.01 m per action unit.
     # Full-scale actions on all three axes at 10 Hz are 0.173 m/s, so 0.2 m/s never clips the policy.
     "metaworld_sawyer": RobotParams(),
-    "panda": RobotParams(
-        name="panda", base_frame="panda_link0", ee_frame="panda_hand_tcp",
-        camera_frame="camera_color_optical_frame",
-        joint_names=[f"panda_joint{i}" for i in range(1, 8)],
-        gripper_joint_names=["panda_finger_joint1", "panda_finger_joint2"],
-        workspace_min=[0.25, -0.35, 0.02], workspace_max=[0.75, 0.35, 0.60],
-        max_linear_speed=0.15, max_angular_speed=0.5, control_rate_hz=10.0,
-        moveit_group="panda_arm", moveit_ee_link="panda_hand_tcp", target_orientation=[1.0, 0.0, 0.0, 0.0],
-    ),
+    "panda": _PANDA,
+    # Franka Research 3 with franka_ros2 (robot_type fr3): the Panda's hand and limits, fr3_* names
+    # (poses in fr3_link0, fingers fr3_finger_joint1/2, MoveIt group fr3_arm).
+    "fr3": dataclasses.replace(
+        _PANDA, name="fr3", base_frame="fr3_link0", ee_frame="fr3_hand_tcp",
+        joint_names=[f"fr3_joint{i}" for i in range(1, 8)],
+        gripper_joint_names=["fr3_finger_joint1", "fr3_finger_joint2"],
+        moveit_group="fr3_arm", moveit_ee_link="fr3_hand_tcp"),
     "sawyer": RobotParams(
         name="sawyer", base_frame="base", ee_frame="right_hand",
         camera_frame="camera_color_optical_frame",
@@ -116,6 +128,7 @@ ROBOT_PROFILES: dict[str, RobotParams] = {
         workspace_min=[0.35, -0.40, -0.15], workspace_max=[0.90, 0.40, 0.45],
         max_linear_speed=0.15, max_angular_speed=0.5, control_rate_hz=10.0,
         moveit_group="right_arm", moveit_ee_link="right_hand", target_orientation=[0.0, 1.0, 0.0, 0.0],
+        gripper_max_opening=0.0417,  # Rethink electric gripper, standard fingers: calibrate for yours
     ),
 }
 
@@ -152,6 +165,8 @@ class CameraNodeParams:
     camera_info_in_topic: str = P(Topics.SIM_CAMERA_INFO, "camera_info input (source sim/topic)")
     camera_pose_in_topic: str = P(Topics.SIM_CAMERA_POSE, "camera pose input when camera_pose_source = topic")
     depth_uint16_scale: float = P(0.001, "metres per unit of 16UC1 depth inputs (RealSense / REP 118: millimetres)")
+    sync_tolerance_s: float = P(0.015, "colour and depth images pair when their stamps differ by at most this (source topic: "
+                                "a driver may stamp aligned depth a few ms off the colour frame); below half a frame period")
     camera_pose_source: str = P("topic", "camera-to-base pose: topic | param (camera_pose) | tf (tf2_ros, base_frame <- frame_id) | none")
     camera_pose: list[float] = P([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "static camera-to-base pose [x, y, z, qx, qy, qz, qw] (camera_pose_source = param)")
     image_topic: str = P(Topics.IMAGE, "output: rgb8 frames stamped with their capture time")
@@ -174,6 +189,7 @@ class CameraNodeParams:
 @dataclass
 class PolicyNodeParams:
     agent: AgentParams = field(default_factory=AgentParams)
+    robot: RobotParams = field(default_factory=RobotParams)
     instruction_topic: str = P(Topics.INSTRUCTION, "std_msgs/String instruction (reliable, transient local); a new one triggers a re-plan")
     unknown_instruction: str = P("refuse", "an instruction the checkpoint has no embedding for (was not trained on): refuse "
                                  "(planning stops, said on status_topic) | warn (embed it with the language model, loaded at "
@@ -187,6 +203,9 @@ class PolicyNodeParams:
     camera_pose_topic: str = P(Topics.CAMERA_POSE, "camera-to-base pose")
     ee_pose_topic: str = P(Topics.SIM_EE_POSE, "end-effector PoseStamped in the base frame (the learned action head's proprioception); empty = not used")
     gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "std_msgs/Float64 gripper opening for the agent's proprioception; empty = not used")
+    joint_states_topic: str = P("", "sensor_msgs/JointState with the finger joints (robot.gripper_joint_names): the gripper "
+                                "opening for the agent's proprioception on a real arm (franka_ros2: /joint_states); empty = not used")
+    sync_tolerance_s: float = P(0.015, "colour and depth images pair when their stamps differ by at most this")
     tokens_topic: str = P(Topics.TOKENS, "output: skill tokens (Int64MultiArray, header block in data_offset padding)")
     flow_plan_topic: str = P(Topics.FLOW_PLAN, "output: decoded flow plan, 32FC2, T fields stacked vertically")
     action_chunk_topic: str = P(Topics.ACTION_CHUNK, "output: the plan's action chunk (Float64MultiArray, T x 4, header block in data_offset padding; empty when the head predicts none)")
@@ -210,6 +229,9 @@ class Flow2ActionNodeParams:
     camera_pose_topic: str = P(Topics.CAMERA_POSE, "camera-to-base pose")
     ee_pose_topic: str = P(Topics.SIM_EE_POSE, "end-effector PoseStamped in robot.base_frame (required: the workspace box is enforced on it)")
     gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "std_msgs/Float64 gripper opening for the agent's proprioception; empty = not used")
+    joint_states_topic: str = P("", "sensor_msgs/JointState with the finger joints (robot.gripper_joint_names): the gripper "
+                                "opening for the agent's proprioception on a real arm (franka_ros2: /joint_states); empty = not used")
+    sync_tolerance_s: float = P(0.015, "colour and depth images pair when their stamps differ by at most this")
     tokens_topic: str = P(Topics.TOKENS, "skill tokens from the policy node")
     flow_plan_topic: str = P(Topics.FLOW_PLAN, "flow plan from the policy node")
     action_chunk_topic: str = P(Topics.ACTION_CHUNK, "the plan's action chunk from the policy node")
@@ -223,6 +245,12 @@ class Flow2ActionNodeParams:
     status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
     estop_topic: str = P(Topics.ESTOP, "std_msgs/Bool; true latches the e-stop (false does NOT clear it)")
     estop_clear_topic: str = P(Topics.ESTOP_CLEAR, "std_msgs/Bool; true clears a latched e-stop")
+    servo_command_type_service: str = P("/servo_node/switch_command_type", "MoveIt Servo's moveit_msgs/srv/ServoCommandType "
+                                        "service: called at start-up (retried until it answers) to switch Servo to TWIST "
+                                        "commands, which Jazzy's Servo needs before it accepts twists; empty = do not call")
+    moveit_config: str = P("", "use_moveit_py: YAML file with the MoveIt configuration for MoveItPy(config_dict=...), e.g. "
+                           "MoveItConfigsBuilder('fr3', package_name='franka_fr3_moveit_config').to_moveit_configs().to_dict() "
+                           "dumped with yaml.safe_dump (a ROS params file '<node>: ros__parameters: {...}' works too)")
     estop_state_dir: str = P("", "directory of the e-stop state file (<node name>.estop.json, written and fsynced before a "
                              "stop or clear is acknowledged) that makes a latched e-stop survive a restart of this node; "
                              "empty = $ROS_HOME/sof_ros (~/.ros/sof_ros). Must be writable: the node refuses to start otherwise")

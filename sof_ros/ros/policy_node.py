@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import ColorRGBA, Float64, Float64MultiArray, Int64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -89,7 +89,7 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.pub_vis = self.create_publisher(Image, p.plan_image_topic, cq)
         self.pub_markers = self.create_publisher(MarkerArray, p.markers_topic, cq)
         self.pub_status = self.create_publisher(String, p.status_topic, latched_qos())
-        self.sync = FrameSync(use_depth=bool(p.depth_topic))
+        self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
         self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
         self.create_subscription(Image, p.image_topic, self._on_image, sq)
         if p.depth_topic:
@@ -100,6 +100,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_ee, sq)
         if p.gripper_state_topic:
             self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
+        if p.joint_states_topic:
+            self.create_subscription(JointState, p.joint_states_topic, self._on_joint_states, sq)
         self.instruction = ""
         self._last_instruction = ""
         self._instruction_logged_at, self._instructions_not_logged = -1e9, 0
