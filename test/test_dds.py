@@ -219,6 +219,7 @@ def test_node_executable_listens_on_loopback_only(ros_env):
     pytest.importorskip("rclpy")
     socks = _node_sockets(ros_env, HOSTILE)
     assert len(socks) >= 2 and all(addr == "127.0.0.1" for addr, _ in socks), socks
+    assert all(port != 7400 + 250 * ros_env for _, port in socks), socks  # the multicast discovery port
 
 
 @pytest.mark.skipif(not Path("/proc/self/net/udp").is_file(), reason="needs Linux /proc")
