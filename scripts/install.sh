@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Install everything sof_ros needs into ./.venv on Debian 12 / Python 3.11 (no GPU needed).
-# Idempotent: re-running only installs what changed. torch is the CPU build (2.13.0); nothing
-# here can pull a CUDA build because every package is pinned in requirements.lock.
+# Install everything sof_ros needs on Debian 12 / Python 3.11 (no GPU needed).
+#   ./scripts/install.sh                         ROS 2 Jazzy (ros-jazzy-* wheels) into ./.venv, from requirements.lock
+#   SOF_ROS_DISTRO=kilted ./scripts/install.sh   Kilted-era ros-* wheels into ./.venv-kilted, from requirements-kilted.lock
+# Idempotent: re-running only installs what changed. A venv holding another ROS distro's wheels
+# (e.g. a .venv made before Jazzy became the default) is recreated, not mixed. torch is the CPU
+# build (2.13.0); nothing here can pull a CUDA build because every package is pinned in the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${SOF_ROS_DISTRO:-jazzy}" in
+  jazzy) venv=.venv; lock=requirements.lock ;;
+  kilted) venv=.venv-kilted; lock=requirements-kilted.lock ;;
+  *) echo "[install] SOF_ROS_DISTRO must be jazzy (default) or kilted, got '${SOF_ROS_DISTRO}'" >&2; exit 2 ;;
+esac
 
 debs=(libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri ffmpeg)
 missing=()
@@ -15,20 +24,34 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null; }
 fi
 
+# rclpy of the existing venv vs the lock's: another ROS generation's wheels are removed with the venv
+# (upgrading them in place would leave the other distro's libraries and metadata behind)
+want=$(sed -n 's/^ros-rclpy==//p' "$lock")
+if [ -x "$venv/bin/python" ]; then
+  have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ros-rclpy"))' 2>/dev/null || true)
+  if [ -n "$have" ] && [ "${have%%.*}" != "${want%%.*}" ]; then
+    echo "[install] $venv has rclpy $have (another ROS 2 distro); recreating it for rclpy $want"
+    rm -rf "$venv"
+  fi
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-if [ ! -x .venv/bin/python ]; then
-  echo "[install] creating .venv with $($PY --version)"
-  "$PY" -m venv .venv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[install] creating $venv with $($PY --version)"
+  "$PY" -m venv "$venv"
+  echo '*' > "$venv/.gitignore"  # keeps .venv-kilted out of git status like .venv
 fi
-stamp=.venv/.sof_ros_lock
-if [ ! -f "$stamp" ] || ! cmp -s requirements.lock "$stamp"; then
-  echo "[install] torch 2.13.0 (CPU build) first, then the pinned lock (a few minutes)"
-  .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -r requirements.lock
-  cp requirements.lock "$stamp"
+stamp=$venv/.sof_ros_lock
+if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then
+  echo "[install] torch 2.13.0 (CPU build) first, then the pinned $lock (a few minutes)"
+  "$venv/bin/pip" install -q torch==2.13.0
+  "$venv/bin/pip" install -q -r "$lock"
+  cp "$lock" "$stamp"
 fi
-.venv/bin/pip install -q --no-deps --no-build-isolation -e .
-.venv/bin/python -c "import torch, rclpy, mujoco, metaworld, cv2, vector_quantize_pytorch; \
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e .
+"$venv/bin/python" -c "import torch, rclpy, mujoco, metaworld, cv2, vector_quantize_pytorch, pyrealsense2; \
+import importlib.metadata as m; \
 assert not torch.version.cuda, 'a CUDA torch was installed; expected the CPU build'; \
-print('[install] ok: torch', torch.__version__, '| mujoco', mujoco.__version__, '| rclpy + Fast DDS')"
+print('[install] ok ($venv): torch', torch.__version__, '| mujoco', mujoco.__version__, \
+'| rclpy', m.version('ros-rclpy'), '+ Fast DDS | pyrealsense2', m.version('pyrealsense2'))"

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The test suite (what CI runs through .ci/run). Installs first when .venv is missing or stale.
+# The test suite (what CI runs through .ci/run). Installs first when the venv is missing or stale.
+#   ./scripts/test.sh [pytest args]                         on ROS 2 Jazzy (.venv), the default
+#   SOF_ROS_DISTRO=kilted ./scripts/test.sh [pytest args]   on the Kilted-era ros-* wheels (.venv-kilted)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=900 test "$@"
+venv=.venv
+[ "${SOF_ROS_DISTRO:-jazzy}" = kilted ] && venv=.venv-kilted
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=900 test "$@"
