@@ -996,3 +996,44 @@ def test_frame_sync_pairs_colour_and_depth_within_the_stamp_tolerance():
     f = sync.add_rgb(1_033_000_000, rgb)
     assert f is not None and f.stamp_ns == 1_033_000_000 and f.depth[0, 0] == 3.0
     assert sync.add_rgb(1_032_000_000, rgb) is None  # older than the last frame: never a frame
+
+
+def test_planning_is_logged_once_per_period_not_per_plan(ros, fake_agent, monkeypatch):
+    from sof_ros.ros.base import Frame
+    from sof_ros.ros.policy_node import PolicyNode
+
+    node = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(depth_topic="")))
+    lines = []
+    monkeypatch.setattr(node, "get_logger", lambda: types_logger(lines))
+    node._on_info(cv.camera_info_msg(np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]]), 64, 48, 1, "cam"))
+    node.instruction = "push the button"
+    plan, durations = fake_agent.plan, iter([0.0, 0.004, 0.008, 0.012, 0.016])
+
+    def slower(obs, text):  # plans of different durations: the message carries each one's milliseconds
+        time.sleep(next(durations))
+        return plan(obs, text)
+
+    monkeypatch.setattr(fake_agent, "plan", slower)
+    for k in range(5):
+        node._new_instruction = True
+        node.on_frame(Frame(k + 1, np.zeros((48, 64, 3), np.uint8)))
+    assert node.plans_published == 5
+    assert sum("planning OK" in line for line in lines) == 1, lines
+
+
+def test_camera_computes_flow_only_while_the_flow_topic_has_a_subscriber(ros):
+    from sof_ros.ros.camera_node import CameraNode
+
+    cam = ros.add(CameraNode(context=ros.ctx, parameter_overrides=ov(camera_pose_source="none")))
+    calls = []
+    cam._flow = lambda a, b: calls.append(1) or np.zeros(a.shape[:2] + (2,), np.float32)
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    for t in (1, 2, 3):
+        cam._emit(t, rgb, None, K)
+    time.sleep(0.2)  # (a flow job would have been handed over synchronously; this only lets a wrong one run)
+    assert not calls
+    flows = ros.collect(Image, Topics.FLOW, sensor_qos(10))
+    assert ros.wait_for(lambda: cam.pub_flow.get_subscription_count() >= 1, 10)
+    cam._emit(4, rgb, None, K)
+    assert ros.wait_for(lambda: calls and flows, 10)

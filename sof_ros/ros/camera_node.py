@@ -13,8 +13,8 @@ Every output of one frame carries the frame's capture stamp (input header stamp;
 host time the frameset arrived), which the policy copies into its plans and flow2action into its
 command info, so latency is measurable.
 Order: camera_info, depth, image; flow is computed on a worker thread (newest pair wins, a pair it
-had no time for is skipped), so it never delays a frame. The flow topic is observed motion for
-display and recording, not an input of the plan.
+had no time for is skipped), so it never delays a frame, and only while the flow topic has a
+subscriber. The flow topic is observed motion for display and recording, not an input of the plan.
 """
 from __future__ import annotations
 
@@ -155,8 +155,8 @@ class CameraNode(SofNode):
             self.pub_image.publish(cv.image_to_msg(rgb, "rgb8", stamp, fid))
             self.frames_published += 1
             prev, self._prev_rgb = self._prev_rgb, rgb
-        if self._flow is not None and prev is not None and prev.shape == rgb.shape:
-            with self._flow_cv:
+        if self._flow is not None and prev is not None and prev.shape == rgb.shape and self.pub_flow.get_subscription_count():
+            with self._flow_cv:  # only while someone listens (RViz, the recorder): DIS costs a core's worth at 30 fps
                 self._flow_job = (prev, rgb, stamp, fid)
                 self._flow_cv.notify()
 

@@ -216,8 +216,9 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.pub_actions.publish(cv.actions_to_msg(getattr(plan, "actions", None), stamp))
         self.pub_tokens.publish(cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size))
         self.plans_published += 1
-        self.log_reason("plan", f"planning OK ({len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
-                                f"{self.last_plan_s * 1e3:.0f} ms)", every_s=30.0)
+        # the kind before ':' is fixed, so this is throttled (with the numbers in the key it logged every plan)
+        self.log_reason("plan", f"planning OK: {len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
+                                f"{self.last_plan_s * 1e3:.0f} ms", every_s=30.0)
         if flow.shape[0] == 0:  # a row without a flow plan (e.g. bc): nothing to draw
             return
         if self.pub_vis.get_subscription_count():
