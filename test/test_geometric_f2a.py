@@ -1,91 +1,209 @@
-"""Learning-free Flow2Action: the geometry on a scene whose answer is known, and its fail-safe paths."""
+"""Learning-free Flow2Action with MetaWorld's camera model: a known object motion gives the right 3-D
+subgoals, grasp and release toggle the gripper, a stall asks for a fresh (sampled) plan, and bad
+plans give a safe zero with the reason."""
 import numpy as np
 import pytest
 
 from sof_ros.errors import SofError
-from sof_ros.flow2action.geometric import GeometricFlow2Action
+from sof_ros.flow2action.geometric import CLOSED, OPEN, GeometricFlow2Action, motion_mask
+from sof_ros.geometry import backproject, camera_to_world, project, resize_flow, world_to_camera, world_to_pixel
 
-FX = 100.0
-H = W = 64
-FLOW_RES = 16  # working grid: one working px = 4 image px
-DEPTH = 1.0
+T_FIELDS = 4
 
 
-def looking_down():
-    """Camera 1 m above the world origin looking straight down: image +u = world +x, +v = world -y."""
-    K = np.array([[FX, 0, (W - 1) / 2], [0, FX, (H - 1) / 2], [0, 0, 1]])
-    P = np.eye(4)
-    P[:3, :3] = np.diag([1.0, -1.0, -1.0])
-    P[:3, 3] = [0.0, 0.0, DEPTH]
-    return K, P
+@pytest.fixture(scope="module")
+def scene():
+    """One rendered MetaWorld frame (corner camera, 128x128): depth, the task object's mask (the
+    button, from segmentation ids), the arm's hand mask, K, camera pose, TCP."""
+    from sof_ros.sim.metaworld_env import MetaWorldArm
+
+    arm = MetaWorldArm("button-press-topdown", camera="corner")
+    try:
+        obs = arm.reset(1000)
+        return dict(depth=obs.depth.astype(np.float64), mask=obs.object_mask.copy(), robot=obs.robot_mask.copy(),
+                    K=obs.intrinsics.copy(), P=obs.cam_pose.copy(), ee=obs.ee_pos.copy())
+    finally:
+        arm.close()
 
 
-def plan_moving_gripper(du_img: float, dv_img: float, steps: int = 4, radius_px: float = 10.0):
-    """Flow plan in which only the pixels around the image centre (where the TCP projects) move."""
-    flow = np.zeros((steps, FLOW_RES, FLOW_RES, 2), np.float32)
-    s = W / FLOW_RES
-    v, u = np.mgrid[0:FLOW_RES, 0:FLOW_RES]
-    centre = ((u + 0.5) * s - 0.5 - (W - 1) / 2) ** 2 + ((v + 0.5) * s - 0.5 - (H - 1) / 2) ** 2 < radius_px ** 2
-    flow[:, centre, 0] = du_img / s
-    flow[:, centre, 1] = dv_img / s
-    return flow
+def rigid_plan(sc, motions: dict, res: int = 64, fields: int = T_FIELDS) -> np.ndarray:
+    """Flow plan of rigid translations: the surface shown by each mask in `motions` (mask -> total
+    world translation) moves the same amount per field; everything else is still. Field k holds
+    each moving point's displacement at the pixel it occupies in frame k (dilated by a pixel, as
+    a dense flow field would have it). Returned at res x res."""
+    import cv2
+
+    depth, K, P = sc["depth"], sc["K"], sc["P"]
+    H, W = depth.shape
+    v, u = np.mgrid[0:H, 0:W]
+    world = camera_to_world(P, backproject(K, np.stack([u, v], -1).astype(np.float64), depth))
+    plan = np.zeros((fields, H, W, 2))
+    for mask, total in motions.items():
+        m = np.asarray(mask)
+        step = np.asarray(total, dtype=np.float64) / fields
+        for k in range(fields):
+            a, _ = world_to_pixel(K, P, world[m] + k * step)
+            b, _ = world_to_pixel(K, P, world[m] + (k + 1) * step)
+            at = np.zeros((H, W), np.uint8)
+            ui = np.clip(np.rint(a[:, 0]).astype(int), 0, W - 1)
+            vi = np.clip(np.rint(a[:, 1]).astype(int), 0, H - 1)
+            at[vi, ui] = 1
+            at = cv2.dilate(at, np.ones((3, 3), np.uint8)).astype(bool)
+            plan[k][at] = (b - a).mean(axis=0)
+    return resize_flow(plan, res)
 
 
-@pytest.mark.parametrize("du,dv,expect", [(0.5, 0.0, (0.5, 0.0)), (0.0, 0.5, (0.0, -0.5)), (-0.3, 0.3, (-0.3, -0.3))])
-def test_gripper_motion_in_image_becomes_the_matching_world_action(du, dv, expect):
-    """0.5 px per step at 1 m depth and f = 100 px is 5 mm per step, i.e. action 0.5 (1 cm per unit)."""
-    K, P = looking_down()
-    depth = np.full((H, W), DEPTH, np.float32)
-    solver = GeometricFlow2Action(use_pnp=False, min_motion_px=0.5)
-    a = solver.act(plan_moving_gripper(du, dv), depth, K, P, ee_pos=np.zeros(3), step_in_plan=0)
-    assert a.shape == (4,) and np.all(np.isfinite(a)) and np.all(np.abs(a) <= 1)
-    np.testing.assert_allclose(a[:2], expect, atol=0.12, err_msg=solver.last_reason)
-    assert abs(a[2]) < 0.12, solver.last_reason
+class M:  # hashable wrapper so a mask can key a dict
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a
 
 
-def test_static_plan_gives_no_motion():
-    K, P = looking_down()
-    solver = GeometricFlow2Action(use_pnp=False)
-    a = solver.act(np.zeros((4, FLOW_RES, FLOW_RES, 2), np.float32), np.full((H, W), DEPTH, np.float32), K, P,
-                   np.zeros(3))
-    np.testing.assert_allclose(a[:3], 0.0, atol=0.05)
+def test_known_object_lift_gives_grasp_subgoals_from_above(scene):
+    lift = np.array([0.0, 0.0, 0.15])
+    plan = rigid_plan(scene, {M(scene["mask"]): lift})
+    s = GeometricFlow2Action()
+    mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
+    assert mot.ok and mot.obj_moving, s.last_reason
+    # the chained 3-D motion, 15 cm up, within 3.5 cm (a 7-pixel button at 64x64 flow)
+    np.testing.assert_allclose(mot.obj_disp, lift, atol=0.035, err_msg=s.last_reason)
+    np.testing.assert_allclose(mot.carry(mot.grasp_point)[-1] - mot.grasp_point, lift, atol=0.035)
+    assert s.mode == "grasp" and s.grip == OPEN
+    g = mot.grasp_point
+    assert np.min(np.linalg.norm(mot.obj_points - g, axis=1)) < 0.02  # the grasp point lies on the object
+    np.testing.assert_allclose(s.waypoints[0], g + [0, 0, s.hover_m], atol=1e-9)  # hover above, then descend
+    np.testing.assert_allclose(s.waypoints[1], g, atol=1e-9)
+    a = s.act(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], 0, scene["mask"], scene["robot"], plan_id=None)
+    assert np.all(np.abs(a) <= 1) and a[3] == OPEN
 
 
-def test_non_finite_plan_or_depth_stops_instead_of_moving():
-    K, P = looking_down()
-    plan = plan_moving_gripper(0.5, 0.0)
-    bad_plan = plan.copy()
-    bad_plan[:] = np.nan
-    solver = GeometricFlow2Action(use_pnp=False)
-    a = solver.act(bad_plan, np.full((H, W), DEPTH, np.float32), K, P, np.zeros(3))
-    assert np.all(a[:3] == 0.0), solver.last_reason
-    no_depth = np.full((H, W), np.nan, np.float32)
-    a = GeometricFlow2Action(use_pnp=False).act(plan, no_depth, K, P, np.zeros(3))
-    assert np.all(a[:3] == 0.0)
+def test_known_planar_motion_gives_push_from_behind(scene):
+    push = np.array([0.10, 0.0, 0.0])
+    plan = rigid_plan(scene, {M(scene["mask"]): push})
+    s = GeometricFlow2Action()
+    mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
+    np.testing.assert_allclose(mot.obj_disp, push, atol=0.02, err_msg=s.last_reason)
+    assert s.mode == "push" and s.grip == CLOSED
+    contact = s.waypoints[-1]
+    g = mot.grasp_point
+    np.testing.assert_allclose(contact, g + [-s.push_back_m, 0, -s.push_down_m], atol=0.01)  # behind, lower
 
 
-def test_tcp_out_of_view_stops():
-    K, P = looking_down()
-    solver = GeometricFlow2Action(use_pnp=False)
-    a = solver.act(plan_moving_gripper(0.5, 0.0), np.full((H, W), DEPTH, np.float32), K, P,
-                   ee_pos=np.array([5.0, 0.0, 0.0]))
-    assert np.all(a[:3] == 0.0), solver.last_reason
+def test_grasp_then_release_toggle_the_gripper(scene):
+    s = GeometricFlow2Action()
+    lift = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.15]})
+    g = s.new_plan(lift, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"]).grasp_point
+    # the hand at the grasp point when the plan lifts the object (the TCP is simply reported there)
+    s = GeometricFlow2Action()
+    s.new_plan(lift, scene["depth"], scene["K"], scene["P"], g, scene["mask"], None, plan_id="at-object")
+    assert s.grip == CLOSED and s.in_contact and s.mode == "grasp", s.last_reason
+    a = s.act(lift, scene["depth"], scene["K"], scene["P"], g, 0, scene["mask"], None, plan_id="at-object")
+    assert a[3] == CLOSED and np.all(a[:3] == 0)  # holds still while the fingers close
+    # a plan in which the hand leaves a still object: release
+    u, v = np.mgrid[0:128, 0:128]
+    hand = np.zeros((128, 128), bool)
+    hand[:, :] = False
+    px = project(scene["K"], world_to_camera(scene["P"], g)[None])[0]
+    hand = (u - px[0]) ** 2 + (v - px[1]) ** 2 <= 36
+    hand &= ~scene["mask"]
+    away = rigid_plan(scene, {M(hand): [0, 0, 0.10]})
+    s.new_plan(away, scene["depth"], scene["K"], scene["P"], g + [0, 0, 0.03], scene["mask"], hand, plan_id="leave")
+    assert s.grip == OPEN and not s.in_contact, s.last_reason
 
 
-def test_malformed_inputs_are_clear_errors():
-    K, P = looking_down()
-    depth = np.full((H, W), DEPTH, np.float32)
-    plan = plan_moving_gripper(0.5, 0.0)
-    solver = GeometricFlow2Action()
+def test_stall_asks_for_a_fresh_plan(scene):
+    s = GeometricFlow2Action(stall_steps=15)
+    plan = rigid_plan(scene, {M(scene["robot"]): [0.08, 0, 0]})
+    for step in range(16):  # the arm does not move although the plan moves the hand
+        s.act(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], step, scene["mask"], scene["robot"], plan_id=1)
+    assert s.needs_replan and s.replans == 1, s.last_reason
+    assert "stalled" in s.last_reason
+
+
+def test_policy_samples_a_fresh_plan_after_a_stall():
+    """SofLearningFreePolicy.plan: greedy normally, temperature > 0 once the solver reports a stall."""
+    import torch
+
+    from sof_ros.policies.learning_free import SofLearningFreePolicy
+
+    seen = []
+
+    class Gen(torch.nn.Module):
+        def generate(self, img, text, temperature=0.0):
+            seen.append(temperature)
+            return torch.zeros((1, 4), dtype=torch.long)
+
+    class Dec(torch.nn.Module):
+        def decode_ids(self, ids, img):
+            return torch.zeros((1, 8, 32, 32, 2))
+
+    class Cfg:
+        class skill:
+            image_res, stride = 32, 1
+
+    pol = SofLearningFreePolicy.__new__(SofLearningFreePolicy)
+    pol.cfg, pol.models, pol.device = Cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
+    pol.text = lambda s: np.zeros(384, np.float32)
+    pol._new_solver()
+    from sof_ros.policies import AgentInput
+
+    obs = AgentInput(rgb=np.zeros((128, 128, 3), np.uint8))
+    pol.plan(obs, "press the button")
+    pol.solver.needs_replan = True
+    plan = pol.plan(obs, "press the button")
+    assert seen[0] == 0.0 and seen[1] > 0.0
+    assert plan.flow.shape == (8, 32, 32, 2) and plan.frames_per_step == 1
+
+
+@pytest.mark.parametrize("case", ["nan", "empty", "out_of_view", "no_depth", "no_object_no_hand"])
+def test_bad_plans_give_a_safe_zero_with_the_reason(scene, case):
+    s = GeometricFlow2Action()
+    plan = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.1]})
+    depth, ee, mask, robot = scene["depth"], scene["ee"], scene["mask"], scene["robot"]
+    want = {"nan": "NaN", "empty": "empty", "out_of_view": "outside the image", "no_depth": "no valid depth",
+            "no_object_no_hand": "no hand points"}[case]
+    if case == "nan":
+        plan = np.full_like(plan, np.nan)
+    elif case == "empty":
+        plan = plan[:0]
+    elif case == "out_of_view":
+        ee = ee + np.array([5.0, 0, 0])
+    elif case == "no_depth":
+        depth = np.full_like(depth, np.nan)
+    else:
+        mask, robot = np.zeros_like(mask), np.zeros_like(robot)
+        ee = ee + np.array([0, 0, 0.3])  # nothing of the arm around the TCP either
+    a = s.act(plan, depth, scene["K"], scene["P"], ee, 0, mask, robot, plan_id=case)
+    assert np.all(a[:3] == 0) and np.all(np.isfinite(a)) and a[3] == OPEN
+    assert want in s.last_reason, s.last_reason
+
+
+def test_motion_mask_finds_the_moving_object_and_not_the_arm(scene):
+    plan = rigid_plan(scene, {M(scene["mask"]): [0.12, 0, 0], M(scene["robot"]): [0.12, 0, 0]})
+    m = motion_mask(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["robot"])
+    assert (m & scene["mask"]).sum() >= 0.5 * scene["mask"].sum()
+    assert (m & scene["robot"]).sum() == 0
+
+
+def test_malformed_inputs_are_clear_errors(scene):
+    s = GeometricFlow2Action()
+    plan = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.1]})
+    depth, K, P, ee = scene["depth"], scene["K"], scene["P"], scene["ee"]
     with pytest.raises(SofError, match="flow_plan must be"):
-        solver.act(plan[..., 0], depth, K, P, np.zeros(3))
+        s.act(plan[..., 0], depth, K, P, ee)
     with pytest.raises(SofError, match="depth is missing"):
-        solver.act(plan, None, K, P, np.zeros(3))
+        s.act(plan, None, K, P, ee)
     with pytest.raises(SofError, match="intrinsics"):
-        solver.act(plan, depth, np.eye(2), P, np.zeros(3))
+        s.act(plan, depth, np.eye(2), P, ee)
+    bad = P.copy()
+    bad[:3, :3] *= 2
     with pytest.raises(SofError, match="rotation"):
-        bad = P.copy()
-        bad[:3, :3] *= 2
-        solver.act(plan, depth, K, bad, np.zeros(3))
+        s.act(plan, depth, K, bad, ee)
     with pytest.raises(SofError, match="ee_pos"):
-        solver.act(plan, depth, K, P, np.array([np.nan, 0, 0]))
+        s.act(plan, depth, K, P, np.array([np.nan, 0, 0]))
+    with pytest.raises(SofError, match="frames_per_step"):
+        s.act(plan, depth, K, P, ee, frames_per_step=0)
+    with pytest.raises(SofError, match="object mask"):
+        s.act(plan, depth, K, P, ee, object_mask=np.ones((3, 3), bool))

@@ -1,42 +1,60 @@
-"""Learning-free Flow2Action: a flow plan plus depth -> end-effector actions (AVDC-style).
+"""Learning-free Flow2Action: a flow plan + depth + an object mask -> end-effector actions.
 
-A flow plan is T per-step optical-flow fields (T, h, w, 2) predicted from the current frame;
-flow[k] maps frame k to frame k+1 and is measured in pixels of the h x w working grid. Working
-cell j covers image pixels [j*s, (j+1)*s) (area downsampling, s = W/w), so image pixel p sits at
-working coordinate (p + 0.5)/s - 0.5 and a working-pixel displacement is s image pixels.
+Object-centric, after AVDC's flow-to-action (flow-diffusion/AVDC, `MyPolicy_CL`), re-planned in
+closed loop because SOF plans are short (a plan covers `T * frames_per_step` control steps, 8 for
+the shipped checkpoint, where AVDC's video plan covers the whole task).
 
-`GeometricFlow2Action.act` recovers the 3-D motion the plan implies, needing no action labels:
+A plan is T flow fields (T, h, w, 2) in pixels of an h x w working grid; field k maps the frame of
+control step k*f to the frame of step (k+1)*f (f = `frames_per_step`). Working cell j covers image
+pixels [j*s, (j+1)*s) (area downsampling, s = W/w).
 
-1. Track: chain the flows (bilinear sampling) from the pixels of the plan's first frame.
-2. Gripper points: pixels within `ee_radius_px` of the projected tool centre point (TCP) whose
-   depth lies within `depth_tol` m of the TCP's depth (the fingers and the hand around it).
-3. Per plan step k, a translation-only estimate: the robust 2-D displacement of the gripper
-   points, lifted at the TCP's depth (motion parallel to the image plane). A single camera
-   sees motion along its viewing ray only as a change of scale, which a hand a dozen pixels
-   wide does not reveal at flow resolution (measured: no correlation in MetaWorld), so depth
-   is held unless the scene says otherwise: the visibility bound keeps the TCP in front of the
-   static surface the plan moves it onto.
-4. Contact (AVDC): points outside the gripper set, within `contact_radius` m of the TCP, not
-   above the hand (the arm) and moving with the gripper form an object the gripper drives. With
-   at least `pnp_min_points` of them spread over `pnp_min_extent` m, `cv2.solvePnPRansac` fits
-   the object's rigid motion per step and the TCP target is that motion applied to the TCP, which
-   recovers motion along the viewing ray (a door swinging about its hinge, a drawer sliding).
-5. Action: clip(gain * (target[s+1] - ee_pos) / 0.01, -1, 1) for plan step s; MetaWorld moves
-   the mocap by action * 1 cm per control step, so gain 1 asks to reach the next target now.
+`GeometricFlow2Action.new_plan` analyses one plan on the frame it was made from:
+1. Object points: up to `n_points` pixels of the object mask with valid depth, lifted to 3-D
+   (`sof_ros.geometry`). Where the mask comes from is the caller's: in simulation the segmentation
+   ids of the task's objects (as AVDC), on a robot a mask topic, or, with no mask at all,
+   `motion_mask`: the pixels the plan moves that are not the arm.
+2. Tracks: the points are carried through the chained flow fields (bilinear sampling).
+3. Motion per field, cumulative from the plan's first frame: the object's rigid motion that best
+   re-projects its 3-D points onto their tracks -- a 3-D translation by robust least squares
+   (`motion_model="translation"`, the default) or a full SE(3) by PnP-RANSAC (`"se3"`). Motion
+   along a viewing ray shows only as a change of scale, which a small object at flow resolution
+   barely reveals, so that component is shrunk towards zero (`ray_ridge`) unless the tracks
+   insist on it.
+4. The hand's own planned motion is fitted the same way from the robot mask (the hand and
+   fingers: segmentation in simulation, the arm's rendered model on a robot; without one, the
+   pixels around the projected tool centre point that are neither object nor far from its depth).
 
-Gripper heuristic (documented choice): the gripper closes (+1) when the plan shows an object
-moving with the gripper (step 4: the plan carries, pushes or pulls something) and otherwise
-keeps its last command, starting from `default_grip` (+1: a closed hand is the rigid pusher
-MetaWorld's pressing and pulling experts use; pass -1 for grasp-first tasks).
+Control (`act`, every control step), from 3-D subgoals (`subgoals`, also the ROS node's pose
+targets):
+* the plan moves the object and the hand is at it (within `contact_m` of an object point): the
+  subgoals are the hand position carried by the object's planned motion (AVDC: subgoals chained
+  from the grasp point). The gripper closes first (and the hand holds still `close_steps` steps
+  while it does) -- a grasp when the plan lifts the object by more than `lift_m` (AVDC's test,
+  per plan), a closed fist pushing otherwise (AVDC pushes with a closed gripper too);
+* the plan moves the object but the hand is not at it (a long plan showing the whole task, as
+  AVDC's): the subgoals are chained from a contact point -- the grasp point (mask point nearest
+  the mask's geometric median, AVDC) when the plan lifts the object, else `push_back_m` behind
+  the push direction and `push_down_m` lower -- reached by hovering `hover_m` above it,
+  descending, closing;
+* the object does not move in the plan: the hand follows its own planned motion; when the plan
+  does not move the hand either, the hand approaches the object (hover above the grasp point,
+  descend);
+* release: a closed hand in contact opens when the plan moves the hand `release_m` away from an
+  object that stays put;
+* stall: `stall_steps` control steps with under `stall_m` of hand motion while a subgoal is
+  further than that -> `needs_replan` is set (the policy draws a fresh plan with temperature) and
+  the hand backs off upward for `backoff_steps` steps.
 
-Fail-safe: malformed inputs a caller can fix raise SofError; an empty or non-finite plan, no
-valid depth, a TCP out of view or too few gripper points give a zero motion action (the gripper
+Action: clip(gain * (subgoal(s + lookahead) - ee_pos) / 0.01, -1, 1) with the gripper command;
+MetaWorld moves the mocap by action * 1 cm per control step.
+
+Fail-safe: malformed inputs a caller can fix raise SofError; an empty or non-finite plan, no valid
+depth, an out-of-view end effector, too few trackable points give a zero motion action (the gripper
 holds its command) and `last_reason` says why. Actions are always finite and in [-1, 1].
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,17 +62,7 @@ from sof_ros.errors import SofError
 from sof_ros.geometry import backproject, camera_to_world, project, resize_flow, world_to_camera
 
 ACTION_SCALE_M = 0.01  # MetaWorld: the mocap moves action * 1 cm per control step
-
-
-@dataclass
-class PlanSolution:
-    """Geometry recovered from one flow plan, starting at plan step `start`."""
-
-    start: int  # plan step the tracks start at (the frame depth/ee_pos came from)
-    targets: np.ndarray  # (T - start + 1, 3) world TCP targets; targets[0] = ee_pos at `start`
-    grip: float | None  # +1 when the plan shows an object moving with the gripper, else None
-    reason: str
-    ok: bool
+OPEN, CLOSED = -1.0, 1.0
 
 
 # --- small geometry helpers ---------------------------------------------------------------
@@ -92,7 +100,7 @@ def chain_tracks(flows: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.nd
 
 
 def dis_flow_plan(frames: np.ndarray, flow_res: int | tuple[int, int] = 32, preset: str = "medium") -> np.ndarray:
-    """An oracle/reference flow plan from T+1 rendered RGB (or gray) frames: DIS flow
+    """A reference flow plan from T+1 rendered RGB (or gray) frames: DIS flow
     (`sof_ros.flow.estimators`) between successive frames, area-downsampled to the working grid and
     rescaled to working pixels (`sof_ros.geometry.resize_flow`). Returns (T, h, w, 2) float32."""
     from sof_ros.flow.estimators import DISFlow
@@ -107,81 +115,209 @@ def dis_flow_plan(frames: np.ndarray, flow_res: int | tuple[int, int] = 32, pres
     return resize_flow(np.stack([dis(rgb[k], rgb[k + 1]) for k in range(len(rgb) - 1)]), flow_res)
 
 
+def fit_translation(X: np.ndarray, uv: np.ndarray, K: np.ndarray, ray_ridge: float = 0.0, iters: int = 3,
+                    up: np.ndarray | None = None, noise_px: float = 0.5, max_ray_std: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """The camera-frame translation t that best carries 3-D points X (N, 3) onto pixels uv (N, 2):
+    linear least squares on the normalised-coordinate constraints x + t_x = a (z + t_z),
+    y + t_y = b (z + t_z), refined by dropping points whose residual is over 3x the median.
+
+    A single camera sees motion along the points' viewing ray r only as a change of scale, which a
+    small or distant object barely shows. When the fit leaves that component uncertain (its
+    standard deviation, for `noise_px` pixel noise per point, over `max_ray_std` of |t|) and `up`
+    (world up in camera axes) is given, the component along r is chosen by a tabletop prior: the
+    motion is taken as horizontal when the well-seen part of it is mostly horizontal, else as
+    vertical as the flow allows. `ray_ridge` (per point) shrinks the component along r instead.
+    Returns (t, inlier mask)."""
+    a = (uv[:, 0] - K[0, 2] - K[0, 1] * (uv[:, 1] - K[1, 2]) / K[1, 1]) / K[0, 0]
+    b = (uv[:, 1] - K[1, 2]) / K[1, 1]
+    n = len(X)
+    inl = np.ones(n, bool)
+    ray = X.mean(axis=0)
+    ray = ray / (np.linalg.norm(ray) + 1e-12)
+    t = np.zeros(3)
+    A = np.zeros((0, 3))
+    for _ in range(max(1, iters)):
+        m = int(inl.sum())
+        A = np.zeros((2 * m + 1, 3))
+        y = np.zeros(2 * m + 1)
+        A[:m, 0], A[:m, 2] = 1.0, -a[inl]
+        y[:m] = a[inl] * X[inl, 2] - X[inl, 0]
+        A[m:2 * m, 1], A[m:2 * m, 2] = 1.0, -b[inl]
+        y[m:2 * m] = b[inl] * X[inl, 2] - X[inl, 1]
+        A[-1] = np.sqrt(ray_ridge * m) * ray
+        t, *_ = np.linalg.lstsq(A, y, rcond=None)
+        res = np.hypot(X[:, 0] + t[0] - a * (X[:, 2] + t[2]), X[:, 1] + t[1] - b * (X[:, 2] + t[2]))
+        thr = 3.0 * max(np.median(res[inl]), 1e-4)
+        new = res <= thr
+        if new.sum() < max(3, n // 3) or np.array_equal(new, inl):
+            break
+        inl = new
+    if up is not None:
+        # uncertainty along the ray: the data's curvature in that direction (normalised units ~ depth)
+        z = float(np.median(X[inl, 2]))
+        sigma = noise_px / K[0, 0] * z
+        curv = float(ray @ (A[:-1].T @ A[:-1]) @ ray)
+        std_r = sigma / np.sqrt(max(curv, 1e-12))
+        if std_r > max_ray_std * max(np.linalg.norm(t), 1e-6):
+            t = _axis_prior(t - (t @ ray) * ray, ray, np.asarray(up, dtype=np.float64))
+    return t, inl
+
+
+def _axis_prior(tp: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """tp + lam * r for the lam that makes the motion horizontal (when tp is mostly horizontal) or as
+    vertical as possible (otherwise); lam is bounded by 3 |tp|."""
+    h = lambda x: x - (x @ u) * u  # noqa: E731  horizontal part
+    vert, hor = abs(tp @ u), np.linalg.norm(h(tp))
+    lam = 0.0
+    if hor >= vert and abs(r @ u) > 0.1:
+        lam = -(tp @ u) / (r @ u)
+    elif hor < vert and np.linalg.norm(h(r)) > 0.1:
+        lam = -(h(tp) @ h(r)) / (h(r) @ h(r))
+    bound = 3.0 * np.linalg.norm(tp)
+    return tp + float(np.clip(lam, -bound, bound)) * r
+
+
+def fit_se3(X: np.ndarray, uv: np.ndarray, K: np.ndarray, reproj_px: float = 1.5,
+            guess: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """Camera-frame rigid motion (4x4) carrying X (N, 3) onto pixels uv (N, 2) by PnP-RANSAC, or None."""
+    import cv2
+
+    if len(X) < 6:
+        return None
+    rvec, tvec = guess if guess is not None else (np.zeros((3, 1)), np.zeros((3, 1)))
+    try:
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(X.astype(np.float64), uv.astype(np.float64), K, None,
+                                                 rvec.copy(), tvec.copy(), useExtrinsicGuess=True,
+                                                 iterationsCount=100, reprojectionError=reproj_px,
+                                                 confidence=0.99, flags=cv2.SOLVEPNP_ITERATIVE)
+    except cv2.error:
+        return None
+    if not ok or inl is None or len(inl) < max(6, len(X) // 4):
+        return None
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(rvec)[0]
+    T[:3, 3] = tvec.ravel()
+    return T if np.all(np.isfinite(T)) else None
+
+
+def motion_mask(flow: np.ndarray, depth: np.ndarray, K: np.ndarray, cam_pose: np.ndarray, ee_pos: np.ndarray,
+                robot_mask: np.ndarray | None = None, min_px: float = 1.5, arm_radius_m: float = 0.06,
+                arm_margin_m: float = 0.02) -> np.ndarray:
+    """An object mask that needs no simulator: the pixels the plan moves by at least `min_px` image
+    pixels in total that are not the arm -- not in `robot_mask` (when the robot can render its
+    own), not within `arm_radius_m` of the tool centre point, not higher than it by `arm_margin_m`
+    (the arm above the hand)."""
+    H, W = depth.shape
+    flow = np.asarray(flow, np.float64)
+    h, w = flow.shape[1:3]
+    scale = np.array([W / w, H / h])
+    total = np.nansum(flow, axis=0) * scale  # (h, w, 2) image px, summed fields (a proxy for the path)
+    mag = np.hypot(total[..., 0], total[..., 1])
+    v, u = np.mgrid[0:H, 0:W]
+    cu = np.clip(((u + 0.5) / scale[0] - 0.5).round().astype(int), 0, w - 1)
+    cv_ = np.clip(((v + 0.5) / scale[1] - 0.5).round().astype(int), 0, h - 1)
+    moving = mag[cv_, cu] >= min_px
+    valid = np.isfinite(depth) & (depth > 1e-3)
+    world = camera_to_world(cam_pose, backproject(K, np.stack([u, v], -1).astype(np.float64), np.where(valid, depth, 1.0)))
+    arm = np.linalg.norm(world - ee_pos, axis=-1) < arm_radius_m
+    if robot_mask is not None:
+        arm |= robot_mask.astype(bool)
+    else:  # no model of the arm: what moves above the hand is taken for the arm
+        arm |= world[..., 2] > ee_pos[2] + arm_margin_m
+    return moving & valid & ~arm
+
+
+# --- the plan's geometry ------------------------------------------------------------------
+@dataclass
+class PlanMotion:
+    """What one plan says, in world coordinates, from the frame it was made from."""
+
+    ok: bool
+    reason: str
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(1))  # (T+1,) control step of each plan frame
+    obj_points: np.ndarray | None = None  # (N, 3) object points at the plan's first frame
+    obj_T: np.ndarray | None = None  # (T+1, 4, 4) object motion, cumulative from the first frame
+    obj_moving: bool = False
+    obj_disp: np.ndarray = field(default_factory=lambda: np.zeros(3))  # object centre's planned displacement
+    hand_disp: np.ndarray | None = None  # (T+1, 3) the hand's planned displacement
+    hand_moving: bool = False
+    grasp_point: np.ndarray | None = None  # AVDC: mask point nearest the geometric median, median depth
+
+    def carry(self, p: np.ndarray) -> np.ndarray:
+        """(T+1, 3): point p moved with the object."""
+        return self.obj_T[:, :3, :3] @ p + self.obj_T[:, :3, 3]
+
+
+def _world_T(P: np.ndarray, T_cam: np.ndarray) -> np.ndarray:
+    """A camera-frame motion (points X_cam -> T X_cam) as a world-frame motion."""
+    Pinv = np.eye(4)
+    Pinv[:3, :3] = P[:3, :3].T
+    Pinv[:3, 3] = -P[:3, :3].T @ P[:3, 3]
+    return P @ T_cam @ Pinv
+
+
 # --- the solver ---------------------------------------------------------------------------
 class GeometricFlow2Action:
-    """Flow plan + depth + camera model + TCP position -> MetaWorld actions [dx, dy, dz, grip].
+    """Flow plan + depth + object mask + camera model + TCP position -> actions [dx, dy, dz, grip].
 
-    Parameters (image pixels are pixels of the depth image, not of the flow grid):
-      gain: action = clip(gain * (target - ee_pos) / 0.01 m, -1, 1).
-      ee_radius_px: radius around the projected TCP from which gripper points are taken.
-      min_points: fewer valid gripper points than this -> zero action (fail safe).
-      depth_tol: m; a gripper point's depth must be within this of the TCP's depth.
-      motion_quantile: the gripper's 2-D displacement per step is the median over the gripper
-        points moving at least this quantile of their displacements (coarse flow blends the thin
-        fingers with the static background, which biases a plain median towards zero).
-      flow_gain: tracked displacements are multiplied by this before lifting to 3-D. Flow
-        computed on small renders (DIS at 128x128, area-pooled to 32x32) under-reports the thin,
-        textureless gripper's motion (aperture problem); measured in MetaWorld: ~0.45x of the true
-        vertical and ~0.7x of the true horizontal image motion, so 1.5-2 suits such plans.
-      visibility_margin: m; if set, the TCP target is kept this far in front of a static
-        surface (clearly in front of the hand) that the plan moves it onto. Off by default: the
-        cue rarely binds and coarse flow can call parts of the arm static.
-      contact_radius: m; object points are searched within this distance of the TCP.
-      arm_margin: m; points higher than the TCP by more than this are the arm, not an object.
-      min_motion_px: image px over the plan below which a point counts as static.
-      use_pnp: fit the object's rigid motion with solvePnPRansac when in contact.
-      pnp_min_points, pnp_min_extent: how much object is needed for the rigid fit.
-      pnp_reproj_px: RANSAC inlier threshold in image pixels.
-      default_grip: the gripper command until the plan shows an object moving with the gripper.
-      max_plan_steps: plans longer than this raise SofError (a malformed-input guard).
+    Call `reset()` at an episode start, `new_plan(...)` on the frame each plan was made from (or let
+    `act` do it: it analyses a plan it has not seen), then `act(...)` every control step. See the
+    module docstring for the control rules; lengths are metres, image pixels are depth pixels.
     """
 
-    def __init__(self, gain: float = 1.0, ee_radius_px: float = 8.0, min_points: int = 6,
-                 depth_tol: float = 0.06, motion_quantile: float = 0.5, flow_gain: float = 1.0,
-                 visibility_margin: float | None = None, contact_radius: float = 0.08,
-                 arm_margin: float = 0.02, min_motion_px: float = 0.75, use_pnp: bool = True,
-                 pnp_min_points: int = 12, pnp_min_extent: float = 0.05, pnp_reproj_px: float = 1.5,
-                 default_grip: float = 1.0, max_plan_steps: int = 1024):
+    def __init__(self, gain: float = 2.0, precision_m: float = 0.02, n_points: int = 500, min_points: int = 6,
+                 motion_model: str = "se3", ray_ridge: float = 0.0, obj_move_m: float = 0.01,
+                 obj_move_px: float = 1.0, hand_move_m: float = 0.01, contact_m: float = 0.05,
+                 lift_m: float = 0.015, close_steps: int = 6, hover_m: float = 0.12, reach_tol_m: float = 0.02,
+                 push_back_m: float = 0.08, push_down_m: float = 0.03, release_m: float = 0.05,
+                 stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
+                 approach: str = "plan", ee_radius_px: float = 8.0, depth_tol: float = 0.06,
+                 flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
             raise SofError(f"gain must be a positive number, got {gain}")
-        if ee_radius_px <= 0 or min_points < 1 or depth_tol <= 0:
-            raise SofError("ee_radius_px and depth_tol must be positive and min_points at least 1")
-        if not 0.0 <= motion_quantile < 1.0:
-            raise SofError(f"motion_quantile must be in [0, 1), got {motion_quantile}")
-        if not -1.0 <= default_grip <= 1.0:
-            raise SofError(f"default_grip must be in [-1, 1], got {default_grip}")
-        self.gain = float(gain)
-        self.ee_radius_px = float(ee_radius_px)
-        self.min_points = int(min_points)
-        self.depth_tol = float(depth_tol)
-        self.motion_quantile = float(motion_quantile)
-        if not (np.isfinite(flow_gain) and flow_gain > 0):
-            raise SofError(f"flow_gain must be a positive number, got {flow_gain}")
-        self.flow_gain = float(flow_gain)
-        self.visibility_margin = visibility_margin
-        self.contact_radius = float(contact_radius)
-        self.arm_margin = float(arm_margin)
-        self.min_motion_px = float(min_motion_px)
-        self.use_pnp = bool(use_pnp)
-        self.pnp_min_points = int(pnp_min_points)
-        self.pnp_min_extent = float(pnp_min_extent)
-        self.pnp_reproj_px = float(pnp_reproj_px)
-        self.default_grip = float(default_grip)
+        if motion_model not in ("translation", "se3"):
+            raise SofError(f"motion_model must be 'translation' or 'se3', got {motion_model!r}")
+        if approach not in ("plan", "mask"):
+            raise SofError(f"approach must be 'plan' (follow the plan's hand) or 'mask' (go to the object), got {approach!r}")
+        if n_points < 1 or min_points < 1 or not precision_m > 0:
+            raise SofError("n_points and min_points must be at least 1 and precision_m positive")
+        self.gain, self.precision_m = float(gain), float(precision_m)
+        self.n_points, self.min_points = int(n_points), int(min_points)
+        self.motion_model, self.ray_ridge = motion_model, float(ray_ridge)
+        self.obj_move_m, self.obj_move_px, self.hand_move_m = float(obj_move_m), float(obj_move_px), float(hand_move_m)
+        self.contact_m, self.lift_m, self.close_steps = float(contact_m), float(lift_m), int(close_steps)
+        self.hover_m, self.reach_tol_m = float(hover_m), float(reach_tol_m)
+        self.push_back_m, self.push_down_m, self.release_m = float(push_back_m), float(push_down_m), float(release_m)
+        self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
+        self.approach = approach
+        self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
-        self.last_reason = "no action yet"
-        self.last_solution: PlanSolution | None = None
-        self._grip = self.default_grip
-        self._cache_key: bytes | None = None
+        self.flow_noise_px = self._noise_px = float(flow_noise_px)
+        self.seed = int(seed)
+        self.reset()
 
     def reset(self) -> None:
-        """Forget the cached plan and the gripper state (call at the start of an episode)."""
-        self._grip = self.default_grip
-        self._cache_key = None
-        self.last_solution = None
+        """Start of an episode: gripper open, no plan, no contact."""
+        self._rng = np.random.default_rng(self.seed)
+        self.grip = OPEN
+        self.mode: str | None = None  # "grasp" | "push" once the object has moved in a plan
+        self.in_contact = False
+        self.subgoals: np.ndarray | None = None  # (T+1, 3) world subgoals, followed in order
+        self._sub = 0  # index of the subgoal being chased
+        self.waypoints: list[np.ndarray] = []  # reach-phase targets (hover, contact point), in order
+        self.last_motion: PlanMotion | None = None
         self.last_reason = "reset"
+        self.needs_replan = False
+        self.replans = 0
+        self._plan_id: object = None
+        self._plan_start = 0
+        self._hold = 0  # steps left holding still (gripper closing)
+        self._backoff = 0
+        self._stall = 0
+        self._prev_ee: np.ndarray | None = None
 
     # --- input checks (SofError for what a caller can fix) -----------------------------------
-    def _check(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, step_in_plan, seg):
+    def _check(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, mask):
         if flow_plan is None:
             raise SofError("flow_plan is missing; pass a (T, h, w, 2) array of per-step flow")
         flow = np.asarray(flow_plan)
@@ -209,226 +345,321 @@ class GeometricFlow2Action:
         R = P[:3, :3]
         if not np.allclose(R.T @ R, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
             raise SofError("cam_pose's rotation block is not a rotation matrix; pass a rigid 4x4 transform")
+        ee = self._check_ee(ee_pos)
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != depth.shape:
+                raise SofError(f"the object mask must match depth's shape {depth.shape}, got {mask.shape}")
+            mask = mask.astype(bool)
+        return flow, depth.astype(np.float64), K, P, ee, mask
+
+    @staticmethod
+    def _check_ee(ee_pos) -> np.ndarray:
         if ee_pos is None:
             raise SofError("ee_pos is missing; pass the (3,) tool-centre-point position in world metres")
         ee = np.asarray(ee_pos, dtype=np.float64).reshape(-1)
         if ee.shape != (3,) or not np.all(np.isfinite(ee)):
             raise SofError(f"ee_pos must be 3 finite numbers in metres, got {ee_pos!r}")
-        if isinstance(step_in_plan, bool) or not isinstance(step_in_plan, (int, np.integer)) or step_in_plan < 0:
-            raise SofError(f"step_in_plan must be a non-negative integer, got {step_in_plan!r}")
-        if seg is not None:
-            seg = np.asarray(seg)
-            if seg.shape != depth.shape:
-                raise SofError(f"seg must match depth's shape {depth.shape}, got {seg.shape}")
-        return flow, depth.astype(np.float64), K, P, ee, int(step_in_plan), seg
+        return ee
 
-    # --- API ------------------------------------------------------------------------------
-    def act(self, flow_plan: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray, cam_pose: np.ndarray,
-            ee_pos: np.ndarray, step_in_plan: int = 0, seg: np.ndarray | None = None) -> np.ndarray:
-        """One action (4,) in [-1, 1] for control step `step_in_plan` of `flow_plan`.
-
-        The first call for a plan must pass the frame the plan starts from (at step_in_plan = s,
-        the frame of plan step s); later calls with the same plan reuse that geometry and only
-        use `ee_pos` to close the loop, so they may pass the current frame."""
-        flow, depth, K, P, ee, s, seg = self._check(flow_plan, depth, intrinsics, cam_pose, ee_pos,
-                                                    step_in_plan, seg)
+    # --- plan analysis ---------------------------------------------------------------------
+    def analyse(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask=None, robot_mask=None,
+                frames_per_step: int = 1) -> PlanMotion:
+        """The plan's object and hand motion in world coordinates (no controller state changes)."""
+        flow, depth, K, P, ee, mask = self._check(flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask)
+        if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, (int, np.integer)) or frames_per_step < 1:
+            raise SofError(f"frames_per_step must be a positive integer, got {frames_per_step!r}")
         T = flow.shape[0]
+        fail = lambda why: PlanMotion(False, why)  # noqa: E731
         if flow.size == 0 or T == 0:
-            return self._zero("empty flow plan: zero action")
-        if s >= T:
-            s_eff = T - 1  # plan exhausted: hold the last target
-        else:
-            s_eff = s
-        key = hashlib.blake2b(np.ascontiguousarray(flow).tobytes(), digest_size=16).digest() + bytes(str(flow.shape), "ascii")
-        sol = self.last_solution
-        if key != self._cache_key or sol is None or sol.start > s_eff:
-            sol = self._solve(flow.astype(np.float64), depth, K, P, ee, s_eff, seg)
-            self._cache_key = key
-            self.last_solution = sol
-        if not sol.ok:
-            return self._zero(sol.reason)
-        if sol.grip is not None:
-            self._grip = float(sol.grip)
-        j = min(s_eff - sol.start + 1, len(sol.targets) - 1)
-        delta = sol.targets[j] - ee
-        a = np.zeros(4)
-        a[:3] = np.clip(self.gain * delta / ACTION_SCALE_M, -1.0, 1.0)
-        a[3] = self._grip
-        if not np.all(np.isfinite(a)):
-            return self._zero("non-finite action: zero action")
-        suffix = " (plan exhausted: holding last target)" if s >= T else ""
-        self.last_reason = f"{sol.reason}; step {s}/{T}{suffix}"
-        return a
-
-    def _zero(self, reason: str) -> np.ndarray:
-        self.last_reason = reason
-        return np.array([0.0, 0.0, 0.0, self._grip])
-
-    # --- the geometry -----------------------------------------------------------------------
-    def _solve(self, flow, depth, K, P, ee, start, seg) -> PlanSolution:
-        fail = lambda why: PlanSolution(start, np.zeros((0, 3)), None, why, False)  # noqa: E731
-        flows = flow[start:]
-        T = len(flows)
-        H, W = depth.shape
-        h, w = flows.shape[1:3]
-        scale = np.array([W / w, H / h], dtype=np.float64)
-        finite = np.isfinite(flows)
-        if not finite.any():
+            return fail("empty flow plan: zero action")
+        flow = flow.astype(np.float64)
+        if not np.isfinite(flow).any():
             return fail("flow plan is all NaN/inf: zero action")
+        H, W = depth.shape
+        h, w = flow.shape[1:3]
+        scale = np.array([W / w, H / h])
+        self._noise_px = self.flow_noise_px * float(scale.max())  # half a working pixel, in image pixels
+        steps = np.arange(T + 1) * int(frames_per_step)
         ee_cam = world_to_camera(P, ee)
         if ee_cam[2] <= 1e-3:
             return fail("end-effector is behind the camera: zero action")
         ee_px = project(K, ee_cam[None])[0]
         if not (0 <= ee_px[0] <= W - 1 and 0 <= ee_px[1] <= H - 1):
             return fail(f"end-effector projects outside the image at {np.round(ee_px, 1)}: zero action")
-        valid_d = np.isfinite(depth) & (depth > 1e-3)
-        if not valid_d.any():
+        valid = np.isfinite(depth) & (depth > 1e-3)
+        if not valid.any():
             return fail("no valid depth: zero action")
+        if robot_mask is not None:
+            robot_mask = np.asarray(robot_mask).astype(bool)
+            if robot_mask.shape != depth.shape:
+                raise SofError(f"the robot mask must match depth's shape {depth.shape}, got {robot_mask.shape}")
+        if mask is None:
+            mask = motion_mask(flow, depth, K, P, ee, robot_mask)
+        m = mask & valid
+        if robot_mask is not None:
+            m &= ~robot_mask
+        hand = self._hand_motion(flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, m, robot_mask)
+        hand_moving = hand is not None and float(np.linalg.norm(hand, axis=1).max()) >= self.hand_move_m
+        obj = self._object_motion(flow, depth, K, P, m, scale)
+        if isinstance(obj, str):
+            if hand is None:
+                return fail(f"{obj}, and no hand points to follow: zero action")
+            return PlanMotion(True, obj, steps, hand_disp=hand, hand_moving=hand_moving)
+        Xw, obj_T, disp, moving, grasp = obj
+        return PlanMotion(True, f"{len(Xw)} object points", steps, Xw, obj_T, moving, disp, hand, hand_moving, grasp)
 
-        # Gripper points: near the projected TCP, depth consistent with the TCP.
-        r = self.ee_radius_px
-        u0, u1 = int(max(0, np.floor(ee_px[0] - r))), int(min(W - 1, np.ceil(ee_px[0] + r)))
-        v0, v1 = int(max(0, np.floor(ee_px[1] - r))), int(min(H - 1, np.ceil(ee_px[1] + r)))
-        vv, uu = np.mgrid[v0:v1 + 1, u0:u1 + 1]
-        near = (uu - ee_px[0]) ** 2 + (vv - ee_px[1]) ** 2 <= r * r
-        dwin = depth[v0:v1 + 1, u0:u1 + 1]
-        vwin = valid_d[v0:v1 + 1, u0:u1 + 1]
-        if not (near & vwin).any():
-            return fail("no valid depth near the end-effector: zero action")
-        gmask = near & vwin & (np.abs(dwin - ee_cam[2]) <= self.depth_tol)
-        if seg is not None:
-            gmask &= seg[v0:v1 + 1, u0:u1 + 1] >= 0
-        n_g = int(gmask.sum())
-        if n_g < self.min_points:
-            return fail(f"only {n_g} gripper points with depth near the end-effector "
-                        f"(< min_points={self.min_points}): zero action")
-        g_pts = np.stack([uu[gmask], vv[gmask]], axis=1).astype(np.float64)
-        g_tracks = chain_tracks(flows, g_pts, scale)  # (T+1, N, 2)
-        g_ok = np.all(np.isfinite(g_tracks), axis=(0, 2))
-        if g_ok.sum() < self.min_points:
-            return fail(f"only {int(g_ok.sum())} gripper points have finite flow (< min_points): zero action")
-        g_tracks = g_tracks[:, g_ok]
-        g_tracks = g_tracks[0:1] + self.flow_gain * (g_tracks - g_tracks[0:1])
-        g_disp = g_tracks - g_tracks[0:1]  # (T+1, N, 2)
-        d2 = self._robust_disp(g_disp)  # (T+1, 2)
+    def _object_motion(self, flow, depth, K, P, m, scale):
+        """The object's points, motion, planned displacement, whether it moves and AVDC's grasp
+        point -- or a string saying why there is no object to track."""
+        vv, uu = np.nonzero(m)
+        if len(uu) < self.min_points:
+            return f"only {len(uu)} object pixels with valid depth (< min_points={self.min_points})"
+        if len(uu) > self.n_points:
+            pick = self._rng.choice(len(uu), self.n_points, replace=False)
+            vv, uu = vv[pick], uu[pick]
+        px = np.stack([uu, vv], 1).astype(np.float64)
+        X = backproject(K, px, depth[vv, uu])
+        tracks = chain_tracks(flow, px, scale)
+        ok = np.all(np.isfinite(tracks[1]), axis=1)
+        if ok.sum() < self.min_points:
+            return f"only {int(ok.sum())} object points have finite flow (< min_points)"
+        obj_T = self._fit_motion(X, tracks, K, P)
+        Xw = camera_to_world(P, X)
+        centre = Xw.mean(axis=0)
+        carried = obj_T[:, :3, :3] @ centre + obj_T[:, :3, 3]
+        disp = carried[-1] - centre
+        last = np.all(np.isfinite(tracks), axis=2)  # (T+1, N): still tracked at each frame
+        kk = int(np.max(np.flatnonzero(last.sum(1) >= self.min_points)))
+        px_move = float(np.median(np.linalg.norm(tracks[kk][last[kk]] - tracks[0][last[kk]], axis=1)))
+        moving = bool(np.linalg.norm(carried - centre, axis=1).max() >= self.obj_move_m and px_move >= self.obj_move_px)
+        # AVDC's grasp point: the sample nearest the mask's geometric median (2-D), median depth around it
+        d2 = np.linalg.norm(px[:, None] - px[None], axis=2).sum(1) if len(px) <= 600 else \
+            np.linalg.norm(px - np.median(px, axis=0), axis=1)
+        g = int(np.argmin(d2))
+        near = np.linalg.norm(px - px[g], axis=1) < 5.0 * max(scale.min() / 4, 1.0)
+        gz = float(np.median(X[near, 2]))
+        grasp = camera_to_world(P, backproject(K, px[g], gz))
+        return Xw, obj_T, disp, moving, grasp
 
-        # Translation-only targets: the TCP's pixel moves by d2, its depth is held.
-        q = ee_px[None] + d2
-        z = np.full(T + 1, ee_cam[2])
-        method = "translation"
-
-        # Scene points on a grid (about one per working cell quarter) for contact and visibility.
-        stride = max(1, int(round(min(scale) / 2)))
-        gv, gu = np.mgrid[0:H:stride, 0:W:stride]
-        gv, gu = gv.ravel(), gu.ravel()
-        keep = valid_d[gv, gu]
-        gu, gv = gu[keep], gv[keep]
-        s_pts = np.stack([gu, gv], axis=1).astype(np.float64)
-        s_tracks = chain_tracks(flows, s_pts, scale)
-        s_tracks = s_tracks[0:1] + self.flow_gain * (s_tracks - s_tracks[0:1])
-        s_fin = np.all(np.isfinite(s_tracks), axis=(0, 2))
-        s_disp = np.where(np.isfinite(s_tracks), s_tracks - s_tracks[0:1], 0.0)
-        s_mag = np.linalg.norm(s_disp, axis=2).max(axis=0)
-        static = s_fin & (s_mag < self.min_motion_px)
-        s_cam = backproject(K, s_pts, depth[gv, gu])
-        s_world = camera_to_world(P, s_cam)
-
-        # Contact: object points near the TCP (not the gripper, not the arm above it) moving with it.
-        grip = None
-        g_total = d2[-1]
-        g_move = float(np.linalg.norm(g_total))
-        in_g = ((gu - ee_px[0]) ** 2 + (gv - ee_px[1]) ** 2 <= r * r) & (np.abs(depth[gv, gu] - ee_cam[2]) <= self.depth_tol)
-        dist = np.linalg.norm(s_world - ee, axis=1)
-        cand = s_fin & ~in_g & (dist <= self.contact_radius) & (s_world[:, 2] <= ee[2] + self.arm_margin)
-        n_obj = 0
-        if g_move >= self.min_motion_px and cand.any():
-            od = s_disp[-1, cand]
-            cos = od @ g_total / (np.linalg.norm(od, axis=1) * g_move + 1e-9)
-            mag = np.linalg.norm(od, axis=1)
-            co = (cos > 0.7) & (mag >= max(self.min_motion_px, 0.4 * g_move))
-            n_obj = int(co.sum())
-            if n_obj >= max(3, self.min_points // 2):
-                grip = 1.0
-                obj_idx = np.flatnonzero(cand)[co]
-                if self.use_pnp:
-                    pnp = self._pnp_targets(K, s_cam[obj_idx], s_tracks[:, obj_idx], ee_cam)
-                    if pnp is not None:
-                        tgt_cam, n_in = pnp
-                        q = project(K, tgt_cam)
-                        z = tgt_cam[:, 2]
-                        method = f"pnp on {n_in} object points"
-                if method == "translation":
-                    method = f"translation, {n_obj} object points in contact"
-
-        # Visibility bound: the TCP cannot be behind the static surface the plan moves it onto.
-        n_vis = 0
-        if self.visibility_margin is not None and static.any():
-            dimg = np.full((H, W), np.inf)
-            front = static & (depth[gv, gu] < ee_cam[2] - self.depth_tol)  # clearly in front of the hand
-            sv, su = gv[front], gu[front]
-            dimg[sv, su] = depth[sv, su]
-            for k in range(1, T + 1):
-                qu, qv = int(round(q[k, 0])), int(round(q[k, 1]))
-                if not (0 <= qu < W and 0 <= qv < H):
-                    continue
-                rad = max(stride, 1)
-                win = dimg[max(0, qv - rad):qv + rad + 1, max(0, qu - rad):qu + rad + 1]
-                dmin = float(win.min()) if win.size else np.inf
-                if np.isfinite(dmin) and z[k] > dmin - self.visibility_margin:
-                    z[k] = max(dmin - self.visibility_margin, 1e-3)
-                    n_vis += 1
-
-        tgt_cam = backproject(K, q, z)
-        targets = camera_to_world(P, tgt_cam)
-        targets[0] = ee
-        if not np.all(np.isfinite(targets)):
-            return fail("non-finite 3-D targets: zero action")
-        reason = f"ok: {int(g_ok.sum())} gripper points, {method}"
-        if n_vis:
-            reason += f", visibility bound on {n_vis} steps"
-        return PlanSolution(start, targets, grip, reason, True)
-
-    def _robust_disp(self, disp: np.ndarray) -> np.ndarray:
-        """(T+1, N, 2) per-point displacements -> (T+1, 2): per step, the median displacement of
-        the points that moved at least the `motion_quantile` quantile of the plan's total motion."""
-        total = np.linalg.norm(disp[-1], axis=1)
-        if self.motion_quantile > 0 and len(total) >= 2:
-            sel = total >= np.quantile(total, self.motion_quantile)
-            if sel.sum() >= 2:
-                disp = disp[:, sel]
-        return np.median(disp, axis=1)
-
-    def _pnp_targets(self, K, obj_cam, obj_tracks, ee_cam):
-        """Rigid object motion per plan step (solvePnPRansac) applied to the TCP; None if unfit."""
-        import cv2
-
-        if len(obj_cam) < self.pnp_min_points:
-            return None
-        extent = np.linalg.norm(obj_cam.max(axis=0) - obj_cam.min(axis=0))
-        if extent < self.pnp_min_extent:
-            return None
-        T = obj_tracks.shape[0] - 1
-        out = np.empty((T + 1, 3))
-        out[0] = ee_cam
-        obj = obj_cam.astype(np.float64)
-        n_in = len(obj)
-        rvec, tvec = np.zeros((3, 1)), np.zeros((3, 1))
+    def _fit_motion(self, X, tracks, K, P) -> np.ndarray:
+        """(T+1, 4, 4) world-frame motion of the points X (camera frame) along their tracks."""
+        T = tracks.shape[0] - 1
+        out = np.tile(np.eye(4), (T + 1, 1, 1))
+        guess = None
         for k in range(1, T + 1):
-            img = obj_tracks[k].astype(np.float64)
-            try:
-                ok, rvec_k, tvec_k, inl = cv2.solvePnPRansac(
-                    obj, img, K, None, rvec.copy(), tvec.copy(), useExtrinsicGuess=True,
-                    iterationsCount=100, reprojectionError=self.pnp_reproj_px, confidence=0.99,
-                    flags=cv2.SOLVEPNP_ITERATIVE)
-            except cv2.error:
-                return None
-            if not ok or inl is None or len(inl) < self.pnp_min_points // 2:
-                return None
-            Rk, _ = cv2.Rodrigues(rvec_k)
-            tgt = Rk @ ee_cam + tvec_k.ravel()
-            if not np.all(np.isfinite(tgt)) or tgt[2] <= 1e-3 or np.linalg.norm(tgt - ee_cam) > 0.5:
-                return None
-            out[k] = tgt
-            rvec, tvec = rvec_k, tvec_k
-            n_in = min(n_in, len(inl))
-        return out, n_in
+            fin = np.all(np.isfinite(tracks[k]), axis=1)  # points lost to occlusion drop out
+            if fin.sum() < self.min_points:
+                out[k:] = out[k - 1]  # nothing left to track: the object stays where last seen
+                break
+            Xk, uv = X[fin], tracks[k][fin]
+            Tc = None
+            if self.motion_model == "se3":
+                Tc = fit_se3(Xk, uv, K, guess=guess)
+                if Tc is not None:
+                    import cv2
+
+                    guess = (cv2.Rodrigues(Tc[:3, :3])[0], Tc[:3, 3].reshape(3, 1))
+            if Tc is not None and self._ambiguous(Xk, uv, K, P, Tc):
+                Tc = None  # PnP cannot see the motion along the viewing ray either: use the prior
+            if Tc is None:
+                t, _ = fit_translation(Xk, uv, K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
+                Tc = np.eye(4)
+                Tc[:3, 3] = t
+            out[k] = _world_T(P, Tc)
+        return out
+
+    def _ambiguous(self, X, uv, K, P, Tc) -> bool:
+        """True when a PnP translation's component along the viewing ray is not determined by the
+        tracks (the translation-only fit's test, `fit_translation`)."""
+        t_free, _ = fit_translation(X, uv, K)
+        t_prior, _ = fit_translation(X, uv, K, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
+        return not np.allclose(t_free, t_prior)
+
+    def _hand_motion(self, flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, obj_mask, robot_mask):
+        """(T+1, 3) planned displacement of the hand (world), or None without hand points."""
+        H, W = depth.shape
+        if robot_mask is not None:
+            hm = robot_mask & valid
+        else:  # no robot model: pixels around the projected TCP at its depth that are not the object
+            r = self.ee_radius_px
+            v, u = np.mgrid[0:H, 0:W]
+            hm = ((u - ee_px[0]) ** 2 + (v - ee_px[1]) ** 2 <= r * r) & valid & ~obj_mask
+            hm &= np.abs(np.where(valid, depth, 0) - ee_cam[2]) <= self.depth_tol
+        vv, uu = np.nonzero(hm)
+        if len(uu) < self.min_points:
+            return None
+        if len(uu) > self.n_points:
+            pick = self._rng.choice(len(uu), self.n_points, replace=False)
+            vv, uu = vv[pick], uu[pick]
+        px = np.stack([uu, vv], 1).astype(np.float64)
+        X = backproject(K, px, depth[vv, uu])
+        tracks = chain_tracks(flow, px, scale)
+        out = np.zeros((tracks.shape[0], 3))
+        for k in range(1, tracks.shape[0]):
+            fin = np.all(np.isfinite(tracks[k]), axis=1)
+            if fin.sum() < self.min_points:
+                if k == 1:
+                    return None
+                out[k:] = out[k - 1]
+                break
+            t, _ = fit_translation(X[fin], tracks[k][fin], K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0],
+                                   noise_px=self._noise_px)
+            out[k] = P[:3, :3] @ t
+        return out
+
+    # --- control ---------------------------------------------------------------------------
+    def new_plan(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask=None, robot_mask=None,
+                 frames_per_step: int = 1, plan_id: object = None) -> PlanMotion:
+        """Analyse a plan made from this frame and update the subgoals (see the module docstring)."""
+        mot = self.analyse(flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask, robot_mask, frames_per_step)
+        ee = self._check_ee(ee_pos)
+        self._plan_id = plan_id
+        self._plan_start = 0
+        self.last_motion = mot
+        self.needs_replan = False
+        if not mot.ok:
+            self.subgoals = None
+            self.last_reason = mot.reason
+            return mot
+        has_obj = mot.obj_points is not None
+        dist = float(np.linalg.norm(mot.obj_points - ee, axis=1).min()) if has_obj else np.inf
+        lifted = has_obj and float(mot.obj_disp[2]) >= self.lift_m
+        why = ""
+        if not has_obj:
+            if mot.hand_disp is not None and (self.in_contact or self.approach == "plan"):
+                self.waypoints = []
+                self._set_subgoals(ee + mot.hand_disp)  # the object hidden (in the hand): follow the hand
+                why = f"{mot.reason}: hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
+            else:
+                self.subgoals, self.waypoints = None, []
+                why = f"{mot.reason}: holding"
+        elif mot.obj_moving and (self.in_contact or (dist <= self.contact_m and not self.waypoints)):
+            if self.grip != CLOSED:
+                self._hold = self.close_steps
+            self.in_contact = True
+            self.mode = self.mode or ("grasp" if lifted else "push")
+            self.grip = CLOSED
+            self.waypoints = []
+            if mot.hand_disp is not None:  # in contact the hand moves with the object: its own track is the
+                self._set_subgoals(ee + mot.hand_disp)  # larger, better-seen one (the object hides in a grasp)
+            else:
+                self._set_subgoals(mot.carry(ee))  # the hand carried with the object
+            why = f"object moves {np.round(mot.obj_disp, 3).tolist()} m: hand moves with it ({self.mode})"
+        elif mot.obj_moving:
+            # a plan that shows the object moving while the hand is away from it (AVDC's long plans)
+            grasp = mot.grasp_point.copy()
+            chain = mot.carry(grasp)
+            rise = float(chain[:, 2].max() - grasp[2])
+            self.mode = self.mode or ("grasp" if rise >= max(self.lift_m, 0.05) else "push")
+            contact = grasp.copy()
+            if self.mode == "push":
+                d = chain[-1, :2] - grasp[:2]
+                if np.linalg.norm(d) > 0.01:
+                    contact[:2] -= self.push_back_m * d / np.linalg.norm(d)
+                contact[2] -= self.push_down_m
+            self.waypoints = [contact + np.array([0, 0, self.hover_m]), contact]
+            self.in_contact = False
+            self.grip = OPEN if self.mode == "grasp" else CLOSED
+            self.subgoals = None
+            why = f"object moves {np.round(mot.obj_disp, 3).tolist()} m away from the hand: {self.mode} from {np.round(contact, 3).tolist()}"
+        else:
+            if self.in_contact and self.grip == CLOSED and mot.hand_moving and \
+                    float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
+                self.grip = OPEN  # the plan moves the hand away from an object that stays: release
+                self.in_contact = False
+                why = "release: the plan moves the hand away from a still object; "
+            if self.approach == "plan" and mot.hand_moving:
+                self.waypoints = []
+                self._set_subgoals(ee + mot.hand_disp)
+                why += f"object still; hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
+            elif self.in_contact:
+                self._set_subgoals(ee[None])
+                why += "object still, hand in contact: holding"
+            else:
+                g = mot.grasp_point
+                self.waypoints = [g + np.array([0, 0, self.hover_m]), g]
+                self.subgoals = None
+                why += f"object still: approach the grasp point {np.round(g, 3).tolist()} from above"
+        self.last_reason = why
+        return mot
+
+    def _set_subgoals(self, points: np.ndarray) -> None:
+        self.subgoals = np.asarray(points, dtype=np.float64)
+        self._sub = 1 if len(self.subgoals) > 1 else 0
+
+    def target(self, ee: np.ndarray, step_in_plan: int) -> np.ndarray | None:
+        """The 3-D subgoal for this control step (also the node's pose target), or None."""
+        if self._backoff > 0:
+            return ee + np.array([0.0, 0.0, 0.02])
+        if self._hold > 0:
+            return ee.copy()
+        if self.waypoints:
+            wp = self.waypoints[0]
+            if len(self.waypoints) > 1 and np.linalg.norm(ee[:2] - wp[:2]) <= self.reach_tol_m \
+                    and abs(ee[2] - wp[2]) <= 2 * self.reach_tol_m:
+                self.waypoints.pop(0)
+                wp = self.waypoints[0]
+            elif len(self.waypoints) == 1 and np.linalg.norm(ee - wp) <= self.reach_tol_m:
+                self.waypoints = []
+                if self.mode == "grasp" or self.mode is None:
+                    self.grip = CLOSED
+                    self._hold = self.close_steps
+                self.in_contact = self.mode is not None
+                return ee.copy()
+            return wp
+        if self.subgoals is None or len(self.subgoals) == 0:
+            return None
+        while self._sub < len(self.subgoals) - 1 and np.linalg.norm(self.subgoals[self._sub] - ee) <= self.precision_m:
+            self._sub += 1  # reached: chase the next one (AVDC pops subgoals the same way)
+        return self.subgoals[self._sub]
+
+    def act(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, step_in_plan: int = 0, object_mask=None,
+            robot_mask=None, frames_per_step: int = 1, plan_id: object = None) -> np.ndarray:
+        """One action (4,) in [-1, 1] for control step `step_in_plan` of the plan. A plan not seen
+        before (`plan_id`, else the array's identity) is analysed on this frame first, so its first
+        call must pass the frame the plan was made from."""
+        if isinstance(step_in_plan, bool) or not isinstance(step_in_plan, (int, np.integer)) or step_in_plan < 0:
+            raise SofError(f"step_in_plan must be a non-negative integer, got {step_in_plan!r}")
+        key = plan_id if plan_id is not None else id(flow_plan)
+        if key != self._plan_id or self.last_motion is None:
+            self.new_plan(flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask, robot_mask, frames_per_step, key)
+            self._plan_start = int(step_in_plan)
+        ee = self._check_ee(ee_pos)
+        if not self.last_motion.ok:
+            return self._zero(self.last_motion.reason)
+        self._watch_stall(ee)
+        tgt = self.target(ee, int(step_in_plan))
+        if self._hold > 0:
+            self._hold -= 1
+        if self._backoff > 0:
+            self._backoff -= 1
+        if tgt is None:
+            return self._zero(self.last_reason + "; no subgoal: zero motion")
+        self.current_target = tgt
+        a = np.zeros(4)
+        a[:3] = np.clip(self.gain * (tgt - ee) / ACTION_SCALE_M, -1.0, 1.0)
+        a[3] = self.grip
+        if not np.all(np.isfinite(a)):
+            return self._zero("non-finite action: zero action")
+        return a
+
+    def _watch_stall(self, ee: np.ndarray) -> None:
+        moved = np.inf if self._prev_ee is None else float(np.linalg.norm(ee - self._prev_ee))
+        self._prev_ee = ee.copy()
+        if self._hold > 0 or self._backoff > 0 or moved >= self.stall_m:
+            self._stall = 0
+            return
+        self._stall += 1
+        if self._stall >= self.stall_steps:
+            self._stall = 0
+            self.needs_replan = True
+            self.replans += 1
+            self._backoff = self.backoff_steps
+            self.waypoints = []
+            self.last_reason = f"stalled {self.stall_steps} steps: backing off and asking for a fresh plan"
+
+    def _zero(self, reason: str) -> np.ndarray:
+        self.last_reason = reason
+        self.current_target = None
+        return np.array([0.0, 0.0, 0.0, self.grip])

@@ -30,6 +30,9 @@ class AgentInput:
     ee_pos: np.ndarray | None = None  # (3,) metres, world/base frame
     gripper: float = 0.0  # finger opening as the training data recorded it
     sim_state: np.ndarray | None = None  # privileged simulator state: only the scripted expert reads it
+    object_mask: np.ndarray | None = None  # (H, W) bool: the instruction's objects (sim: segmentation ids; robot: a mask source)
+    robot_mask: np.ndarray | None = None  # (H, W) bool: the arm's hand (sim: segmentation; robot: its rendered model)
+    oracle: object = None  # privileged simulator access (the expert's future): only the oracle rows read it
 
 
 @dataclass
@@ -83,8 +86,10 @@ class RowSpec:
 
 ROWS: dict[str, RowSpec] = {spec.name: spec for spec in (
     RowSpec("sof", "SOF, learned Flow2Action (ours)", "sof_ros.policies.sof:SofPolicy", ("skill", "policy", "f2a")),
-    RowSpec("sof_learning_free", "SOF, learning-free Flow2Action (ours)", "sof_ros.policies.sof:SofLearningFreePolicy",
-            ("skill", "policy"), needs_depth=True),
+    RowSpec("sof_learning_free", "SOF, learning-free Flow2Action (ours)",
+            "sof_ros.policies.learning_free:SofLearningFreePolicy", ("skill", "policy"), needs_depth=True),
+    RowSpec("sof_learning_free_oracle", "Learning-free Flow2Action on ground-truth expert flow (oracle plans)",
+            "sof_ros.policies.learning_free:SofLearningFreeOraclePolicy", (), needs_depth=True),
     RowSpec("skill2action", "Skill2Action ablation (ours)", "sof_ros.policies.sof:Skill2ActionPolicy",
             ("skill", "policy", "skill2action")),
     RowSpec("bc", "Behaviour cloning baseline (ours)", "sof_ros.policies.sof:BCPolicy", ("bc",)),

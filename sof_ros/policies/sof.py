@@ -198,33 +198,6 @@ class Skill2ActionPolicy(_FlowSkillPolicy):
         return self._plan(tokens, flow, size, self.models["skill2action"](tokens, img, self._proprio(obs)))
 
 
-class SofLearningFreePolicy(_FlowSkillPolicy):
-    """SOF with the geometric solver: no action labels; needs depth, camera model and ee position."""
-
-    name = "sof_learning_free"
-    needs_proprio = False
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from sof_ros.flow2action.geometric import GeometricFlow2Action
-
-        self.geometric = GeometricFlow2Action()
-
-    def reset(self) -> None:
-        self.geometric.reset()
-
-    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
-        _, tokens, flow, size = self._flow_plan(obs, instruction)
-        return self._plan(tokens, flow, size)
-
-    def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
-        if obs.depth is None or obs.intrinsics is None or obs.cam_pose is None or obs.ee_pos is None:
-            raise SofError("the learning-free Flow2Action needs depth, camera intrinsics, camera pose and "
-                           "the end-effector position; use a depth camera or the 'sof' row")
-        return self.geometric.act(plan.flow, obs.depth, obs.intrinsics, obs.cam_pose, obs.ee_pos,
-                                  step_in_plan=step_in_plan, seg=obs.seg)
-
-
 class BCPolicy(CheckpointPolicy):
     """Behaviour cloning: image + instruction + proprioception -> action chunk, no skills."""
 

@@ -37,6 +37,9 @@ class Observation:
     body_mat: np.ndarray  # (nbody, 3, 3)
     success: bool
     state: np.ndarray  # MetaWorld's full state vector (what the scripted expert reads)
+    object_mask: np.ndarray | None = None  # (H, W) bool: segmentation of the task's objects (TASK_OBJECTS)
+    robot_mask: np.ndarray | None = None  # (H, W) bool: segmentation of the arm's hand and fingers
+    oracle: object = None  # privileged: the arm itself, for the expert's future (ExpertFuture); oracle rows only
 
     def agent_input(self):
         """What a policy gets: what a real camera + arm would report, plus the privileged state
@@ -44,7 +47,34 @@ class Observation:
         from sof_ros.policies import AgentInput
 
         return AgentInput(rgb=self.rgb, depth=self.depth, seg=self.seg, intrinsics=self.intrinsics,
-                          cam_pose=self.cam_pose, ee_pos=self.ee_pos, gripper=self.gripper, sim_state=self.state)
+                          cam_pose=self.cam_pose, ee_pos=self.ee_pos, gripper=self.gripper, sim_state=self.state,
+                          object_mask=self.object_mask, robot_mask=self.robot_mask, oracle=self.oracle)
+
+
+# The objects each instruction is about, by MuJoCo geom or body name (AVDC's name2maskid, for the
+# v3 scenes): in simulation the learning-free Flow2Action's object mask is their segmentation.
+TASK_OBJECTS: dict[str, tuple[str, ...]] = {
+    "door-open": ("geom:handle",), "door-close": ("body:door_link",), "basketball": ("body:basketball",),
+    "shelf-place": ("body:obj",), "button-press": ("body:button",), "button-press-topdown": ("body:button",),
+    "faucet-close": ("body:faucet_link2",), "faucet-open": ("body:faucet_link2",),
+    "handle-press": ("body:handle_link",), "hammer": ("geom:HammerHandle",), "assembly": ("geom:WrenchHandle",),
+}
+ROBOT_HAND_BODIES = ("hand", "rightpad", "leftpad", "right_hand")  # rigid with the tool centre point (but the fingers)
+
+
+@dataclass
+class ExpertFuture:
+    """The scripted expert's next `steps` control steps from a state, rendered every `every` steps:
+    (n, ...) stacks of depth, seg and body/camera poses (for ground-truth flow), and whether the
+    expert succeeded within them."""
+
+    depth: np.ndarray
+    seg: np.ndarray
+    cam_pose: np.ndarray
+    body_pos: np.ndarray
+    body_mat: np.ndarray
+    ee_pos: np.ndarray
+    success: bool
 
 
 def metaworld_env_name(task: str) -> str:
@@ -173,7 +203,9 @@ class MetaWorldArm:
 
     def observe(self) -> Observation:
         rgb, depth, seg = self.render()
+        object_mask, robot_mask = self._masks(seg)
         return Observation(
+            object_mask=object_mask, robot_mask=robot_mask, oracle=self,
             rgb=rgb, depth=depth, seg=seg, intrinsics=self.intrinsics(), cam_pose=self.cam_pose(),
             ee_pos=np.array(self.env.tcp_center, dtype=np.float64),
             gripper=float(self._state[3]) if self._state is not None else 0.0,
@@ -184,6 +216,68 @@ class MetaWorldArm:
 
     def geom_body_ids(self) -> np.ndarray:
         return self.model.geom_bodyid.astype(np.int32).copy()
+
+    def geom_ids(self, names) -> np.ndarray:
+        """Geom ids of "geom:<name>" / "body:<name>" entries (every geom of the body)."""
+        m, mj, ids = self.model, self._mujoco, []
+        for entry in names:
+            kind, _, name = entry.partition(":")
+            if kind == "geom":
+                gid = mj.mj_name2id(m, mj.mjtObj.mjOBJ_GEOM, name)
+                ids += [gid] if gid >= 0 else []
+            else:
+                bid = mj.mj_name2id(m, mj.mjtObj.mjOBJ_BODY, name)
+                ids += np.flatnonzero(m.geom_bodyid == bid).tolist() if bid >= 0 else []
+        if not ids:
+            raise SofError(f"none of {list(names)} is in the '{self.task}' scene")
+        return np.array(sorted(set(ids)), np.int32)
+
+    def _masks(self, seg: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        if not hasattr(self, "_object_ids"):
+            names = TASK_OBJECTS.get(self.task)
+            self._object_ids = self.geom_ids(names) if names else None
+            self._robot_ids = self.geom_ids([f"body:{b}" for b in ROBOT_HAND_BODIES])
+        obj = np.isin(seg, self._object_ids) if self._object_ids is not None else None
+        return obj, np.isin(seg, self._robot_ids)
+
+    def expert_future(self, steps: int, every: int = 1) -> ExpertFuture:
+        """Privileged (oracle rows only): run the scripted expert `steps` control steps on from the
+        current state, render depth + segmentation every `every` steps, then restore the simulator
+        exactly (MuJoCo integration state and the env's own attributes), so the episode goes on as
+        if nothing had happened."""
+        mj, env = self._mujoco, self.env
+        if steps < 1 or every < 1:
+            raise SofError(f"expert_future needs steps >= 1 and every >= 1, got {steps}, {every}")
+        spec = mj.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mj.mj_stateSize(self.model, spec))
+        mj.mj_getState(self.model, self.data, state, spec)
+        saved = {k: (v, v.copy() if isinstance(v, np.ndarray) else None) for k, v in env.__dict__.items()}
+        expert = expert_policy(self.task)
+        obs, success = self._state, False
+        out: dict[str, list] = {k: [] for k in ("depth", "seg", "cam_pose", "body_pos", "body_mat", "ee_pos")}
+        try:
+            for i in range(1, steps + 1):
+                a = np.clip(np.asarray(expert.get_action(obs), dtype=np.float64), -1, 1)
+                obs, _, _, _, info = env.step(a.astype(np.float32))
+                success = success or bool(info.get("success", 0.0))
+                if i % every == 0:
+                    _, depth, seg = self.render()
+                    out["depth"].append(depth)
+                    out["seg"].append(seg)
+                    out["cam_pose"].append(self.cam_pose())
+                    out["body_pos"].append(self.data.xpos.copy())
+                    out["body_mat"].append(self.data.xmat.reshape(-1, 3, 3).copy())
+                    out["ee_pos"].append(np.array(env.tcp_center, dtype=np.float64))
+        finally:
+            for k in [k for k in env.__dict__ if k not in saved]:
+                del env.__dict__[k]
+            for k, (obj, copy) in saved.items():
+                if copy is not None:
+                    obj[...] = copy  # in place: some attributes are views into the MuJoCo data
+                env.__dict__[k] = obj
+            mj.mj_setState(self.model, self.data, state, spec)
+            mj.mj_forward(self.model, self.data)
+        return ExpertFuture(**{k: np.stack(v) for k, v in out.items()}, success=success)
 
     def close(self) -> None:
         """Free GL resources with *this* renderer's context current: MuJoCo's own close frees

@@ -1,0 +1,106 @@
+"""The learning-free rows: SOF's predicted flow plans (Stages 1-2 of a checkpoint) or the oracle's
+ground-truth plans, turned into actions by the geometric solver (`sof_ros.flow2action.geometric`),
+which needs no action labels.
+
+Inputs at act time: depth, camera intrinsics and pose, the end-effector position and an object
+mask -- in simulation the segmentation of the task's objects (`sim.metaworld_env.TASK_OBJECTS`, as
+AVDC), on a robot whatever mask source fills `AgentInput.object_mask`; without one the solver uses
+the plan's moving pixels that are not the arm (`geometric.motion_mask`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sof_ros.errors import SofError
+from sof_ros.flow2action.geometric import GeometricFlow2Action
+from sof_ros.policies.base import AgentInput, FlowPlan
+from sof_ros.policies.sof import _FlowSkillPolicy
+
+SOLVER_DEFAULTS: dict = {}
+
+
+def _need_geometry(obs: AgentInput) -> None:
+    if obs.depth is None or obs.intrinsics is None or obs.cam_pose is None or obs.ee_pos is None:
+        raise SofError("the learning-free Flow2Action needs depth, camera intrinsics, camera pose and "
+                       "the end-effector position; use a depth camera or the 'sof' row")
+
+
+class _SolverMixin:
+    solver: GeometricFlow2Action
+    _plans = 0
+
+    def _new_solver(self, **overrides) -> None:
+        self.solver = GeometricFlow2Action(**{**SOLVER_DEFAULTS, **overrides})
+
+    def reset(self) -> None:
+        self.solver.reset()
+
+    @property
+    def last_reason(self) -> str:
+        return self.solver.last_reason
+
+    @property
+    def pose_target(self) -> np.ndarray | None:
+        """The 3-D subgoal behind the last action (world/base frame), for a pose command; None when
+        the last action was a safe zero."""
+        return getattr(self.solver, "current_target", None)
+
+    def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
+        _need_geometry(obs)
+        return self.solver.act(plan.flow, obs.depth, obs.intrinsics, obs.cam_pose, obs.ee_pos, step_in_plan,
+                               object_mask=obs.object_mask, robot_mask=obs.robot_mask,
+                               frames_per_step=int(plan.frames_per_step), plan_id=id(plan))
+
+
+class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
+    """SOF with the geometric solver on the checkpoint's predicted plans (greedy; after a stall the
+    next plan is sampled at `replan_temperature`, a fresh plan instead of the same one again)."""
+
+    name = "sof_learning_free"
+    needs_proprio = False
+    replan_temperature = 1.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._new_solver()
+
+    @torch.no_grad()
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        img, text, size = self._inputs(obs, instruction)
+        temperature = self.replan_temperature if self.solver.needs_replan else 0.0
+        tokens = self.models["policy"].generate(img, text, temperature=temperature)
+        flow = self.models["skill"].decode_ids(tokens, img)
+        plan = self._plan(tokens, flow, size)
+        plan.frames_per_step = int(getattr(self.cfg.skill, "stride", 1))
+        return plan
+
+
+class SofLearningFreeOraclePolicy(_SolverMixin):
+    """The same solver on ground-truth flow of the scripted expert's future from the current state
+    (simulation only: `AgentInput.oracle` is the MetaWorldArm). Plan format: `fields` flow fields
+    `frames_per_step` control steps apart at `flow_res` -- by default that of the shipped
+    checkpoint's plans (8 fields, 1 step apart, 32x32)."""
+
+    name = "sof_learning_free_oracle"
+
+    def __init__(self, fields: int = 8, frames_per_step: int = 12, flow_res: int | None = None, replan_every: int = 8):
+        self.fields, self.frames_per_step, self.flow_res = int(fields), int(frames_per_step), flow_res
+        self.replan_every = int(replan_every)
+        self._new_solver()
+
+    @classmethod
+    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
+        return cls(replan_every=replan_every or 8)
+
+    def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
+        from sof_ros.flow2action.oracle import expert_flow_plan
+
+        arm = obs.oracle
+        if arm is None or not hasattr(arm, "expert_future"):
+            raise SofError("the oracle row needs privileged simulator access (AgentInput.oracle); it runs only in simulation")
+        if obs.depth is None or obs.seg is None:
+            raise SofError("the oracle row needs the rendered depth and segmentation of the current frame")
+        h, w = np.shape(obs.rgb)[:2]
+        flow = expert_flow_plan(arm, obs.depth, obs.seg, self.fields, self.frames_per_step, self.flow_res or (h, w))
+        return FlowPlan(np.zeros(0, np.int64), flow, (w, h), frames_per_step=self.frames_per_step)
