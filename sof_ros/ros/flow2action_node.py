@@ -10,7 +10,8 @@ the frame the plan was made from), turns the action [dx, dy, dz, grip] into
   info    command_info (conversions.CommandInfo): the twist's stamp beside the capture stamp of the
           frame it answers and of the plan it came from (latency, the sim bridge's lockstep);
   gripper std_msgs/Float64 = action[3] in [-1 open, +1 close];
-  pose    (output_mode pose|both) PoseStamped target = end effector + pose_lookahead_steps actions,
+  pose    (output_mode pose|both) PoseStamped target = end effector + pose_lookahead_steps actions
+          (the learning-free rows: the solver's current 3-D subgoal, `policy.pose_target`),
           optionally planned + executed through moveit_py (lazy import, `use_moveit_py`).
 
 MoveIt Servo (Jazzy): the node switches Servo to TWIST commands at start-up through
@@ -280,8 +281,9 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             if self.ee_pos is None:
                 tcmd, treason = SafeCommand.stop(), "rejected: no end-effector pose to place a pose target"
             else:
-                tcmd, treason = self.safety.filter_target(self.ee_pos + step_m * p.pose_lookahead_steps,
-                                                          self.ee_pos, a[3])
+                goal = getattr(self.agent, "pose_target", None)  # rows that solve for 3-D subgoals (learning-free)
+                goal = self.ee_pos + step_m * p.pose_lookahead_steps if goal is None else np.asarray(goal, float)
+                tcmd, treason = self.safety.filter_target(goal, self.ee_pos, a[3])
             if tcmd.target is not None:
                 T = cv.xyzquat_to_matrix(list(tcmd.target) + list(p.robot.target_orientation))
                 msg = cv.matrix_to_pose_stamped(T, self.now_ns(), p.robot.base_frame)  # stamped when sent, as the twist
