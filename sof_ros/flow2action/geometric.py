@@ -460,21 +460,12 @@ class GeometricFlow2Action:
                     import cv2
 
                     guess = (cv2.Rodrigues(Tc[:3, :3])[0], Tc[:3, 3].reshape(3, 1))
-            if Tc is not None and self._ambiguous(Xk, uv, K, P, Tc):
-                Tc = None  # PnP cannot see the motion along the viewing ray either: use the prior
             if Tc is None:
                 t, _ = fit_translation(Xk, uv, K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
                 Tc = np.eye(4)
                 Tc[:3, 3] = t
             out[k] = _world_T(P, Tc)
         return out
-
-    def _ambiguous(self, X, uv, K, P, Tc) -> bool:
-        """True when a PnP translation's component along the viewing ray is not determined by the
-        tracks (the translation-only fit's test, `fit_translation`)."""
-        t_free, _ = fit_translation(X, uv, K)
-        t_prior, _ = fit_translation(X, uv, K, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
-        return not np.allclose(t_free, t_prior)
 
     def _hand_motion(self, flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, obj_mask, robot_mask):
         """(T+1, 3) planned displacement of the hand (world), or None without hand points."""
@@ -594,20 +585,18 @@ class GeometricFlow2Action:
             return ee + np.array([0.0, 0.0, 0.02])
         if self._hold > 0:
             return ee.copy()
-        if self.waypoints:
-            wp = self.waypoints[0]
-            if len(self.waypoints) > 1 and np.linalg.norm(ee[:2] - wp[:2]) <= self.reach_tol_m \
-                    and abs(ee[2] - wp[2]) <= 2 * self.reach_tol_m:
-                self.waypoints.pop(0)
-                wp = self.waypoints[0]
-            elif len(self.waypoints) == 1 and np.linalg.norm(ee - wp) <= self.reach_tol_m:
-                self.waypoints = []
-                if self.mode == "grasp" or self.mode is None:
-                    self.grip = CLOSED
-                    self._hold = self.close_steps
-                self.in_contact = self.mode is not None
-                return ee.copy()
-            return wp
+        if self.waypoints:  # AVDC: above the contact point first, then down onto it, then close
+            contact = self.waypoints[-1]
+            if len(self.waypoints) > 1 and np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m:
+                return self.waypoints[0]
+            if np.linalg.norm(ee - contact) > self.reach_tol_m:
+                return contact
+            self.waypoints = []
+            if self.mode == "grasp" or self.mode is None:
+                self.grip = CLOSED
+                self._hold = self.close_steps
+            self.in_contact = self.mode is not None
+            return ee.copy()
         if self.subgoals is None or len(self.subgoals) == 0:
             return None
         while self._sub < len(self.subgoals) - 1 and np.linalg.norm(self.subgoals[self._sub] - ee) <= self.precision_m:
