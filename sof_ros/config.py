@@ -33,8 +33,10 @@ BENCHMARK_TASKS: dict[str, str] = {
 
 @dataclass
 class SimConfig:
-    """MetaWorld rendering and episode settings."""
+    """Simulator, rendering and episode settings."""
 
+    backend: str = "metaworld"  # metaworld (Sawyer) | libero (Franka Panda): sof_ros.sim.make_arm
+    suite: str = ""  # libero: the suite the task names belong to (libero_goal | libero_10 | ...)
     camera: str = "corner"
     width: int = 128
     height: int = 128

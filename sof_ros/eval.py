@@ -96,7 +96,7 @@ def read_episodes(path: Path) -> dict[int, dict]:
 def _run_job(job: dict) -> dict:
     """The seeds of one (row, task, camera) not yet in its episode file: the unit a worker takes."""
     from sof_ros.policies import load_policy
-    from sof_ros.sim.metaworld_env import MetaWorldArm
+    from sof_ros.sim import make_arm
 
     torch.set_num_threads(1)  # small models: one thread is as fast and immune to contention
     path = Path(job["file"])
@@ -104,7 +104,8 @@ def _run_job(job: dict) -> dict:
     if not todo:
         return {**job, "ran": 0}
     policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
-    arm = MetaWorldArm(job["task"], job["sim"], camera=job["camera"])
+    arm = make_arm(job["task"], job["sim"], camera=job["camera"],
+                   with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows render less
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         for seed in todo:
@@ -165,10 +166,10 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     e = cfg.eval
     if not e.tasks or not e.cameras:
         raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
-    from sof_ros.sim.metaworld_env import MetaWorldArm
+    from sof_ros.sim import make_arm
 
     for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
-        MetaWorldArm(e.tasks[0], cfg.sim, camera=cam).close()
+        make_arm(e.tasks[0], cfg.sim, camera=cam).close()
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
         load_policy(row, checkpoint, device, task=e.tasks[0])
     work = Path(work)

@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "flow": "sof_ros.bench.flow_bench",  # estimator speed and EPE vs simulator ground truth
     "loop": "sof_ros.bench.loop_bench",  # camera frame -> end-effector command latency through DDS
     "d_act": "sof_ros.bench.d_act",  # learned Flow2Action success vs action-labelled set size
+    "libero": "sof_ros.bench.libero",  # LIBERO-GOAL / LIBERO-10 success per task and row (Franka Panda)
 }
 
 

@@ -17,6 +17,8 @@ POST_SUCCESS_FRAMES = 5  # keep a few frames after success so the video shows th
 def rollout_expert(arm, policy, seed: int, max_steps: int, noise: float, rng: np.random.Generator):
     """One expert episode; returns (observations, actions)."""
     obs = arm.reset(seed)
+    if hasattr(policy, "reset"):  # LIBERO's scripted experts are programs with a position in them
+        policy.reset()
     observations, actions = [obs], []
     after_success = 0
     for _ in range(max_steps):
@@ -53,7 +55,7 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
             act_fraction: float = 0.2, noise: float = 0.1, camera: str | None = None,
             only_successful: bool = False, progress: bool = True) -> dict[str, float]:
     """Collect episodes; returns per-task expert success rate. Seeds are `seed + k` per task."""
-    from sof_ros.sim.metaworld_env import MetaWorldArm, expert_policy
+    from sof_ros.sim import backend_of, make_arm, make_expert
 
     if episodes_per_task < 1:
         raise SofError("--episodes must be at least 1")
@@ -66,8 +68,8 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
     rates = {}
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="collect", unit="ep", disable=not progress)
     for task in tasks:
-        arm = MetaWorldArm(task, sim, camera=camera)
-        policy = expert_policy(task)
+        arm = make_arm(task, sim, camera=camera, with_depth=backend_of(sim) != "libero")  # LIBERO: RGB-only demos
+        policy = make_expert(task, sim)
         geom_body = arm.geom_body_ids()
         successes = 0
         for k in range(episodes_per_task):
@@ -79,7 +81,7 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
             bar.set_postfix(task=task, success=f"{successes}/{k + 1}")
             if only_successful and not success:
                 continue
-            attrs = dict(task=arm.task, instruction=arm.instruction, source="metaworld",
+            attrs = dict(task=arm.task, instruction=arm.instruction, source=backend_of(sim),
                          success=bool(success), seed=int(ep_seed), camera=arm.camera,
                          in_d_act=bool(k < n_act))
             ds.write_episode(index, attrs, episode_arrays(observations, geom_body), actions)

@@ -1,4 +1,5 @@
-"""MetaWorld's scripted expert as a row: the upper bound, reading privileged simulator state."""
+"""The scripted expert as a row (MetaWorld's policies, or sof_ros's LIBERO programs): the upper
+bound, reading privileged simulator state."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,19 +13,22 @@ class ExpertPolicy:
     replan_every = 1
 
     def __init__(self, task: str):
+        from sof_ros.sim.libero_experts import PROGRAMS, expert_for
         from sof_ros.sim.metaworld_env import expert_policy
 
         self.task = task
-        self._expert = expert_policy(task)
+        self._expert = expert_for(task) if task in PROGRAMS else expert_policy(task)  # task names are disjoint
 
     @classmethod
     def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
         if not task:
-            raise SofError("the scripted expert row needs the MetaWorld task it runs on")
+            raise SofError("the scripted expert row needs the simulator task it runs on")
         return cls(task)
 
     def reset(self) -> None:
-        """Stateless: every action is computed from the current state."""
+        """MetaWorld's experts are stateless; a LIBERO program starts again from its first primitive."""
+        if hasattr(self._expert, "reset"):
+            self._expert.reset()
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         if obs.sim_state is None:

@@ -1,0 +1,138 @@
+"""`sof-bench libero`: closed-loop success on LIBERO-GOAL and LIBERO-10 with the Franka Panda.
+
+Runs `sof-eval`'s resumable evaluation (sof_ros.eval.evaluate) for the rows on every task of the
+config's protocol -- held-out initial states (LIBERO's own evaluation states 0..), LIBERO's step
+limit -- then splits it by suite into benchmarks/results/libero.json (+ .md):
+
+    {"command", "commit", "machine",
+     "protocol": {"suites": [...], "max_steps": {suite: control steps}, "episodes_per_task": n, ...},
+     "suites": {"libero_goal": {"rows": {ROW: {"per_task": {...}, "average", "ci95": [lo, hi], ...}}},
+                "libero_10": {...}}}
+
+A suite's average is the mean over its tasks (equal episodes per task), its 95% interval the Wilson
+interval of the pooled episodes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sof_ros.errors import SofError, run_cli
+
+SUITES = ("libero_goal", "libero_10")
+
+
+def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
+    from sof_ros.eval import _episode_file, read_episodes, wilson_ci
+    from sof_ros.policies import ROWS
+    from sof_ros.sim.libero_env import suite_tasks
+
+    out = {}
+    for suite in SUITES:
+        tasks = [t for t in protocol["tasks"] if t in set(suite_tasks(suite))]
+        if not tasks:
+            continue
+        entry = {"tasks": tasks, "rows": {}}
+        for row in rows:
+            recs = {t: read_episodes(_episode_file(work, row, t, protocol["cameras"][0])) for t in tasks}
+            recs = {t: [r for s, r in sorted(v.items()) if s >= protocol["first_seed"]] for t, v in recs.items()}
+            if not all(recs.values()):
+                continue
+            n = min(len(v) for v in recs.values())
+            wins = {t: sum(r["success"] for r in v[:n]) for t, v in recs.items()}
+            total = sum(wins.values())
+            entry["rows"][row] = {
+                "label": ROWS[row].label if row in ROWS else row,
+                "per_task": {t: wins[t] / n for t in tasks},
+                "per_task_ci95": {t: list(wilson_ci(wins[t], n)) for t in tasks},
+                "average": total / (n * len(tasks)), "ci95": list(wilson_ci(total, n * len(tasks))),
+                "episodes": n * len(tasks), "episodes_per_task": n,
+                "steps_to_success_mean": _mean([r["steps"] for v in recs.values() for r in v[:n] if r["success"]]),
+                "wall_s_per_episode": _mean([r["wall_s"] for v in recs.values() for r in v[:n]]),
+            }
+        out[suite] = entry
+    return out
+
+
+def _mean(xs):
+    return round(sum(xs) / len(xs), 2) if xs else None
+
+
+def markdown(res: dict) -> str:
+    pr = res["protocol"]
+    lines = ["# LIBERO closed-loop success (Franka Panda)", "",
+             f"- command: `{res['command']}`", f"- commit: `{res['commit']}`", f"- machine: {res['machine']}",
+             f"- protocol: initial states {pr['first_seed']}..{pr['first_seed'] + pr['episodes_per_task'] - 1} of every task "
+             f"(LIBERO's own evaluation states; demonstrations used 20..49), {pr['episodes_per_task']} episodes per task, "
+             f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
+             f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
+             "Wilson interval of the pooled episodes", ""]
+    for suite, entry in res["suites"].items():
+        tasks = entry["tasks"]
+        lines += [f"## {suite}", "", "| task | " + " | ".join(entry["rows"]) + " |", "|---|" + "---|" * len(entry["rows"])]
+        for t in tasks:
+            lines.append(f"| {t} | " + " | ".join(f"{r['per_task'][t]:.2f}" for r in entry["rows"].values()) + " |")
+        lines.append("| **average [95% CI]** | " + " | ".join(
+            f"**{r['average']:.2f}** [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for r in entry["rows"].values()) + " |")
+        lines.append("| s/episode | " + " | ".join(f"{r['wall_s_per_episode']}" for r in entry["rows"].values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    def body():
+        from sof_ros.bench.meta import command_line, git_commit, machine
+        from sof_ros.eval import eval_config, evaluate, merge, open_work, protocol_of
+        from sof_ros.sim.libero_env import ENV_STEPS_PER_CONTROL
+
+        p = argparse.ArgumentParser(prog="sof-bench libero", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", default="config/libero.yaml")
+        p.add_argument("--checkpoint", default="models/sof_libero")
+        p.add_argument("--rows", nargs="+", help="default: the config's eval.rows")
+        p.add_argument("--tasks", nargs="+", help="default: the config's eval.tasks (both suites)")
+        p.add_argument("--episodes", type=int, help="initial states per task (default: eval.episodes_per_task_camera)")
+        p.add_argument("--work", default="runs/eval/libero", help="sof-eval work directory (resumable)")
+        p.add_argument("--merge-only", action="store_true", help="report what --work holds, run nothing")
+        p.add_argument("--out", default="benchmarks/results/libero.json")
+        a = p.parse_args(argv)
+        provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
+        cfg = eval_config(a.checkpoint, a.config)
+        if cfg.sim.backend != "libero":
+            raise SofError(f"{a.config} is not a LIBERO config (sim.backend: {cfg.sim.backend})")
+        e = cfg.eval
+        if a.tasks:
+            e.tasks = list(a.tasks)
+        if a.episodes:
+            e.episodes_per_task_camera = a.episodes
+        rows = list(a.rows or e.rows)
+        work = Path(a.work)
+        if not a.merge_only:
+            evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera)
+        protocol = open_work(work, protocol_of(cfg)) if not a.merge_only else json.loads((work / "protocol.json").read_text())
+        merge(work, protocol)  # checks the work directory
+        suites = split_by_suite(work, protocol, rows)
+        if not suites:
+            raise SofError(f"nothing to report: {work} holds no finished episodes")
+        n = min(r["episodes_per_task"] for s in suites.values() for r in s["rows"].values())
+        res = {**provenance,
+               "protocol": {"suites": list(suites), "max_steps": {s: protocol["max_steps"] for s in suites},
+                            "max_steps_env": protocol["max_steps"] * ENV_STEPS_PER_CONTROL, "episodes_per_task": n,
+                            "first_seed": protocol["first_seed"], "camera": protocol["cameras"][0],
+                            "resolution": protocol["resolution"], "checkpoint": a.checkpoint,
+                            "control": "one control step = 2 LIBERO env steps (10 Hz); action 1.0 = 0.01 m of "
+                                       "end-effector target (sof_ros.sim.libero_env)"},
+               "suites": suites}
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        out.with_suffix(".md").write_text(markdown(res))
+        print(markdown(res))
+        print(f"results: {out} (+ .md); episode records: {work}")
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    main()
