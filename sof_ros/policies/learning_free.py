@@ -48,7 +48,11 @@ class _SolverMixin:
 
     def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
         _need_geometry(obs)
-        return self.solver.act(plan.flow, obs.depth, obs.intrinsics, obs.cam_pose, obs.ee_pos, step_in_plan,
+        flow = plan.flow
+        undefined = getattr(plan, "undefined", None)  # oracle plans: cells without ground truth
+        if undefined is not None:
+            flow = np.where(undefined[..., None], np.nan, flow)
+        return self.solver.act(flow, obs.depth, obs.intrinsics, obs.cam_pose, obs.ee_pos, step_in_plan,
                                object_mask=obs.object_mask, robot_mask=obs.robot_mask,
                                frames_per_step=int(plan.frames_per_step), plan_id=id(plan))
 
@@ -103,4 +107,8 @@ class SofLearningFreeOraclePolicy(_SolverMixin):
             raise SofError("the oracle row needs the rendered depth and segmentation of the current frame")
         h, w = np.shape(obs.rgb)[:2]
         flow = expert_flow_plan(arm, obs.depth, obs.seg, self.fields, self.frames_per_step, self.flow_res or (h, w))
-        return FlowPlan(np.zeros(0, np.int64), flow, (w, h), frames_per_step=self.frames_per_step)
+        undefined = ~np.all(np.isfinite(flow), axis=-1)
+        plan = FlowPlan(np.zeros(0, np.int64), np.where(undefined[..., None], 0.0, flow).astype(np.float32), (w, h),
+                        frames_per_step=self.frames_per_step)
+        plan.undefined = undefined  # finite flow for every plan consumer; the solver drops these cells' tracks
+        return plan
