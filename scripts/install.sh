@@ -3,8 +3,10 @@
 #   ./scripts/install.sh                         ROS 2 Jazzy (ros-jazzy-* wheels) into ./.venv, from requirements.lock
 #   SOF_ROS_DISTRO=kilted ./scripts/install.sh   Kilted-era ros-* wheels into ./.venv-kilted, from requirements-kilted.lock
 # Idempotent: re-running only installs what changed. A venv holding another ROS distro's wheels
-# (e.g. a .venv made before Jazzy became the default) is recreated, not mixed. torch is the CPU
-# build (2.13.0); nothing here can pull a CUDA build because every package is pinned in the lock.
+# (e.g. a .venv made before Jazzy became the default) is switched in place: all its ros-* wheels are
+# uninstalled first, then the lock is installed, so two Fast DDS generations never mix; the non-ROS
+# packages (same pins in both locks) stay. torch is the CPU build (2.13.0); nothing here can pull a
+# CUDA build because every package is pinned in the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,17 +26,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null; }
 fi
 
-# rclpy of the existing venv vs the lock's: another ROS generation's wheels are removed with the venv
-# (upgrading them in place would leave the other distro's libraries and metadata behind)
-want=$(sed -n 's/^ros-rclpy==//p' "$lock")
-if [ -x "$venv/bin/python" ]; then
-  have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ros-rclpy"))' 2>/dev/null || true)
-  if [ -n "$have" ] && [ "${have%%.*}" != "${want%%.*}" ]; then
-    echo "[install] $venv has rclpy $have (another ROS 2 distro); recreating it for rclpy $want"
-    rm -rf "$venv"
-  fi
-fi
-
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 if [ ! -x "$venv/bin/python" ]; then
@@ -42,14 +33,29 @@ if [ ! -x "$venv/bin/python" ]; then
   "$PY" -m venv "$venv"
   echo '*' > "$venv/.gitignore"  # keeps .venv-kilted out of git status like .venv
 fi
+pip=("$venv/bin/python" -m pip)
 stamp=$venv/.sof_ros_lock
+
+# rclpy of the existing venv vs the lock's. Another ROS generation's wheels are uninstalled before
+# the lock is installed: upgrading them one by one would leave that generation's packages (e.g.
+# ros-fastdds 3 beside ros-fastrtps 2) and files shared between old and new wheels half removed.
+want=$(sed -n 's/^ros-rclpy==//p' "$lock")
+have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ros-rclpy"))' 2>/dev/null || true)
+if [ -n "$have" ] && [ "${have%%.*}" != "${want%%.*}" ]; then
+  echo "[install] $venv has rclpy $have (another ROS 2 distro): removing its ros-* wheels, installing rclpy $want"
+  mapfile -t old_ros < <("$venv/bin/python" -c 'import importlib.metadata as m
+print("\n".join(sorted({d.metadata["Name"] for d in m.distributions() if d.metadata["Name"].lower().startswith("ros-")})))')
+  "${pip[@]}" uninstall -y -q "${old_ros[@]}"
+  rm -f "$stamp"
+fi
+
 if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then
   echo "[install] torch 2.13.0 (CPU build) first, then the pinned $lock (a few minutes)"
-  "$venv/bin/pip" install -q torch==2.13.0
-  "$venv/bin/pip" install -q -r "$lock"
+  "${pip[@]}" install -q torch==2.13.0
+  "${pip[@]}" install -q -r "$lock"
   cp "$lock" "$stamp"
 fi
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e .
+"${pip[@]}" install -q --no-deps --no-build-isolation -e .
 "$venv/bin/python" -c "import torch, rclpy, mujoco, metaworld, cv2, vector_quantize_pytorch, pyrealsense2; \
 import importlib.metadata as m; \
 assert not torch.version.cuda, 'a CUDA torch was installed; expected the CPU build'; \
