@@ -42,6 +42,8 @@ class SimConfig:
     height: int = 128
     max_steps: int = 200  # control steps per episode (MetaWorld's own limit is 500)
     render_shadows: bool = False  # off: ~45 fps at 128x128 on CPU instead of ~10
+    antialias: bool = True  # MuJoCo's 4x multisampling; off: an RGB frame costs ~1/3 on CPU (a checkpoint
+    # trained on frames rendered one way is evaluated on frames rendered the same way: sof-eval reads it)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class CollectConfig:
     act_fraction: float = 0.2  # share of episodes marked as the action-labelled set D_act
     expert_noise: float = 0.1  # Gaussian noise on expert actions: varied, still mostly successful demos
     only_successful: bool = False
+    cameras: list[str] = field(default_factory=lambda: ["corner"])  # each camera gets its own seeds
+    depth: bool = True  # also render depth + segmentation (GT flow, learning-free solver); off: RGB only
 
 
 @dataclass
@@ -68,35 +72,55 @@ class FlowConfig:
 
 @dataclass
 class SkillConfig:
-    """Stage 1: flow-segment autoencoder with FSQ skill tokens."""
+    """Stage 1: flow-segment autoencoder with FSQ skill tokens.
 
-    segment: int = 8  # H: flow steps per skill segment (the paper uses ~32; CPU budget here)
+    A segment is `segment` flow fields `stride` control steps apart (flow from frame t to t+stride,
+    `sof-flow --gap stride`), so it spans segment * stride frames. Defaults are the v1 recipe;
+    config/metaworld.yaml holds the current one."""
+
+    segment: int = 8  # H: flow fields per skill segment
+    stride: int = 1  # control steps (frames) between two flow fields; the flow key is <estimator>_k<stride>
     flow_res: int = 32  # working resolution of flow fields (square)
     image_res: int = 32  # working resolution of RGB inputs (square)
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # 1000 codes
     tokens_per_segment: int = 4
     width: int = 16  # conv channels
-    flow_scale: float = 1.0  # flow (working-res px) is divided by this before the network
+    flow_scale: float = 1.0  # flow (working-res px) is divided by this before the network; 0: the std of the
+    # training flow on moving pixels, measured by sof-train and stored with the weights
+    moving_px: float = 0.5  # a pixel moves when its flow exceeds this many source-image px (metrics, loss weight)
+    moving_weight: float = 0.0  # extra loss weight on moving pixels (0: every pixel counts the same)
 
 
 @dataclass
 class PolicyConfig:
-    """Stage 2: decoder-only Transformer from (image, instruction) to skill tokens."""
+    """Stage 2: decoder-only Transformer from (image, instruction[, proprioception]) to skill tokens."""
 
     d_model: int = 96
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
     text_dim: int = 384  # all-MiniLM-L6-v2
+    use_proprio: bool = False  # end-effector position + gripper as one more prefix token
+    exclude_d_act: bool = False  # train on the videos outside D_act, so plans on D_act are as imperfect as at run time
+    image_shift: int = 0  # random-shift augmentation of the image, +- px at image_res (0: none)
+    temperature: float = 0.0  # run-time decoding: 0 greedy, else sampling at this temperature
+    top_k: int = 0  # with temperature > 0: sample among the k most likely tokens (0: all)
 
 
 @dataclass
 class Flow2ActionConfig:
-    """Stage 3: flow plan (+ frame, proprioception) to end-effector actions."""
+    """Stage 3: flow plan (+ frame, proprioception) to end-effector actions; the comparison heads
+    (Skill2Action, BC, pixel skills) share the same head and options."""
 
     width: int = 16
     use_proprio: bool = True  # end-effector position and gripper opening, as every arm reports them
-    d_act_episodes_per_task: int = 4  # size of the action-labelled set D_act (first k episodes per task)
+    d_act_episodes_per_task_camera: int = 4  # size of the action-labelled set D_act: the first k in_d_act
+    # episodes of every (task, camera)
+    pool: str = "mean"  # mean: global average of the conv features; flatten: keep the 4x4 layout (where things are)
+    chunk: int = 0  # actions predicted per plan (0: the segment's span, segment * stride)
+    plan_source: str = "encoder"  # tokens the head is trained on: encoder (of the real flow) | predicted (Stage 2)
+    predicted_fraction: float = 1.0  # with plan_source predicted: share of batches on predicted tokens (rest encoder)
+    image_shift: int = 0  # random-shift augmentation (+- px at flow_res) of the image and plan together
 
 
 @dataclass
@@ -116,6 +140,7 @@ class TrainConfig:
     log_every: int = 100
     ckpt_every: int = 500
     num_threads: int = 2
+    cache: bool = False  # keep the working-resolution tensors of the dataset in DATASET/.cache (reloads in seconds)
 
 
 @dataclass
@@ -132,6 +157,7 @@ class EvalConfig:
     replan_every: int = 4
     rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "pixel_skills",
                                                      "expert"])
+    ensemble: float = 0.0  # temporal ensembling of overlapping action chunks (weights exp(-ensemble * age)); 0: off
 
 
 @dataclass
@@ -229,7 +255,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 # Keys renamed since checkpoints were first written: old name -> new name, per section.
-_RENAMED = {"eval": {"episodes_per_task": "episodes_per_task_camera"}}
+_RENAMED = {"eval": {"episodes_per_task": "episodes_per_task_camera"},
+            "f2a": {"d_act_episodes_per_task": "d_act_episodes_per_task_camera"}}  # one camera then
 
 
 def _upgrade(data: dict) -> dict:

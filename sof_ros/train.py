@@ -25,17 +25,20 @@ import yaml
 
 from sof_ros.config import SofConfig, load_config, to_dict
 from sof_ros.errors import SofError, run_cli
-from sof_ros.flow2action.learned import BCNet, Flow2ActionNet, Pixels2ActionNet, Skill2ActionNet
+from sof_ros.flow2action.learned import (BCNet, Flow2ActionNet, Pixels2ActionNet, Skill2ActionNet, chunk_length,
+                                         random_shift)
 from sof_ros.learn import reports  # noqa: F401 (imported lazily below would hide errors)
 from sof_ros.learn.data import SegmentData
 from sof_ros.learn.loop import fit, init_distributed, is_main
 from sof_ros.nn import tensor_to_image
 from sof_ros.policies import stages_for
 from sof_ros.policy.model import SkillPolicy
-from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebook_usage, epe
+from sof_ros.skills.model import PixelSkillAutoencoder, SkillAutoencoder, codebook_usage, epe, weighted_flow_loss
 from sof_ros.text import InstructionEncoder
 
-STAGES = ("skill", "policy", "f2a", "skill2action", "bc", "pixel_skill", "pixel_policy", "pixel2action")
+STAGES = ("skill", "policy", "f2a", "f2a_plan_only", "skill2action", "bc", "pixel_skill", "pixel_policy",
+          "pixel2action")
+PLAN_SOURCES = ("encoder", "predicted")
 # Per skill space (the method's flow, the pixel-space ablation): Stage-1 model, Stage-2 model and the
 # SegmentData attribute holding the token ids of every segment.
 SPACES = {"flow": ("skill", "policy", "tokens"), "pixel": ("pixel_skill", "pixel_policy", "pixel_tokens")}
@@ -54,6 +57,7 @@ def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
         "pixel_skill": PixelSkillAutoencoder(cfg.skill),
         "pixel_policy": SkillPolicy(cfg.policy, cfg.skill, n),
         "pixel2action": Pixels2ActionNet(cfg.f2a, cfg.skill),
+        "f2a_plan_only": Flow2ActionNet(cfg.f2a, cfg.skill, use_image=False),  # the head without the image
     }
 
 
@@ -114,9 +118,16 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         rank = dist.get_rank() if dist.is_initialized() else 0
         self.rng = np.random.default_rng(cfg.train.seed + rank)
+        self._gen = torch.Generator().manual_seed(cfg.train.seed + rank)
+        self._predicted: dict = {}  # Stage 2's tokens on D_act, per skill space
         torch.manual_seed(cfg.train.seed)  # same init on every rank; DDP also broadcasts
-        self.data = SegmentData(cfg.train.dataset, cfg.skill, val_fraction=cfg.train.val_fraction,
-                                progress=progress and is_main(), proprio_required=cfg.f2a.use_proprio)
+        if cfg.f2a.plan_source not in PLAN_SOURCES:
+            raise SofError(f"f2a.plan_source must be one of {PLAN_SOURCES}, got '{cfg.f2a.plan_source}'")
+        self.data = SegmentData(cfg.train.dataset, cfg.skill, flow_name=cfg.flow.estimator,
+                                val_fraction=cfg.train.val_fraction, progress=progress and is_main(),
+                                proprio_required=cfg.f2a.use_proprio or cfg.policy.use_proprio,
+                                chunk=chunk_length(cfg.f2a, cfg.skill), cache=cfg.train.cache)
+        self.d_act = self.data.d_act_episodes(cfg.f2a.d_act_episodes_per_task_camera)
         self.models = build_models(cfg)
         for m in self.models.values():
             m.to(self.device)
@@ -161,12 +172,17 @@ class Trainer:
         d, model = self.data, self.models[name]
         starts = d.starts("train")
         err = "epe" if space == "flow" else "mae"
+        if space == "flow" and self.cfg.skill.flow_scale == 0 and not (self.out / f"{name}.ckpt").exists():
+            model.scale.fill_(d.flow_std(starts, seed=self.cfg.train.seed))  # normalise by the data's statistics
+        thr = d.moving_threshold if space == "flow" else 0.1  # pixel ablation: a colour change of 5 % moves
 
         def loss_fn(m, step):
             s = self._batch(starts)
             target, img = self._to(self._targets(space, s), d.rgb[s])
             rec, _ = m(target, img)
-            return {"loss": F.smooth_l1_loss(rec, target),
+            moving = target.norm(dim=-1) > thr
+            loss = weighted_flow_loss(rec, target, model.scale, moving, self.cfg.skill.moving_weight)
+            return {"loss": loss,
                     err: (epe(rec, target) if space == "flow" else (rec - target).abs().mean()).detach()}
 
         self._fit(name, model, loss_fn, self.cfg.train.skill_steps)  # same budget for both spaces
@@ -186,11 +202,11 @@ class Trainer:
     def encode_tokens(self, space: str = "flow") -> None:
         """Token ids of the segment starting at every frame (targets for stage 2)."""
         d, model = self.data, self.models[SPACES[space][0]].eval()
-        all_starts = torch.arange(len(d.rgb) - self.cfg.skill.segment - 1)
+        all_starts = torch.arange(len(d.rgb) - d.span - 1)
         ids = []
         for chunk in all_starts.split(512):
             ids.append(model.encode(self._targets(space, chunk).to(self.device))[1].cpu())
-        pad = torch.zeros(self.cfg.skill.segment + 1, ids[0].shape[1], dtype=torch.long)
+        pad = torch.zeros(d.span + 1, ids[0].shape[1], dtype=torch.long)
         setattr(d, SPACES[space][2], torch.cat(ids + [pad]))
 
     def _report_starts(self, n: int) -> tuple[str, torch.Tensor]:
@@ -202,16 +218,25 @@ class Trainer:
 
     @torch.no_grad()
     def report_skill(self) -> None:
+        """Stage 1 on held-out segments. EPE in working-resolution px over all pixels and over the
+        *moving* ones (|real flow| above skill.moving_px source px: the same set Stage 2 is scored on),
+        with the trivial baseline (predicting no motion) beside each."""
         d, model = self.data, self.models["skill"]
-        _, s = self._report_starts(512)
-        flow, img = self._to(d.segment(s, d.flow), d.rgb[s])
-        rec, ids = model(flow, img)
-        moving = flow.norm(dim=-1) > 0.25
+        split, s = self._report_starts(1024)
+        rec, flow = [], []
+        for c in s.split(256):
+            f, im = self._to(d.segment(c), d.rgb[c])
+            rec.append(model(f, im)[0])
+            flow.append(f)
+        rec, flow = torch.cat(rec), torch.cat(flow)
+        img = d.rgb[s]
+        moving = flow.norm(dim=-1) > d.moving_threshold
         usage = codebook_usage(d.tokens[torch.from_numpy(d.starts("train"))], model.codebook_size)
         self.metrics["skill"] = {
-            "val_epe_px_working": float(epe(rec, flow)),
-            "val_epe_px_image": float(epe(rec, flow)) * d.source_width / self.cfg.skill.flow_res,
-            "val_epe_moving_px_working": float((rec - flow).norm(dim=-1)[moving].mean()) if moving.any() else None,
+            "split": split, "moving_threshold_px_working": d.moving_threshold, "moving_pixel_share": float(moving.float().mean()),
+            "flow_scale": float(model.scale),
+            "epe_px_working": float(epe(rec, flow)), "zero_flow_epe_px_working": float(flow.norm(dim=-1).mean()),
+            "epe_moving_px_working": float(epe(rec, flow, moving)) if moving.any() else None,
             "zero_flow_epe_moving_px_working": float(flow.norm(dim=-1)[moving].mean()) if moving.any() else None,
             "codebook_size": model.codebook_size, **{f"train_{k}": v for k, v in usage.items()},
         }
@@ -221,26 +246,33 @@ class Trainer:
         reports.token_usage(d.tokens[torch.from_numpy(d.starts("train"))].numpy(), model.codebook_size,
                             self.plots / "skill_token_usage.png")
         shown = [e for e in d.episodes if e.is_val] or d.episodes  # no val split: show training episodes
-        timelines = [(f"{e.task} ({'held out' if e.is_val else 'train'})",
-                      d.tokens[e.start: e.start + e.length - 1, 0].numpy()) for e in shown]
+        timelines = [(f"{e.task} {e.camera} ({'held out' if e.is_val else 'train'})",
+                      d.tokens[e.start: e.start + e.length - 1, 0].numpy()) for e in shown[::max(1, len(shown) // 24)]]
         reports.token_timelines(timelines[:24], model.codebook_size, self.plots / "skill_token_timelines.png")
-        self.metrics["skill"]["token_sharing"] = token_sharing(d)
+        self.metrics["skill"]["token_sharing"] = token_sharing(d, seed=self.cfg.train.seed)
 
     # --- stage 2 --------------------------------------------------------------------------
     def _train_token_policy(self, space: str) -> None:
         name = SPACES[space][1]
         d, model = self.data, self.models[name]
         tokens = self._ensure_tokens(space)
-        starts = d.starts("train")
+        pc = self.cfg.policy
+        starts = d.starts("train", exclude=self.d_act if pc.exclude_d_act else None)
+        if pc.use_proprio:
+            model.proprio_mean.copy_(d.proprio[starts].mean(0))
+            model.proprio_std.copy_(d.proprio[starts].std(0).clamp_min(1e-3))
 
         def loss_fn(m, step):
             s = self._batch(starts)
-            img, text, tok = self._to(d.rgb[s], self.text[self.instr_idx[s]], tokens[s])
-            logits = m(img, text, tok)
+            img, _ = random_shift(d.rgb[s], None, pc.image_shift)
+            img, text, tok, prop = self._to(img, self.text[self.instr_idx[s]], tokens[s], d.proprio[s])
+            logits = m(img, text, tok, prop)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
             return {"loss": loss, "acc": (logits.argmax(-1) == tok).float().mean().detach()}
 
         self._fit(name, model, loss_fn, self.cfg.train.policy_steps)
+        self.metrics.setdefault("data", {})[name] = {"train_samples": int(len(starts)),
+                                                     "excludes_d_act": bool(pc.exclude_d_act)}
 
     def train_policy(self) -> None:
         self._train_token_policy("flow")
@@ -252,20 +284,57 @@ class Trainer:
         if is_main():
             self.report_pixel_policy()
 
+    def _policy_inputs(self, s: torch.Tensor):
+        d = self.data
+        return self._to(d.rgb[s], self.text[self.instr_idx[s]], d.proprio[s])
+
     @torch.no_grad()
     def report_policy(self) -> None:
+        """Stage 2 on held-out segments: token accuracy beside chance (the most frequent token at each
+        position), and the flow plan's EPE on the moving pixels of Stage 1's report, beside the plan of
+        the real flow's own tokens (what Stage 1 allows), a plan from another segment's tokens (chance),
+        a plan for another task's instruction (does Stage 2 listen?) and no motion at all."""
         d, policy, skill = self.data, self.models["policy"], self.models["skill"]
-        split, s = self._report_starts(256)
-        img, text, tok, flow = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.tokens[s], d.segment(s, d.flow))
-        pred = policy.generate(img, text)
-        plan = skill.decode_ids(pred, img)
-        self.metrics["policy"] = {f"{split}_{k}": v for k, v in {
+        split, s = self._report_starts(1024)
+        gen = torch.Generator().manual_seed(self.cfg.train.seed)
+        out = {k: [] for k in ("pred", "plan", "ae", "shuf", "wrong")}
+        instr = self.instr_idx[s]
+        other = (instr + torch.randint(1, max(2, len(self.text)), instr.shape, generator=gen)) % len(self.text)
+        perm = torch.randperm(len(s), generator=gen)
+        for idx in torch.arange(len(s)).split(256):
+            c = s[idx]
+            img, text, prop = self._policy_inputs(c)
+            pred = policy.generate(img, text, prop)
+            out["pred"].append(pred)
+            out["plan"].append(skill.decode_ids(pred, img))
+            out["ae"].append(skill.decode_ids(d.tokens[c].to(self.device), img))
+            out["shuf"].append(skill.decode_ids(d.tokens[s[perm[idx]]].to(self.device), img))
+            wrong = policy.generate(img, self.text[other[idx]].to(self.device), prop)
+            out["wrong"].append(skill.decode_ids(wrong, img))
+        out = {k: torch.cat(v) for k, v in out.items()}
+        tok = d.tokens[s].to(self.device)
+        flow = d.segment(s).to(self.device)
+        moving = flow.norm(dim=-1) > d.moving_threshold
+        train_tok = d.tokens[torch.from_numpy(d.starts("train"))]
+        majority = torch.stack([train_tok[:, i].bincount(minlength=skill.codebook_size).argmax()
+                                for i in range(train_tok.shape[1])])
+        pred = out["pred"]
+
+        def m(x):
+            return float(epe(x, flow, moving)) if moving.any() else None
+
+        self.metrics["policy"] = {"split": split, **{k: v for k, v in {
             "token_accuracy": float((pred == tok).float().mean()),
             "first_token_accuracy": float((pred[:, 0] == tok[:, 0]).float().mean()),
-            "plan_epe_px_working": float(epe(plan, flow)),
-            "autoencoder_epe_px_working": float(epe(skill.decode_ids(tok, img), flow)),
-            "zero_plan_epe_px_working": float(flow.norm(dim=-1).mean()),
-        }.items()}
+            "majority_token_accuracy": float((majority[None].to(tok.device) == tok).float().mean()),
+            "plan_epe_px_working": float(epe(out["plan"], flow)),
+            "plan_epe_moving_px_working": m(out["plan"]),
+            "autoencoder_epe_moving_px_working": m(out["ae"]),
+            "shuffled_tokens_epe_moving_px_working": m(out["shuf"]),
+            "other_instruction_plan_epe_moving_px_working": m(out["wrong"]),
+            "zero_plan_epe_moving_px_working": m(torch.zeros_like(flow)),
+        }.items()}}
+        plan, img = out["plan"], d.rgb[s]
         energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
         reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
                                      plan[energetic].cpu().numpy(), self.plots / "policy_flow_plans.png",
@@ -293,7 +362,7 @@ class Trainer:
         split, s = self._report_starts(256)
         img, text, tok, change = self._to(d.rgb[s], self.text[self.instr_idx[s]], d.pixel_tokens[s],
                                           self._targets("pixel", s))
-        pred = policy.generate(img, text)
+        pred = policy.generate(img, text, d.proprio[s].to(self.device))
         plan = skill.decode_ids(pred, img)
         self.metrics["pixel_policy"] = {f"{split}_{k}": v for k, v in {
             "token_accuracy": float((pred == tok).float().mean()),
@@ -315,26 +384,56 @@ class Trainer:
             self.encode_tokens(space)
         return getattr(self.data, attr)
 
-    def _action_stage(self, name: str, forward, space: str = "flow") -> None:
-        d = self.data
+    @torch.no_grad()
+    def _predicted_tokens(self, space: str, starts: np.ndarray) -> torch.Tensor:
+        """Stage 2's greedy tokens at every given start (its run-time output), (N_frames_total, n) with
+        the given rows filled: what the action head sees at run time, errors included."""
+        key = (space, len(starts), int(starts.sum()))
+        if key in self._predicted:
+            return self._predicted[key]
+        d, policy = self.data, self.models[SPACES[space][1]]
+        load_weights(policy, self.out / f"{SPACES[space][1]}.pt", self.device)
+        out = torch.zeros_like(getattr(d, SPACES[space][2]))
+        st = torch.from_numpy(starts)
+        for c in st.split(512):
+            img, text, prop = self._policy_inputs(c)
+            out[c] = policy.generate(img, text, prop).cpu()
+        self._predicted[key] = out
+        return out
+
+    def _action_stage(self, name: str, forward, space: str = "flow", plans: bool = False) -> None:
+        """Train an action head on D_act. `forward(m, s, img, prop, tok)`; with `plans`, the tokens are
+        Stage 2's own predictions (f2a.plan_source predicted, a share f2a.predicted_fraction of the
+        samples) so the head learns from plans as imperfect as at run time."""
+        d, fc = self.data, self.cfg.f2a
         tokens = self._ensure_tokens(space)
-        per_task = self.cfg.f2a.d_act_episodes_per_task
-        starts = d.starts("train", d_act_only=True, d_act_per_task=per_task)
+        per = fc.d_act_episodes_per_task_camera
+        starts = d.starts("train", d_act_only=True, d_act_per_task_camera=per)
         self._check_d_act(name, starts)
         skill = self.models[SPACES[space][0]].eval()
         for p in skill.parameters():
             p.requires_grad_(False)
+        predicted = None
+        if plans and fc.plan_source == "predicted":
+            predicted = self._predicted_tokens(space, starts)
+            agree = float((predicted[starts] == tokens[starts]).float().mean())
+            self.metrics.setdefault("actions", {}).setdefault(name, {})["predicted_token_agreement_d_act"] = agree
 
         def loss_fn(m, step):
             s = self._batch(starts)
-            img, prop, act, tok = self._to(d.rgb[s], d.proprio[s], d.segment(s, d.actions), tokens[s])
+            tok = tokens[s]
+            if predicted is not None:
+                use = torch.rand(len(s), generator=self._gen) < fc.predicted_fraction
+                tok = torch.where(use[:, None], predicted[s], tok)
+            img, prop, act, tok = self._to(d.rgb[s], d.proprio[s], d.action_chunk(s), tok)
             pred = forward(m, s, img, prop, tok)
             return {"loss": F.mse_loss(pred, act)}
 
         self._fit(name, self.models[name], loss_fn, self.cfg.train.baseline_steps
                   if name in ("skill2action", "bc") else self.cfg.train.f2a_steps)
-        self.metrics.setdefault("actions", {})[name] = {"train_samples": int(len(starts)),
-                                                         "d_act_episodes_per_task": per_task}
+        self.metrics.setdefault("actions", {}).setdefault(name, {}).update(
+            {"train_samples": int(len(starts)), "d_act_episodes_per_task_camera": per,
+             "d_act_episodes": len(d.d_act_episodes(per)), "plan_source": fc.plan_source if plans else None})
 
     def _check_d_act(self, name: str, starts: np.ndarray) -> None:
         """Say which action-labelled episodes an action stage cannot use, and stop if none is left."""
@@ -349,37 +448,48 @@ class Trainer:
                            + "; add some (sof-collect --act-fraction > 0, sof-import-mcap, sof-import-lerobot "
                            "--action-ee-delta) or train only the video stages (--stage skill policy)")
 
-    def train_f2a(self) -> None:
-        skill = self.models["skill"]
+    def _decoded_plan_head(self, name: str, space: str = "flow") -> None:
+        """A head on the decoded plan (flow, or the pixel ablation's frame change), the image and the plan
+        moved together by the random shift."""
+        skill = self.models[SPACES[space][0]]
+        head = self.models[name]
+        if hasattr(head, "scale") and space == "flow":
+            head.scale.copy_(skill.scale)  # the plan in the same units Stage 1 works in
+        shift = self.cfg.f2a.image_shift
 
         def forward(m, s, img, prop, tok):
-            with torch.no_grad():  # the decoder's flow, as at run time (not the raw flow)
+            with torch.no_grad():  # the frozen decoder's plan, as at run time
                 plan = skill.decode_ids(tok, img)
+            img, plan = random_shift(img, plan, shift)
             return m(plan, img, prop)
 
-        self._action_stage("f2a", forward)
+        self._action_stage(name, forward, space, plans=True)
+
+    def train_f2a(self) -> None:
+        self._decoded_plan_head("f2a")
+
+    def train_f2a_plan_only(self) -> None:
+        self._decoded_plan_head("f2a_plan_only")
 
     def train_skill2action(self) -> None:
-        self._action_stage("skill2action", lambda m, s, img, prop, tok: m(tok, img, prop))
-
-    def train_bc(self) -> None:
-        text = self.text
+        shift = self.cfg.f2a.image_shift
 
         def forward(m, s, img, prop, tok):
-            return m(text[self.instr_idx[s]].to(self.device), img, prop)
+            return m(tok, random_shift(img, None, shift)[0], prop)
+
+        self._action_stage("skill2action", forward, plans=True)
+
+    def train_bc(self) -> None:
+        text, shift = self.text, self.cfg.f2a.image_shift
+
+        def forward(m, s, img, prop, tok):
+            return m(text[self.instr_idx[s]].to(self.device), random_shift(img, None, shift)[0], prop)
 
         self._action_stage("bc", forward)
 
     def train_pixel2action(self) -> None:
         """Inverse dynamics from the decoded change of future frames, trained exactly like Flow2Action."""
-        pixel_skill = self.models["pixel_skill"]
-
-        def forward(m, s, img, prop, tok):
-            with torch.no_grad():
-                change = pixel_skill.decode_ids(tok, img)
-            return m(change, img, prop)
-
-        self._action_stage("pixel2action", forward, space="pixel")
+        self._decoded_plan_head("pixel2action", space="pixel")
 
     def finish(self) -> None:
         if not is_main():
@@ -407,14 +517,26 @@ def deep_update(old: dict, new: dict) -> dict:
     return out
 
 
-def token_sharing(d: SegmentData) -> dict:
-    """How many first-token ids appear in more than one task (shared motion primitives)."""
-    tasks_per_token: dict[int, set] = {}
-    for e in d.episodes:
-        for t in d.tokens[e.start: e.start + e.length - 1, 0].tolist():
-            tasks_per_token.setdefault(t, set()).add(e.task)
-    shared = [t for t, tasks in tasks_per_token.items() if len(tasks) > 1]
-    return {"first_token_ids_used": len(tasks_per_token), "shared_across_tasks": len(shared)}
+def token_sharing(d: SegmentData, seed: int = 0) -> dict:
+    """How many first-token ids appear in more than one task (shared motion primitives), beside chance:
+    the same count with the task labels of whole episodes shuffled (token frequencies and their runs
+    within an episode kept, any link between token and task broken)."""
+    eps = [(e.task, d.tokens[e.start: e.start + e.length - 1, 0].tolist()) for e in d.episodes if not e.is_val]
+
+    def count(labels):
+        tasks_per_token: dict[int, set] = {}
+        for task, (_, toks) in zip(labels, eps):
+            for t in toks:
+                tasks_per_token.setdefault(t, set()).add(task)
+        n_tasks = [len(v) for v in tasks_per_token.values()]
+        return len(tasks_per_token), sum(n > 1 for n in n_tasks), float(np.mean(n_tasks)) if n_tasks else 0.0
+
+    used, shared, mean_tasks = count([t for t, _ in eps])
+    rng = np.random.default_rng(seed)
+    chance = [count(list(rng.permutation([t for t, _ in eps])))[1:] for _ in range(5)]
+    return {"first_token_ids_used": used, "shared_across_tasks": shared, "mean_tasks_per_id": mean_tasks,
+            "chance_shared_across_tasks": float(np.mean([c[0] for c in chance])),
+            "chance_mean_tasks_per_id": float(np.mean([c[1] for c in chance]))}
 
 
 def train(cfg: SofConfig, stages=STAGES, device: str = "cpu", progress: bool = True) -> Trainer:

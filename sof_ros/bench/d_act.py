@@ -46,7 +46,7 @@ def main(argv=None):
             for h in heads:
                 (run / f"{h}.ckpt").unlink(missing_ok=True)
             cfg.train.out = str(run)
-            cfg.f2a.d_act_episodes_per_task = n
+            cfg.f2a.d_act_episodes_per_task_camera = n
             train(cfg, stages=tuple(dict.fromkeys(heads)))
             res = evaluate(str(run), a.rows, cfg, run / "eval", workers=a.workers, episodes=a.episodes)
             protocol = res["protocol"]

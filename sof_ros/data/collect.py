@@ -37,10 +37,12 @@ def rollout_expert(arm, policy, seed: int, max_steps: int, noise: float, rng: np
 
 
 def episode_arrays(observations, geom_body: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "rgb": np.stack([o.rgb for o in observations]),
-        "depth": np.stack([o.depth for o in observations]).astype(np.float32),
-        "seg": np.stack([o.seg for o in observations]).astype(np.int16),
+    """Frames, camera, proprioception and body poses; depth and segmentation when they were rendered."""
+    out = {"rgb": np.stack([o.rgb for o in observations])}
+    if observations[0].depth is not None:
+        out["depth"] = np.stack([o.depth for o in observations]).astype(np.float32)
+        out["seg"] = np.stack([o.seg for o in observations]).astype(np.int16)
+    return out | {
         "intrinsics": observations[0].intrinsics,
         "cam_pose": np.stack([o.cam_pose for o in observations]),
         "ee_pos": np.stack([o.ee_pos for o in observations]),
@@ -52,44 +54,59 @@ def episode_arrays(observations, geom_body: np.ndarray) -> dict[str, np.ndarray]
 
 
 def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: SimConfig,
-            act_fraction: float = 0.2, noise: float = 0.1, camera: str | None = None,
-            only_successful: bool = False, progress: bool = True) -> dict[str, float]:
-    """Collect episodes; returns per-task expert success rate. Seeds are `seed + k` per task."""
-    from sof_ros.sim import backend_of, make_arm, make_expert
+            act_fraction: float = 0.2, noise: float = 0.1, camera: str | list[str] | None = None,
+            only_successful: bool = False, progress: bool = True, depth: bool = True) -> dict[str, float]:
+    """Collect episodes; returns per-task expert success rate (over all cameras).
 
+    `camera` may be a list: every camera gets its own episodes (its own seeds, never another
+    camera's scene seen from elsewhere): camera i of the list uses seeds `seed + i * episodes_per_task + k`,
+    its expert noise drawn from its own generator, so collecting the cameras one by one (`--cameras X
+    --camera-index i`) gives the same episodes as collecting them together. The first `act_fraction`
+    of every (task, camera) are flagged in_d_act. `depth=False` renders RGB only (no depth/seg)."""
     if episodes_per_task < 1:
         raise SofError("--episodes must be at least 1")
     if not 0.0 <= act_fraction <= 1.0:
         raise SofError(f"--act-fraction must be in [0, 1], got {act_fraction}")
+    cameras = camera if isinstance(camera, list) else [camera or sim.camera]
+    return _collect(out, tasks, episodes_per_task, seed, sim, act_fraction, noise,
+                    list(enumerate(cameras)), only_successful, progress, depth)
+
+
+def _collect(out, tasks, episodes_per_task, seed, sim, act_fraction, noise, cameras, only_successful,
+             progress, depth) -> dict[str, float]:
+    from sof_ros.sim import backend_of, make_arm, make_expert
+
     ds = Dataset.create(out)
     index = ds.next_index()
     n_act = math.ceil(act_fraction * episodes_per_task)
-    rng = np.random.default_rng(seed)
-    rates = {}
-    bar = tqdm(total=len(tasks) * episodes_per_task, desc="collect", unit="ep", disable=not progress)
-    for task in tasks:
-        arm = make_arm(task, sim, camera=camera, with_depth=backend_of(sim) != "libero")  # LIBERO: RGB-only demos
-        policy = make_expert(task, sim)
-        geom_body = arm.geom_body_ids()
-        successes = 0
-        for k in range(episodes_per_task):
-            ep_seed = seed + k
-            observations, actions = rollout_expert(arm, policy, ep_seed, sim.max_steps, noise, rng)
-            success = observations[-1].success
-            successes += int(success)
-            bar.update(1)
-            bar.set_postfix(task=task, success=f"{successes}/{k + 1}")
-            if only_successful and not success:
-                continue
-            attrs = dict(task=arm.task, instruction=arm.instruction, source=backend_of(sim),
-                         success=bool(success), seed=int(ep_seed), camera=arm.camera,
-                         in_d_act=bool(k < n_act))
-            ds.write_episode(index, attrs, episode_arrays(observations, geom_body), actions)
-            index += 1
-        rates[arm.task] = successes / episodes_per_task
-        arm.close()
+    rates: dict[str, list[int]] = {}
+    bar = tqdm(total=len(tasks) * episodes_per_task * len(cameras), desc="collect", unit="ep", disable=not progress)
+    for cam_index, camera in cameras:
+        first = seed + cam_index * episodes_per_task
+        rng = np.random.default_rng(first)
+        for task in tasks:
+            arm = make_arm(task, sim, camera=camera, with_depth=depth)
+            policy = make_expert(task, sim)
+            geom_body = arm.geom_body_ids()
+            successes = 0
+            for k in range(episodes_per_task):
+                ep_seed = first + k
+                observations, actions = rollout_expert(arm, policy, ep_seed, sim.max_steps, noise, rng)
+                success = observations[-1].success
+                successes += int(success)
+                bar.update(1)
+                bar.set_postfix(task=task, camera=camera, success=f"{successes}/{k + 1}")
+                if only_successful and not success:
+                    continue
+                attrs = dict(task=arm.task, instruction=arm.instruction, source=backend_of(sim),
+                             success=bool(success), seed=int(ep_seed), camera=arm.camera,
+                             in_d_act=bool(k < n_act))
+                ds.write_episode(index, attrs, episode_arrays(observations, geom_body), actions)
+                index += 1
+            rates.setdefault(arm.task, []).append(successes)
+            arm.close()
     bar.close()
-    return rates
+    return {t: sum(v) / (episodes_per_task * len(v)) for t, v in rates.items()}
 
 
 def main(argv=None):
@@ -100,7 +117,10 @@ def main(argv=None):
         p.add_argument("--tasks", nargs="+", help="MetaWorld task names (default: the 11-task benchmark suite)")
         p.add_argument("--episodes", type=int, help="episodes per task")
         p.add_argument("--seed", type=int, help="first seed; episode k of a task uses seed+k")
-        p.add_argument("--camera", help="MetaWorld camera (corner, corner2, corner3, topview, ...)")
+        p.add_argument("--cameras", "--camera", nargs="+", help="MetaWorld cameras (corner, corner2, corner3, "
+                       "topview, ...); default: the config's collect.cameras")
+        p.add_argument("--camera-index", type=int, help="with one camera: its place in the full camera list "
+                       "(seeds seed + index * episodes), to collect cameras in parallel processes")
         p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="image size")
         p.add_argument("--act-fraction", type=float, help="share of episodes per task marked as D_act")
         p.add_argument("--only-successful", action="store_true", help="drop failed expert episodes")
@@ -109,10 +129,17 @@ def main(argv=None):
         if a.size:
             cfg.sim.width, cfg.sim.height = a.size
         c = cfg.collect
-        rates = collect(a.out, a.tasks or c.tasks, a.episodes or c.episodes_per_task,
-                        c.seed if a.seed is None else a.seed, cfg.sim,
+        cameras = a.cameras or c.cameras
+        n = a.episodes or c.episodes_per_task
+        seed = c.seed if a.seed is None else a.seed
+        if a.camera_index is not None:
+            if len(cameras) != 1:
+                raise SofError("--camera-index goes with exactly one --cameras entry")
+            seed += a.camera_index * n
+        rates = collect(a.out, a.tasks or c.tasks, n, seed, cfg.sim,
                         c.act_fraction if a.act_fraction is None else a.act_fraction,
-                        c.expert_noise, a.camera, a.only_successful or c.only_successful)
+                        c.expert_noise, list(cameras), a.only_successful or c.only_successful,
+                        depth=c.depth)
         print("expert success per task:")
         for task, rate in rates.items():
             print(f"  {task:24s} {rate:.2f}")

@@ -15,11 +15,13 @@ Episode file (T frames, H x W):
   ee_pos (T, 3), gripper (T,)                       optional (proprioception, never an action)
   sim/body_pos (T, nbody, 3), sim/body_mat (T, nbody, 3, 3), sim/geom_body (ngeom,)  optional, for GT flow
   flow/<estimator>  (T-1, H, W, 2) float16 pixels, flow from frame t to t+1, written by `sof-flow`
+  flow/<estimator>_k<k>  (T-k, H, W, 2) the same over k frames (t -> t+k), `sof-flow --gap k`
 Action file: actions (T-1, 4) float32 MetaWorld units (dx, dy, dz in [-1, 1], gripper), action t takes frame t to t+1.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,8 +205,10 @@ def validate_episode(path: Path, action_path: Path | None = None) -> None:
                 raise DatasetError(f"{path}: 'depth' has NaN/inf or negative values")
         if "flow" in f:
             for name, ds in f["flow"].items():
-                if ds.shape != (t - 1, h, w, 2):
-                    raise DatasetError(f"{path}: 'flow/{name}' has shape {ds.shape}, expected {(t - 1, h, w, 2)}")
+                gap = re.search(r"_k(\d+)$", name)  # flow over k frames (sof-flow --gap k): T-k fields
+                n = t - (int(gap.group(1)) if gap else 1)
+                if ds.shape != (n, h, w, 2):
+                    raise DatasetError(f"{path}: 'flow/{name}' has shape {ds.shape}, expected {(n, h, w, 2)}")
     if action_path is not None and action_path.exists():
         with _open(action_path) as f:
             if "actions" not in f:

@@ -45,9 +45,14 @@ def _worker_init(threads: int) -> None:
         pass
 
 
-def estimate_episode(rgb: np.ndarray, estimator) -> np.ndarray:
-    """(T, H, W, 3) frames -> (T-1, H, W, 2) float32 flow from each frame to the next."""
-    return np.stack([estimator(rgb[t], rgb[t + 1]) for t in range(len(rgb) - 1)])
+def estimate_episode(rgb: np.ndarray, estimator, gap: int = 1) -> np.ndarray:
+    """(T, H, W, 3) frames -> (T-gap, H, W, 2) float32 flow from each frame t to frame t+gap."""
+    return np.stack([estimator(rgb[t], rgb[t + gap]) for t in range(len(rgb) - gap)])
+
+
+def flow_key(estimator_key: str, gap: int = 1) -> str:
+    """Dataset key of an estimator's flow over `gap` frames: `dis` for consecutive frames, `dis_k2` for t -> t+2."""
+    return estimator_key if gap == 1 else f"{estimator_key}_k{gap}"
 
 
 def _write_flow(path: Path, key: str, flow: np.ndarray) -> None:
@@ -90,7 +95,8 @@ def write_viz(viz_dir: Path, path: Path, rgb: np.ndarray, flow: np.ndarray, task
     save_png(viz_dir / f"{stem}_strip.png", episode_strip(rgb, flow, every=every, max_magnitude=scale))
 
 
-def process_episode(path: str, name: str, opts: dict, extract: bool, viz_dir: str | None) -> tuple[str, int, float]:
+def process_episode(path: str, name: str, opts: dict, extract: bool, viz_dir: str | None,
+                    gap: int = 1) -> tuple[str, int, float]:
     """Worker body: estimate + write flow (extract=True) and/or render PNGs; returns (path, pairs, s)."""
     from sof_ros.data.dataset import _open
 
@@ -99,24 +105,26 @@ def process_episode(path: str, name: str, opts: dict, extract: bool, viz_dir: st
     with _open(path) as f:
         rgb = f["rgb"][()]
         task = str(f.attrs.get("task", "episode"))
-        key = _estimator(name, opts).name if extract else name
+        key = flow_key(_estimator(name, opts).name, gap) if extract else name
         stored = f[f"flow/{key}"][()].astype(np.float32) if not extract else None
     if extract:
-        flow = estimate_episode(rgb, _estimator(name, opts))
+        flow = estimate_episode(rgb, _estimator(name, opts), gap)
         _write_flow(path, key, flow)
     else:
         flow = stored
     if viz_dir:
         write_viz(Path(viz_dir), path, rgb, flow, task, key)
-    return str(path), (len(rgb) - 1) if extract else 0, time.perf_counter() - start
+    return str(path), (len(rgb) - gap) if extract else 0, time.perf_counter() - start
 
 
 def extract_dataset(root: str | Path, estimator_name: str = "dis", workers: int | None = None,
                     viz_dir: str | Path | None = None, force: bool = False, progress: bool = True,
-                    preset: str | None = None, raft_weights: str | None = None, device: str = "cpu") -> dict:
+                    preset: str | None = None, raft_weights: str | None = None, device: str = "cpu",
+                    gap: int = 1) -> dict:
     """Fill `flow/<estimator>` in every episode of `root`; returns a summary dict.
 
-    The key is the estimator's name: `dis` (medium preset), `dis_fast`, `dis_ultrafast`, `farneback`, `raft`.
+    The key is the estimator's name: `dis` (medium preset), `dis_fast`, `dis_ultrafast`, `farneback`, `raft`;
+    with `gap` k > 1 the flow is from frame t to t+k (T-k fields) under `<name>_k<k>`.
     """
     from sof_ros.config import FlowConfig
     from sof_ros.data.dataset import Dataset, _open
@@ -132,7 +140,9 @@ def extract_dataset(root: str | Path, estimator_name: str = "dis", workers: int 
         opts["weights_path"] = str(raft_weights)
     if estimator_name == "raft":
         opts["device"] = device
-    key = _estimator(estimator_name, opts).name  # fail fast: unknown name, missing RAFT weights
+    if gap < 1:
+        raise SofError(f"--gap must be at least 1, got {gap}")
+    key = flow_key(_estimator(estimator_name, opts).name, gap)  # fail fast: unknown name, missing RAFT weights
     for stale in (ds.root / "episodes").glob("*" + _TMP_TAG):  # left by a killed run
         stale.unlink()
     jobs = []
@@ -143,9 +153,9 @@ def extract_dataset(root: str | Path, estimator_name: str = "dis", workers: int 
         if has and not force:
             skipped += 1
             if viz_dir:
-                jobs.append((str(path), key, opts, False, str(viz_dir)))
+                jobs.append((str(path), key, opts, False, str(viz_dir), gap))
             continue
-        jobs.append((str(path), estimator_name, opts, True, str(viz_dir) if viz_dir else None))
+        jobs.append((str(path), estimator_name, opts, True, str(viz_dir) if viz_dir else None, gap))
     n_extract = sum(1 for j in jobs if j[3])
     start = time.perf_counter()
     pairs = 0
@@ -189,6 +199,8 @@ def main(argv=None):
         p.add_argument("--workers", type=int, help="worker processes (default: config flow.workers)")
         p.add_argument("--viz", metavar="OUTDIR", help="also write colour-wheel, arrow and strip PNGs here")
         p.add_argument("--force", action="store_true", help="recompute episodes that already hold this flow")
+        p.add_argument("--gap", type=int, default=1, help="flow from frame t to t+GAP (key <estimator>_k<GAP> "
+                       "when > 1; the learner's skill.stride)")
         a = p.parse_args(argv)
         cfg = load_config(a.config).flow
         name = a.estimator or cfg.estimator
@@ -196,7 +208,8 @@ def main(argv=None):
             raise SofError(f"--preset only applies to the DIS estimator, not '{name}'")
         preset = a.preset or (cfg.dis_preset if name == "dis" else None)
         summary = extract_dataset(a.dataset, name, a.workers or cfg.workers, a.viz, a.force, True,
-                                  preset=preset, raft_weights=a.raft_weights or cfg.raft_weights, device=a.device)
+                                  preset=preset, raft_weights=a.raft_weights or cfg.raft_weights, device=a.device,
+                                  gap=a.gap)
         rate = f", {summary['pairs'] / summary['seconds']:.1f} pairs/s" if summary["pairs"] else ""
         print(f"flow/{summary['estimator']}: {summary['extracted']} episodes extracted, {summary['skipped']} "
               f"already present (skipped) of {summary['episodes']}; {summary['seconds']:.1f} s{rate}")

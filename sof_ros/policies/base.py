@@ -86,6 +86,8 @@ class RowSpec:
 
 ROWS: dict[str, RowSpec] = {spec.name: spec for spec in (
     RowSpec("sof", "SOF, learned Flow2Action (ours)", "sof_ros.policies.sof:SofPolicy", ("skill", "policy", "f2a")),
+    RowSpec("sof_plan_only", "SOF, Flow2Action on the plan alone, no frame (ours)",
+            "sof_ros.policies.sof:SofPlanOnlyPolicy", ("skill", "policy", "f2a_plan_only")),
     RowSpec("sof_learning_free", "SOF, learning-free Flow2Action (ours)",
             "sof_ros.policies.learning_free:SofLearningFreePolicy", ("skill", "policy"), needs_depth=True),
     RowSpec("sof_learning_free_oracle", "Learning-free Flow2Action on ground-truth expert flow (oracle plans)",

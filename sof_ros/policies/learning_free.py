@@ -73,7 +73,7 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
         temperature = self.replan_temperature if self.solver.needs_replan else 0.0
-        tokens = self.models["policy"].generate(img, text, temperature=temperature)
+        tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature)
         flow = self.models["skill"].decode_ids(tokens, img)
         plan = self._plan(tokens, flow, size)
         plan.frames_per_step = int(getattr(self.cfg.skill, "stride", 1))

@@ -36,6 +36,9 @@ class CheckpointPolicy:
         self.device = device
         self.replan_every = int(replan_every or cfg.eval.replan_every)
         self.text = InstructionEncoder(instructions)
+        self.ensemble = float(getattr(cfg.eval, "ensemble", 0.0))
+        self._chunks: list[tuple[int, np.ndarray]] = []  # (step planned at, actions) for temporal ensembling
+        self._step = 0
 
     @classmethod
     def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
@@ -112,54 +115,79 @@ class CheckpointPolicy:
 
     # --- Policy -------------------------------------------------------------------------
     def reset(self) -> None:
-        """Start of an episode or a new instruction: nothing is carried between plans."""
+        """Start of an episode or a new instruction: nothing is carried between plans (except the
+        running chunks of temporal ensembling, cleared here)."""
+        self._chunks, self._step = [], 0
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def act(self, plan: FlowPlan, obs: AgentInput, step_in_plan: int) -> np.ndarray:
+        """The plan's action for this step; with eval.ensemble > 0 (temporal ensembling), the average of
+        what every still-running chunk planned for this step, weighted exp(-ensemble * age in plans)."""
         if plan.actions is None or len(plan.actions) == 0:
             raise SofError(f"row '{self.name}' needs a plan with an action chunk; this plan has none")
         j = min(max(int(step_in_plan), 0), len(plan.actions) - 1)
-        return np.clip(plan.actions[j], -1.0, 1.0).astype(np.float64)
+        if self.ensemble <= 0:
+            return np.clip(plan.actions[j], -1.0, 1.0).astype(np.float64)
+        if not self._chunks or self._chunks[-1][1] is not plan.actions:
+            self._chunks.append((self._step - j, plan.actions))
+        now = self._step
+        self._chunks = [(st, c) for st, c in self._chunks if 0 <= now - st < len(c)]
+        n = len(self._chunks)
+        acts = np.stack([c[now - st] for st, c in self._chunks])
+        w = np.exp(-self.ensemble * np.arange(n - 1, -1, -1, dtype=np.float64))[:, None]  # newest weighs 1
+        self._step += 1
+        return np.clip((acts * w).sum(0) / w.sum(), -1.0, 1.0).astype(np.float64)
 
 
 class _FlowSkillPolicy(CheckpointPolicy):
     """Stage 2 writes skill tokens, the frozen Stage-1 decoder turns them into a flow plan."""
 
+    def _sampling(self) -> dict:
+        p = self.cfg.policy
+        return {"temperature": float(p.temperature), "top_k": int(p.top_k)}
+
+    def _policy_proprio(self, obs: AgentInput) -> torch.Tensor | None:
+        """What Stage 2 reads besides frame and instruction: proprioception when policy.use_proprio."""
+        return self._proprio(obs) if self.cfg.policy.use_proprio else None
+
     @torch.no_grad()
     def _flow_plan(self, obs: AgentInput, instruction: str):
         img, text, size = self._inputs(obs, instruction)
-        tokens = self.models["policy"].generate(img, text)
+        tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), **self._sampling())
         flow = self.models["skill"].decode_ids(tokens, img)
         return img, tokens, flow, size
 
     def _plan(self, tokens, flow, size, actions=None) -> FlowPlan:
         return FlowPlan(self._np(tokens).astype(np.int64), self._np(flow), size,
-                        None if actions is None else self._np(actions))
+                        None if actions is None else self._np(actions), frames_per_step=int(self.cfg.skill.stride))
 
 
 class _SofPlanGraph(torch.nn.Module):
     """SOF's whole plan as one module (tokens -> flow plan -> action chunk), so it can be traced."""
 
-    def __init__(self, models: dict[str, torch.nn.Module]):
+    def __init__(self, models: dict[str, torch.nn.Module], head: str = "f2a", use_proprio: bool = False,
+                 temperature: float = 0.0, top_k: int = 0):
         super().__init__()
-        self.policy, self.skill, self.f2a = models["policy"], models["skill"], models["f2a"]
+        self.policy, self.skill, self.f2a = models["policy"], models["skill"], models[head]
+        self.use_proprio, self.temperature, self.top_k = use_proprio, temperature, top_k
 
     def forward(self, img: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor):
-        tokens = self.policy.generate(img, text)
+        tokens = self.policy.generate(img, text, proprio if self.use_proprio else None, self.temperature, self.top_k)
         flow = self.skill.decode_ids(tokens, img)
         return tokens, flow, self.f2a(flow, img, proprio)
 
 
 class SofPolicy(_FlowSkillPolicy):
-    """SOF: flow plan -> learned Flow2Action head -> action chunk."""
+    """SOF: flow plan -> learned Flow2Action head (plan, frame, proprioception) -> action chunk."""
 
     name = "sof"
+    head = "f2a"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._graph = _SofPlanGraph(self.models)
+        self._graph = _SofPlanGraph(self.models, self.head, bool(self.cfg.policy.use_proprio), **self._sampling())
 
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
@@ -177,14 +205,23 @@ class SofPolicy(_FlowSkillPolicy):
         img = torch.zeros((1, self.cfg.skill.image_res, self.cfg.skill.image_res, 3), dtype=torch.uint8, device=self.device)
         text = torch.zeros((1, self.cfg.policy.text_dim), dtype=torch.float32, device=self.device)
         proprio = torch.zeros((1, 4), dtype=torch.float32, device=self.device)
-        if trace and not isinstance(self._graph, torch.jit.ScriptModule):
-            import warnings
+        if trace and self.cfg.policy.temperature <= 0 and not isinstance(self._graph, torch.jit.ScriptModule):
+            import warnings  # (sampled decoding stays eager: a trace would freeze its random draws)
 
             with warnings.catch_warnings():  # shape checks become constants: right for a fixed input size
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                self._graph = torch.jit.trace(_SofPlanGraph(self.models).eval(), (img, text, proprio), check_trace=False)
+                graph = _SofPlanGraph(self.models, self.head, bool(self.cfg.policy.use_proprio)).eval()
+                self._graph = torch.jit.trace(graph, (img, text, proprio), check_trace=False)
         for _ in range(2):
             self._graph(img, text, proprio)
+
+
+class SofPlanOnlyPolicy(SofPolicy):
+    """SOF whose action head sees only the flow plan and proprioception, not the frame: how much of the
+    success the plan itself carries (the frame still conditions Stage 2 and the decoder)."""
+
+    name = "sof_plan_only"
+    head = "f2a_plan_only"
 
 
 class Skill2ActionPolicy(_FlowSkillPolicy):
@@ -218,7 +255,9 @@ class PixelSkillsPolicy(CheckpointPolicy):
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
-        tokens = self.models["pixel_policy"].generate(img, text)
+        p = self.cfg.policy
+        tokens = self.models["pixel_policy"].generate(img, text, self._proprio(obs) if p.use_proprio else None,
+                                                      float(p.temperature), int(p.top_k))
         pixel_skill = self.models["pixel_skill"]
         change = pixel_skill.decode_ids(tokens, img)
         actions = self.models["pixel2action"](change, img, self._proprio(obs))

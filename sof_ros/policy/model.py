@@ -1,7 +1,7 @@
 """Stage 2 of SOF: a decoder-only causal Transformer that writes skill tokens.
 
-Sequence: [instruction, image patches..., BOS, token_1, ..., token_n]; every position attends
-causally, and token_i is read off the position before it.
+Sequence: [instruction, (proprioception,) image patches..., BOS, token_1, ..., token_n]; every
+position attends causally, and token_i is read off the position before it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ class SkillPolicy(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.tok_emb = nn.Embedding(codebook_size + 1, d)  # last id = BOS
         n_img = (skill_cfg.image_res // 8) ** 2
-        self.prefix_len = 1 + n_img
+        self.use_proprio = bool(cfg.use_proprio)
+        if self.use_proprio:  # ee xyz (metres) + gripper, standardised with statistics sof-train measures
+            self.proprio_proj = nn.Sequential(nn.Linear(4, d), nn.SiLU(), nn.Linear(d, d))
+            self.register_buffer("proprio_mean", torch.zeros(4))
+            self.register_buffer("proprio_std", torch.ones(4))
+        self.prefix_len = 1 + int(self.use_proprio) + n_img
         self.pos = nn.Parameter(torch.zeros(1, self.prefix_len + 1 + self.n_tokens, d))
         nn.init.normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, batch_first=True,
@@ -34,10 +39,15 @@ class SkillPolicy(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, codebook_size)
 
-    def _prefix(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def _prefix(self, image: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         feats = self.img_enc(image_to_tensor(image))[-1]  # (B, C, 8, 8)
         patches = self.img_proj(feats.flatten(2).transpose(1, 2))
-        return torch.cat([self.text_proj(text)[:, None], patches], 1)
+        parts = [self.text_proj(text)[:, None]]
+        if self.use_proprio:
+            if proprio is None:
+                raise ValueError("this skill policy reads proprioception (policy.use_proprio): pass proprio")
+            parts.append(self.proprio_proj((proprio - self.proprio_mean) / self.proprio_std)[:, None])
+        return torch.cat(parts + [patches], 1)
 
     def _run(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         bos = torch.full((tokens.shape[0], 1), self.codebook_size, dtype=torch.long, device=tokens.device)
@@ -47,24 +57,30 @@ class SkillPolicy(nn.Module):
         x = self.blocks(x, mask=mask, is_causal=True)
         return self.head(self.norm(x[:, self.prefix_len:]))  # logits for token_1.. (and one extra)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor,
+                proprio: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits (B, n, codebook)."""
-        return self._run(self._prefix(image, text), tokens[:, :-1])[:, : self.n_tokens]
+        return self._run(self._prefix(image, text, proprio), tokens[:, :-1])[:, : self.n_tokens]
 
-    def loss(self, image, text, tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(image, text, tokens)
+    def loss(self, image, text, tokens, proprio=None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(image, text, tokens, proprio)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
         acc = (logits.argmax(-1) == tokens).float().mean()
         return loss, acc
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor, text: torch.Tensor, temperature: float = 0.0) -> torch.Tensor:
-        """Autoregressive tokens (B, n); greedy when temperature is 0."""
-        prefix = self._prefix(image, text)
+    def generate(self, image: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor | None = None,
+                 temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
+        """Autoregressive tokens (B, n); greedy when temperature is 0, else sampled at that temperature
+        (among the top_k most likely tokens when top_k > 0)."""
+        prefix = self._prefix(image, text, proprio)
         tokens = torch.zeros(image.shape[0], 0, dtype=torch.long, device=image.device)
         for _ in range(self.n_tokens):
             logits = self._run(prefix, tokens)[:, -1]
             if temperature > 0:
+                if top_k > 0:
+                    kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
                 nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1)
             else:
                 nxt = logits.argmax(-1, keepdim=True)

@@ -25,7 +25,11 @@ class SkillAutoencoder(nn.Module):
     def __init__(self, cfg: SkillConfig):
         super().__init__()
         self.cfg = cfg
-        self.scale = cfg.flow_scale if self.per_step == 2 else 1.0
+        # flow units per network unit: skill.flow_scale, or (flow_scale 0) the training flow's std set by
+        # sof-train; a buffer, so it travels with the weights
+        measured = cfg.flow_scale == 0 and self.per_step == 2
+        self.register_buffer("scale", torch.tensor(float(cfg.flow_scale or 1.0) if self.per_step == 2 else 1.0),
+                             persistent=measured)
         stages = int(math.log2(cfg.flow_res // 4))  # down to a 4x4 grid
         self.flow_enc = ConvEncoder(self.per_step * cfg.segment, cfg.width, stages)
         code_dim = len(cfg.fsq_levels)
@@ -90,9 +94,20 @@ class PixelSkillAutoencoder(SkillAutoencoder):
         return (img.permute(0, 2, 3, 1)[:, None] + changes).clamp(-1, 1)
 
 
-def epe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean end-point error over all pixels and steps (same units as the flow)."""
-    return (pred - target).norm(dim=-1).mean()
+def epe(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean end-point error over all pixels and steps (same units as the flow), or over `mask`."""
+    err = (pred - target).norm(dim=-1)
+    return err.mean() if mask is None else err[mask].mean()
+
+
+def weighted_flow_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, moving: torch.Tensor,
+                       moving_weight: float) -> torch.Tensor:
+    """Smooth-L1 on flow in network units (divided by `scale`), each pixel weighted 1 + moving_weight when it
+    moves, normalised by the total weight: with a normalised scale the moving pixels sit in the loss's
+    linear part instead of its quadratic one, and the few moving pixels are not drowned by the static ones."""
+    err = F.smooth_l1_loss(pred / scale, target / scale, reduction="none").sum(-1)
+    w = 1.0 + moving_weight * moving.float()
+    return (err * w).sum() / w.sum()
 
 
 def codebook_usage(ids: torch.Tensor, codebook_size: int) -> dict[str, float]:

@@ -1,0 +1,209 @@
+"""The pieces of learner v2, each on inputs with a known answer (no simulator, seconds):
+k-gap flow extraction, strided segments, flow normalisation, the plan-only head, the random
+shift, sampling, temporal ensembling and the token-sharing chance baseline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sof_ros.config import Flow2ActionConfig, SkillConfig, SofConfig
+from sof_ros.data.dataset import Dataset, DatasetError, validate_dataset
+from synthetic_episodes import SIZE, sliding_frames, write_episode
+
+
+def test_gap_flow_is_the_motion_over_k_frames(tmp_path):
+    """sof-flow --gap k stores flow from t to t+k under <name>_k<k> (T-k fields): a texture sliding
+    1 px per frame moves ~k px; the dataset validator knows the shorter length and rejects a wrong one."""
+    from sof_ros.flow.extract import extract_dataset
+
+    ds = Dataset.create(tmp_path / "ds")
+    write_episode(ds, 0, t=12, flow=False, step=(1, 0))
+    summary = extract_dataset(ds.root, "dis", workers=1, progress=False, gap=3)
+    assert summary["estimator"] == "dis_k3" and summary["pairs"] == 9
+    flow = ds.load(ds.episode_paths()[0], ("flow/dis_k3",))["flow/dis_k3"].astype(np.float32)
+    assert flow.shape == (9, SIZE, SIZE, 2)
+    inner = flow[:, 8:-8, 8:-8]
+    assert abs(float(np.median(inner[..., 0])) - 3.0) < 0.5 and abs(float(np.median(inner[..., 1]))) < 0.5
+    validate_dataset(ds.root)
+    import h5py
+
+    with h5py.File(ds.episode_paths()[0], "a") as f:
+        f.create_dataset("flow/dis_k2", data=np.zeros((11, SIZE, SIZE, 2), np.float16))  # should be 10
+    with pytest.raises(DatasetError, match="dis_k2"):
+        validate_dataset(ds.root)
+
+
+def _strided_dataset(tmp_path, t=12, stride=2):
+    """One episode whose stored k-gap flow at frame i is (i, -i) everywhere, actions (i, 0, 0, 1)."""
+    ds = Dataset.create(tmp_path / "ds")
+    rgb = sliding_frames(t)
+    idx = np.arange(t - stride, dtype=np.float32)
+    flow = np.stack([idx, -idx], -1)[:, None, None, :] * np.ones((1, SIZE, SIZE, 1), np.float32)
+    acts = np.stack([np.arange(t - 1), np.zeros(t - 1), np.zeros(t - 1), np.ones(t - 1)], -1).astype(np.float32)
+    arrays = {"rgb": rgb, f"flow/dis_k{stride}": flow.astype(np.float16),
+              "ee_pos": np.zeros((t, 3)), "gripper": np.zeros(t, np.float32)}
+    ds.write_episode(0, dict(task="a", instruction="do a", source="metaworld", success=True, camera="c",
+                             in_d_act=True), arrays, acts)
+    return ds
+
+
+def test_segments_are_strided_and_padded(tmp_path):
+    from sof_ros.learn.data import SegmentData
+
+    ds = _strided_dataset(tmp_path)
+    cfg = SkillConfig(segment=3, stride=2, flow_res=SIZE, image_res=SIZE)
+    d = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, chunk=5)
+    seg = d.segment(torch.tensor([0, 3]))
+    assert seg.shape == (2, 3, SIZE, SIZE, 2)
+    assert seg[0, :, 0, 0, 0].tolist() == [0, 2, 4] and seg[1, :, 0, 0, 0].tolist() == [3, 5, 7]
+    assert seg[1, :, 0, 0, 1].tolist() == [-3, -5, -7]
+    late = d.segment(torch.tensor([8]))[0, :, 0, 0, 0].tolist()  # 8 -> 10 exists; 10 -> 12 and later do not
+    assert late == [8, 0, 0]
+    chunk = d.action_chunk(torch.tensor([9]))
+    assert chunk[0, :, 0].tolist() == [9, 10, 0, 0, 0] and chunk[0, :, 3].tolist() == [1] * 5  # gripper held
+
+
+def test_flow_normalisation_is_measured_and_travels_with_the_weights(tmp_path):
+    """flow_scale 0: sof-train sets the scale to the std of moving flow, and it is saved in the state dict;
+    flow_scale 1 (v1) keeps the state dict as it was, so v1 checkpoints still load."""
+    from sof_ros.learn.data import SegmentData
+    from sof_ros.skills.model import SkillAutoencoder
+
+    ds = _strided_dataset(tmp_path)
+    cfg = SkillConfig(segment=3, stride=2, flow_res=16, image_res=16, flow_scale=0, tokens_per_segment=2, width=8)
+    d = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False)
+    starts = d.starts("train")
+    f = d.flow[torch.from_numpy(starts)].float()
+    vals = f[f.norm(dim=-1) > d.moving_threshold]
+    assert d.flow_std(starts) == pytest.approx(float(vals.std()), rel=1e-4)
+    model = SkillAutoencoder(cfg)
+    model.scale.fill_(d.flow_std(starts))
+    state = model.state_dict()
+    assert float(state["scale"]) == pytest.approx(d.flow_std(starts))
+    again = SkillAutoencoder(cfg)
+    again.load_state_dict(state)
+    assert float(again.scale) == pytest.approx(float(model.scale))
+    v1 = SkillAutoencoder(SkillConfig(flow_res=16, image_res=16, width=8))
+    assert "scale" not in v1.state_dict()
+
+
+def test_weighted_flow_loss_weighs_moving_pixels():
+    from sof_ros.skills.model import weighted_flow_loss
+
+    target = torch.zeros(1, 1, 10, 10, 2)
+    target[0, 0, 0, 0] = 5.0  # one moving pixel of 100
+    pred = torch.zeros_like(target)
+    moving = target.norm(dim=-1) > 0.5
+    plain = weighted_flow_loss(pred, target, torch.tensor(1.0), moving, 0.0)
+    weighted = weighted_flow_loss(pred, target, torch.tensor(1.0), moving, 99.0)
+    assert float(weighted) == pytest.approx(float(plain) * 100 / 1.99, rel=1e-4)  # 100/(1 + 0.99) times larger
+
+
+def test_plan_only_head_reads_the_plan_not_the_image():
+    from sof_ros.flow2action.learned import Flow2ActionNet
+
+    skill = SkillConfig(segment=4, stride=2, flow_res=16, image_res=16)
+    cfg = Flow2ActionConfig(width=8, pool="flatten", chunk=6)
+    torch.manual_seed(0)
+    plan_only, full = Flow2ActionNet(cfg, skill, use_image=False), Flow2ActionNet(cfg, skill)
+    plan = torch.randn(2, 4, 16, 16, 2)
+    prop = torch.randn(2, 4)
+    img_a = torch.randint(0, 255, (2, 16, 16, 3), dtype=torch.uint8)
+    img_b = torch.randint(0, 255, (2, 16, 16, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        out = plan_only(plan, img_a, prop)
+        assert out.shape == (2, 6, 4)
+        assert torch.equal(out, plan_only(plan, img_b, prop))
+        assert not torch.allclose(out, plan_only(plan * 2, img_a, prop))
+        assert not torch.allclose(full(plan, img_a, prop), full(plan, img_b, prop))
+
+
+def test_random_shift_moves_image_and_plan_together():
+    from sof_ros.flow2action.learned import random_shift
+
+    img = torch.zeros(8, 32, 32, 3, dtype=torch.uint8)
+    img[:, 16:18, 10:12] = 255  # a 2x2 bright block = one plan cell at half the resolution
+    plan = torch.zeros(8, 3, 16, 16, 2)
+    plan[:, :, 8, 5] = 1.0
+    torch.manual_seed(0)
+    img2, plan2 = random_shift(img, plan, 2)
+    moved = False
+    for b in range(8):
+        ys, xs = np.nonzero(plan2[b, 0, :, :, 0].numpy())
+        iy, ix = np.nonzero(img2[b, :, :, 0].numpy())
+        assert len(ys) == 1 and iy.min() == 2 * ys[0] and ix.min() == 2 * xs[0]
+        assert torch.equal(plan2[b, 1], plan2[b, 0])  # every step of the plan moves alike
+        moved |= (ys[0], xs[0]) != (8, 5)
+    assert moved
+
+
+def test_top_k_one_sampling_is_greedy():
+    from sof_ros.config import PolicyConfig
+    from sof_ros.policy.model import SkillPolicy
+
+    skill = SkillConfig(flow_res=16, image_res=16, tokens_per_segment=3)
+    torch.manual_seed(0)
+    pol = SkillPolicy(PolicyConfig(d_model=32, layers=1, heads=2, use_proprio=True), skill, 50).eval()
+    img = torch.randint(0, 255, (4, 16, 16, 3), dtype=torch.uint8)
+    text, prop = torch.randn(4, 384), torch.randn(4, 4)
+    greedy = pol.generate(img, text, prop)
+    assert torch.equal(pol.generate(img, text, prop, temperature=1.0, top_k=1), greedy)
+    with pytest.raises(ValueError, match="proprio"):
+        pol.generate(img, text)
+
+
+def test_temporal_ensembling_averages_overlapping_chunks():
+    from sof_ros.policies.base import FlowPlan
+    from sof_ros.policies.sof import CheckpointPolicy
+
+    cfg = SofConfig()
+    pol = CheckpointPolicy(cfg, {}, {}, replan_every=2)
+    pol.reset()
+    a = FlowPlan(np.zeros(0, np.int64), np.zeros((0, 1, 1, 2)), (1, 1), np.zeros((4, 4)))
+    b = FlowPlan(np.zeros(0, np.int64), np.zeros((0, 1, 1, 2)), (1, 1), np.ones((4, 4)))
+    assert pol.act(a, None, 0)[0] == 0 and pol.act(a, None, 1)[0] == 0  # ensembling off: the plan itself
+    pol.ensemble = np.log(3.0)  # an older chunk weighs 1/3 of the next one
+    pol.reset()
+    pol.act(a, None, 0), pol.act(a, None, 1)
+    x = pol.act(b, None, 0)  # steps 2: a (age 1 plan) and b overlap
+    assert x[0] == pytest.approx(1 / (1 + 1 / 3))
+    pol.act(b, None, 1)
+    c = FlowPlan(np.zeros(0, np.int64), np.zeros((0, 1, 1, 2)), (1, 1), np.full((4, 4), 0.5))
+    assert pol.act(c, None, 0)[0] == pytest.approx((0.5 + 1 / 3) / (1 + 1 / 3))  # a is over, b and c overlap
+
+
+def test_token_sharing_has_a_chance_baseline():
+    """Tokens that follow the task share nothing; the chance count (task labels of episodes shuffled)
+    shows what sharing random labelling would give."""
+    from types import SimpleNamespace
+
+    from sof_ros.learn.data import EpisodeMeta
+    from sof_ros.train import token_sharing
+
+    eps, toks, start = [], [], 0
+    for k in range(12):
+        task = "ab"[k % 2]
+        eps.append(EpisodeMeta(task, task, 5, False, False, start))
+        toks += [[k % 2 * 10 + (k // 2) % 3]] * 5  # task a: ids 0-2, task b: ids 10-12
+        start += 5
+    d = SimpleNamespace(episodes=eps, tokens=torch.tensor(toks))
+    out = token_sharing(d)
+    assert out["first_token_ids_used"] == 6 and out["shared_across_tasks"] == 0
+    assert out["chance_shared_across_tasks"] > 2
+
+
+def test_segment_cache_reloads_the_same_tensors(tmp_path):
+    from sof_ros.learn.data import SegmentData
+
+    ds = _strided_dataset(tmp_path)
+    cfg = SkillConfig(segment=3, stride=2, flow_res=SIZE, image_res=SIZE)
+    a = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, cache=True)
+    assert len(list((ds.root / ".cache").glob("segments_*.pt"))) == 1
+    b = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, cache=True)
+    for k in ("rgb", "flow", "actions", "proprio"):
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert b.episodes == a.episodes and b.source_width == a.source_width
+    c = SegmentData(str(ds.root), SkillConfig(segment=2, stride=2, flow_res=SIZE, image_res=SIZE), val_fraction=0.0,
+                    progress=False, cache=True)  # another working layout: another cache file
+    assert len(list((ds.root / ".cache").glob("segments_*.pt"))) == 2 and c.pad != a.pad
