@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -401,17 +402,18 @@ class Trainer:
         self._predicted[key] = out
         return out
 
-    def _action_stage(self, name: str, forward, space: str = "flow", plans: bool = False) -> None:
+    def _action_stage(self, name: str, forward, space: str = "flow", plans: bool = False,
+                      uses_tokens: bool = True) -> None:
         """Train an action head on D_act. `forward(m, s, img, prop, tok)`; with `plans`, the tokens are
         Stage 2's own predictions (f2a.plan_source predicted, a share f2a.predicted_fraction of the
         samples) so the head learns from plans as imperfect as at run time."""
         d, fc = self.data, self.cfg.f2a
-        tokens = self._ensure_tokens(space)
+        # BC reads no tokens: it must not wait for (or need) Stage 1
+        tokens = self._ensure_tokens(space) if uses_tokens else torch.zeros(len(d.rgb), 1, dtype=torch.long)
         per = fc.d_act_episodes_per_task_camera
         starts = d.starts("train", d_act_only=True, d_act_per_task_camera=per)
         self._check_d_act(name, starts)
-        skill = self.models[SPACES[space][0]].eval()
-        for p in skill.parameters():
+        for p in self.models[SPACES[space][0]].eval().parameters():
             p.requires_grad_(False)
         predicted = None
         if plans and fc.plan_source == "predicted":
@@ -485,7 +487,7 @@ class Trainer:
         def forward(m, s, img, prop, tok):
             return m(text[self.instr_idx[s]].to(self.device), random_shift(img, None, shift)[0], prop)
 
-        self._action_stage("bc", forward)
+        self._action_stage("bc", forward, uses_tokens=False)
 
     def train_pixel2action(self) -> None:
         """Inverse dynamics from the decoded change of future frames, trained exactly like Flow2Action."""
@@ -494,12 +496,19 @@ class Trainer:
     def finish(self) -> None:
         if not is_main():
             return
-        old = {}
         mpath = self.out / "metrics.json"
-        if mpath.exists():
-            old = json.loads(mpath.read_text())
-        new = {**self.metrics, "train_seconds": {k: round(v, 1) for k, v in self.timing.items()}}
-        mpath.write_text(json.dumps(deep_update(old, new), indent=2))
+        from sof_ros.bench.meta import command_line, git_commit, machine
+
+        stamp = {"command": command_line(), "commit": git_commit(), "machine": machine(),
+                 "load_avg_1min_end": round(os.getloadavg()[0], 2)}
+        new = {**self.metrics, "train_seconds": {k: round(v, 1) for k, v in self.timing.items()},
+               "provenance": {k: stamp for k in self.timing}}  # per stage: the code and machine it was trained on
+        import fcntl  # two `--jobs` processes may finish at once: read-merge-write under a lock
+
+        with open(self.out / ".metrics.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = json.loads(mpath.read_text()) if mpath.exists() else {}
+            mpath.write_text(json.dumps(deep_update(old, new), indent=2))
         hist = {}
         for name in STAGES:
             hp = self.out / f"{name}_history.json"
@@ -547,6 +556,34 @@ def train(cfg: SofConfig, stages=STAGES, device: str = "cpu", progress: bool = T
     return trainer
 
 
+FLOW_CHAIN = ("skill", "policy", "f2a", "f2a_plan_only", "skill2action")  # each needs the ones before it
+
+
+def train_parallel(a, cfg: SofConfig, stages: tuple[str, ...]) -> None:
+    """`--jobs 2`: the flow-skill chain in one process, the stages that do not depend on it (BC, the
+    pixel-space ablation) in another; the dataset tensors are cached first so both load them in seconds."""
+    import subprocess
+
+    groups = [[s for s in stages if s in FLOW_CHAIN], [s for s in stages if s not in FLOW_CHAIN]]
+    groups = [g for g in groups if g]
+    if cfg.train.cache:  # build the cache once, here, instead of twice at the same time
+        SegmentData(cfg.train.dataset, cfg.skill, flow_name=cfg.flow.estimator, val_fraction=cfg.train.val_fraction,
+                    proprio_required=cfg.f2a.use_proprio or cfg.policy.use_proprio,
+                    chunk=chunk_length(cfg.f2a, cfg.skill), cache=True)
+    base = [sys.executable, "-m", "sof_ros.train", "--config", a.config, "--out", cfg.train.out,
+            "--dataset", cfg.train.dataset] + (["--device", a.device] if a.device else [])
+    Path(cfg.train.out).mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, group in enumerate(groups):
+        log = open(Path(cfg.train.out) / f"train_job{i}.log", "w")
+        procs.append((subprocess.Popen(base + ["--stage", *group], stdout=log, stderr=subprocess.STDOUT), group))
+        print(f"job {i}: {' '.join(group)} (log: {log.name})")
+    failed = [g for proc, g in procs if proc.wait() != 0]
+    if failed:
+        raise SofError(f"training of {', '.join(' '.join(g) for g in failed)} failed; see train_job*.log in "
+                       f"{cfg.train.out} (re-running resumes from the last checkpoint)")
+
+
 def main(argv=None):
     def body():
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -558,6 +595,8 @@ def main(argv=None):
         p.add_argument("--dataset", help="override train.dataset")
         p.add_argument("--out", help="override train.out")
         p.add_argument("--device", help="cpu | cuda | cuda:N (override train.device)")
+        p.add_argument("--jobs", type=int, default=1, help="2: train the flow-skill stages and the rest (BC, "
+                       "pixel skills) in two processes at once, one thread each (train.num_threads)")
         a = p.parse_args(argv)
         cfg = load_config(a.config)
         if a.dataset:
@@ -572,6 +611,10 @@ def main(argv=None):
         else:
             stages = stages_for(a.rows or cfg.eval.rows)
         t0 = time.time()
+        if a.jobs > 1:
+            train_parallel(a, cfg, stages)
+            print(f"trained {' '.join(stages)} in {time.time() - t0:.0f} s (2 processes) -> {cfg.train.out}")
+            return
         trainer = train(cfg, stages, device)
         if is_main():
             print(json.dumps(trainer.metrics, indent=2))

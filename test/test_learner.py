@@ -27,6 +27,7 @@ def tiny_dataset(tmp_path_factory):
     collect(str(root), ["door-open"], episodes_per_task=1, seed=0, sim=sim, act_fraction=0.0, noise=0.0,
             progress=False)
     extract_dataset(str(root), "dis", workers=1, progress=False)
+    extract_dataset(str(root), "dis", workers=1, progress=False, gap=load_config("config/tiny.yaml").skill.stride)
     return root
 
 
@@ -59,7 +60,8 @@ def _first_last(history, key="loss"):
 
 def test_training_lowers_every_loss(trained):
     _, trainer = trained
-    for stage in ("skill", "policy", "f2a", "skill2action", "bc", "pixel_skill", "pixel_policy", "pixel2action"):
+    for stage in ("skill", "policy", "f2a", "f2a_plan_only", "skill2action", "bc", "pixel_skill", "pixel_policy",
+                  "pixel2action"):
         first, last = _first_last(trainer.histories[stage])
         assert last < first, f"{stage}: loss did not fall ({first:.4f} -> {last:.4f})"
 
@@ -145,7 +147,9 @@ def test_pixel_skills_ablation_plans_frames_and_acts(trained, tmp_path):
     r, h = cfg.skill.flow_res, cfg.skill.segment
     assert plan.frames.shape == (h, r, r, 3) and plan.frames.dtype == np.uint8
     assert plan.tokens.shape == (cfg.skill.tokens_per_segment,)
-    assert plan.actions.shape == (h, 4) and np.all(np.abs(plan.actions) <= 1)
+    from sof_ros.flow2action.learned import chunk_length
+
+    assert plan.actions.shape == (chunk_length(cfg.f2a, cfg.skill), 4) and np.all(np.abs(plan.actions) <= 1)
     res = evaluate(cfg.train.out, ["pixel_skills"], _protocol(cfg, max_steps=10), tmp_path / "eval",
                    replan_every=cfg.eval.replan_every, progress=False)
     assert res["rows"]["pixel_skills"]["label"].startswith("Pixel-space skills")
