@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install.sh
 venv=.venv
 [ "${SOF_ROS_DISTRO:-jazzy}" = kilted ] && venv=.venv-kilted
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=900 test "$@"
+# test files / node ids given: run those; otherwise (no args, or only options such as -k) the whole test/
+args=(test "$@")
+for a in "$@"; do [ -e "${a%%::*}" ] && { args=("$@"); break; }; done
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout=900 "${args[@]}"
