@@ -35,7 +35,8 @@ BENCHMARK_TASKS: dict[str, str] = {
 class SimConfig:
     """Simulator, rendering and episode settings."""
 
-    backend: str = "metaworld"  # metaworld (Sawyer) | libero (Franka Panda): sof_ros.sim.make_arm
+    backend: str = "metaworld"  # metaworld (Sawyer) | libero (Franka Panda) | robosuite (sim.robot): sof_ros.sim.make_arm
+    robot: str = ""  # robosuite: the arm (panda | sawyer | iiwa | jaco | kinova3 | ur5e); "" = the backend's own arm
     suite: str = ""  # libero: the suite the task names belong to (libero_goal | libero_10 | ...)
     camera: str = "corner"
     width: int = 128

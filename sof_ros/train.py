@@ -5,9 +5,12 @@
     sof-train --config config/metaworld.yaml --stage policy  # one stage (earlier ones must exist)
     sof-train --config config/metaworld.yaml --stage pixel_skill pixel_policy pixel2action  # pixel ablation
     torchrun --nproc_per_node 2 -m sof_ros.train --config ...   # DDP, gloo on CPU / nccl on CUDA
+    sof-train --config config/transfer_panda.yaml --init-from runs/sawyer --stage f2a --out runs/sawyer_to_panda
+        # Stage 3 for a new arm on Stages 1-2 learned from another arm's videos (docs/transfer.md)
 
 Outputs in train.out: config.yaml, <stage>.pt weights (load with weights_only=True),
-instructions.pt (cached instruction embeddings), metrics.json and plots/*.png.
+instructions.pt (cached instruction embeddings), metrics.json, embodiment.json (the arm, camera and
+action frame the checkpoint drives, and which arm's data trained each stage) and plots/*.png.
 """
 from __future__ import annotations
 
@@ -515,6 +518,61 @@ class Trainer:
             if hp.exists():
                 hist[name] = json.loads(hp.read_text())
         reports.loss_curves(hist, self.plots / "loss_curves.png")
+        write_embodiment(self.out, self.cfg, tuple(self.timing))
+
+
+VIDEO_STAGES = ("skill", "policy", "pixel_skill", "pixel_policy")  # learned from videos: any arm's
+
+
+def write_embodiment(out: Path, cfg: SofConfig, trained: tuple[str, ...], copied: dict | None = None) -> None:
+    """CHECKPOINT/embodiment.json: the arm, camera and action frame the checkpoint drives (its Stage 3
+    and config), and per stage the arm and dataset it was learned from -- merged into what earlier
+    runs recorded, like metrics.json. `copied`: stages taken from another checkpoint (--init-from)."""
+    from sof_ros.sim import embodiment_record
+
+    path = out / "embodiment.json"
+    old = json.loads(path.read_text()).get("stages", {}) if path.is_file() else {}
+    record = embodiment_record(cfg.sim)
+    stages = {**old, **(copied or {}),
+              **{s: {"arm": record["arm"], "dataset": str(cfg.train.dataset)} for s in trained}}
+    path.write_text(json.dumps({**record, "stages": stages}, indent=2))
+
+
+def init_from(source: str | Path, cfg: SofConfig, stages: tuple[str, ...]) -> SofConfig:
+    """`--init-from`: copy another checkpoint's video stages (Stage 1-2 weights, trained on any arm's
+    videos) into cfg.train.out, with the config sections that shape them (flow, skill, policy), so
+    that Stage 3 (and any head) trains for this config's arm and dataset on top of them."""
+    import shutil
+
+    from sof_ros.config import load_checkpoint_config
+    from sof_ros.sim import embodiment
+
+    source = Path(source)
+    src_cfg = load_checkpoint_config(source)
+    redo = [s for s in stages if s in VIDEO_STAGES]
+    if redo:
+        raise SofError(f"--init-from {source} copies the video stages; do not also train {', '.join(redo)} "
+                       "(train them from scratch without --init-from)")
+    if not (source / "skill.pt").is_file():
+        raise SofError(f"{source} has no skill.pt: --init-from needs a checkpoint with Stage 1 "
+                       "(sof-train --stage skill policy)")
+    out = Path(cfg.train.out)
+    if out.resolve() == source.resolve():
+        raise SofError("--init-from and --out are the same directory; give a new --out for the new arm")
+    cfg.flow, cfg.skill, cfg.policy = src_cfg.flow, src_cfg.skill, src_cfg.policy
+    out.mkdir(parents=True, exist_ok=True)
+    src_record = json.loads((source / "embodiment.json").read_text()).get("stages", {}) \
+        if (source / "embodiment.json").is_file() else {}
+    copied = {}
+    for s in VIDEO_STAGES:
+        if (source / f"{s}.pt").is_file():
+            shutil.copy(source / f"{s}.pt", out / f"{s}.pt")
+            (out / f"{s}.ckpt").unlink(missing_ok=True)
+            copied[s] = {**src_record.get(s, {"arm": embodiment(src_cfg.sim), "dataset": str(src_cfg.train.dataset)}),
+                         "copied_from": str(source)}
+    if is_main():
+        write_embodiment(out, cfg, (), copied)
+    return cfg
 
 
 def deep_update(old: dict, new: dict) -> dict:
@@ -597,6 +655,9 @@ def main(argv=None):
         p.add_argument("--device", help="cpu | cuda | cuda:N (override train.device)")
         p.add_argument("--jobs", type=int, default=1, help="2: train the flow-skill stages and the rest (BC, "
                        "pixel skills) in two processes at once, one thread each (train.num_threads)")
+        p.add_argument("--init-from", metavar="CHECKPOINT", help="start from CHECKPOINT's Stages 1-2 (skill, "
+                       "policy: learned from any arm's videos), copied into --out with their config sections; "
+                       "train the arm's own stages on top, e.g. --stage f2a (docs/transfer.md)")
         a = p.parse_args(argv)
         cfg = load_config(a.config)
         if a.dataset:
@@ -610,6 +671,11 @@ def main(argv=None):
             stages = STAGES if "all" in a.stage else tuple(a.stage)
         else:
             stages = stages_for(a.rows or cfg.eval.rows)
+        if a.init_from:
+            if a.jobs > 1:
+                raise SofError("--init-from trains in one process; drop --jobs")
+            stages = tuple(s for s in stages if not (a.rows and s in VIDEO_STAGES))  # --rows: the heads only
+            cfg = init_from(a.init_from, cfg, stages)
         t0 = time.time()
         if a.jobs > 1:
             train_parallel(a, cfg, stages)

@@ -15,9 +15,11 @@ class ExpertPolicy:
     def __init__(self, task: str):
         from sof_ros.sim.libero_experts import PROGRAMS, expert_for
         from sof_ros.sim.metaworld_env import expert_policy
+        from sof_ros.sim.robosuite_env import TASKS as ROBOSUITE_TASKS, expert_for as robosuite_expert
 
         self.task = task
-        self._expert = expert_for(task) if task in PROGRAMS else expert_policy(task)  # task names are disjoint
+        self._expert = (expert_for(task) if task in PROGRAMS else robosuite_expert(task) if task in ROBOSUITE_TASKS
+                        else expert_policy(task))  # task names are disjoint
 
     @classmethod
     def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):

@@ -5,7 +5,7 @@ Everything outside this package builds arms and experts through `make_arm` / `ma
 config with `sim.backend: libero` runs the same collection, evaluation and ROS bridge code."""
 from __future__ import annotations
 
-BACKENDS = ("metaworld", "libero")
+BACKENDS = ("metaworld", "libero", "robosuite")
 # The arm each simulator's checkpoints are trained for (sof_ros.ros.params robot profiles map onto these).
 EMBODIMENT = {"metaworld": "sawyer", "libero": "panda"}
 
@@ -20,7 +20,11 @@ def backend_of(sim_cfg) -> str:
 
 
 def make_arm(task: str, sim_cfg, camera: str | None = None, with_depth: bool = True):
-    """The simulated arm for `task` (MetaWorldArm or LiberoArm, same interface)."""
+    """The simulated arm for `task` (MetaWorldArm, LiberoArm or RobosuiteArm, same interface)."""
+    if backend_of(sim_cfg) == "robosuite":
+        from sof_ros.sim.robosuite_env import RobosuiteArm
+
+        return RobosuiteArm(task, sim_cfg, camera=camera, with_depth=with_depth)
     if backend_of(sim_cfg) == "libero":
         from sof_ros.sim.libero_env import LiberoArm
 
@@ -34,6 +38,10 @@ def make_arm(task: str, sim_cfg, camera: str | None = None, with_depth: bool = T
 
 def make_expert(task: str, sim_cfg):
     """The scripted expert for `task`: `reset()` (when it has one) and `get_action(obs.state)`."""
+    if backend_of(sim_cfg) == "robosuite":
+        from sof_ros.sim.robosuite_env import expert_for as robosuite_expert
+
+        return robosuite_expert(task)
     if backend_of(sim_cfg) == "libero":
         from sof_ros.sim.libero_experts import expert_for
 
@@ -44,6 +52,10 @@ def make_expert(task: str, sim_cfg):
 
 
 def instruction_for(task: str, sim_cfg) -> str:
+    if backend_of(sim_cfg) == "robosuite":
+        from sof_ros.sim.robosuite_env import instruction_for as robosuite_instruction
+
+        return robosuite_instruction(task)
     if backend_of(sim_cfg) == "libero":
         from sof_ros.sim.libero_env import instruction_for as libero_instruction
 
@@ -54,5 +66,22 @@ def instruction_for(task: str, sim_cfg) -> str:
 
 
 def embodiment(sim_cfg) -> str:
-    """The arm a checkpoint trained in this simulator drives: sawyer | panda."""
-    return EMBODIMENT[backend_of(sim_cfg)]
+    """The arm a checkpoint trained in this simulator drives: sawyer | panda (robosuite: `sim.robot`)."""
+    backend = backend_of(sim_cfg)
+    if backend == "robosuite":
+        from sof_ros.sim.robosuite_env import robot_name
+
+        return robot_name(sim_cfg)
+    return EMBODIMENT[backend]
+
+
+def embodiment_record(sim_cfg) -> dict:
+    """What a checkpoint's Stage 3 is tied to (written to CHECKPOINT/embodiment.json by sof-train):
+    the arm, the camera and image size, and the frame and scale of the [dx, dy, dz, grip] action."""
+    backend = backend_of(sim_cfg)
+    arm = embodiment(sim_cfg)
+    frames = {"sawyer": "base" if backend == "robosuite" else "world (MetaWorld)", "panda": "panda_link0"}
+    return {"arm": arm, "simulator": backend, "camera": str(sim_cfg.camera),
+            "image_size": [int(sim_cfg.width), int(sim_cfg.height)],
+            "action": "[dx, dy, dz, grip] per control step, 0.01 m per unit, gripper -1 open .. 1 closed",
+            "action_frame": frames.get(arm, "robot base")}
