@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "loop": "sof_ros.bench.loop_bench",  # camera frame -> end-effector command latency through DDS
     "d_act": "sof_ros.bench.d_act",  # learned Flow2Action success vs action-labelled set size
     "libero": "sof_ros.bench.libero",  # LIBERO-GOAL / LIBERO-10 success per task and row (Franka Panda)
+    "transfer": "sof_ros.bench.transfer",  # cross-embodiment: Stages 1-2 from one arm's videos drive another arm
 }
 
 
