@@ -212,6 +212,10 @@ class Trainer:
             ids.append(model.encode(self._targets(space, chunk).to(self.device))[1].cpu())
         pad = torch.zeros(d.span + 1, ids[0].shape[1], dtype=torch.long)
         setattr(d, SPACES[space][2], torch.cat(ids + [pad]))
+        name = SPACES[space][0]
+        if is_main() and (self.out / f"{name}.pt").is_file():  # later action stages in other processes reuse them
+            torch.save({"fingerprint": self._token_fingerprint(name), "tokens": getattr(d, SPACES[space][2])},
+                       self.out / f"{name}_tokens.pt")
 
     def _report_starts(self, n: int) -> tuple[str, torch.Tensor]:
         """About n segment starts for a report, from held-out episodes when there are any."""
@@ -385,8 +389,19 @@ class Trainer:
         name, _, attr = SPACES[space]
         if getattr(self.data, attr) is None:
             load_weights(self.models[name], self.out / f"{name}.pt", self.device)
+            cached = self.out / f"{name}_tokens.pt"  # written by the process that encoded them
+            if cached.is_file():
+                state = torch.load(cached, weights_only=True)
+                if torch.equal(state["fingerprint"], self._token_fingerprint(name)):
+                    setattr(self.data, attr, state["tokens"])
+                    return state["tokens"]
             self.encode_tokens(space)
         return getattr(self.data, attr)
+
+    def _token_fingerprint(self, name: str) -> torch.Tensor:
+        """Which weights and frames tokens were encoded from: the stage file's size and mtime, the frame count."""
+        st = (self.out / f"{name}.pt").stat()
+        return torch.tensor([st.st_size, st.st_mtime_ns, len(self.data.rgb)], dtype=torch.long)
 
     @torch.no_grad()
     def _predicted_tokens(self, space: str, starts: np.ndarray) -> torch.Tensor:
