@@ -60,42 +60,69 @@ def fake_agent():
     return FakeAgent()
 
 
-class RosHarness:
-    """One rclpy context with a MultiThreadedExecutor spinning in a background thread, a probe node
-    to publish / collect messages, and the nodes under test."""
+class _Spinner:
+    """One node spun by its own single-threaded executor in its own thread -- as in its own process
+    (`run_node` spins one node on a SingleThreadedExecutor), so taking one node away cannot stall
+    the others."""
 
-    def __init__(self, domain: int):
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
+    def __init__(self, node, ctx, on_error):
+        from rclpy.executors import SingleThreadedExecutor
 
-        self.ctx = Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.ctx)
-        from rclpy.node import Node
-
-        self.probe = Node("probe", context=self.ctx)
-        self.nodes = []
-        self.error = None
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(node)
+        self._on_error = on_error
         self._stop = threading.Event()
-        self.executor.add_node(self.probe)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, name=f"spin {node.get_name()}", daemon=True)
         self._thread.start()
 
     def _spin(self):
         try:
             while not self._stop.is_set():
                 self.executor.spin_once(timeout_sec=0.05)
-        except Exception as exc:  # a callback raised: make it visible, the test will then time out
+        except Exception as exc:  # a callback raised: wait_for turns it into a test failure at once
             import traceback
 
-            self.error = exc
             traceback.print_exc()
+            self._on_error(exc)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=5.0)
+
+
+class RosHarness:
+    """One rclpy context, a probe node to publish / collect messages, and the nodes under test;
+    every node spins in its own thread (see _Spinner)."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.node import Node
+
+        self.ctx = Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.error = None
+        self.probe = Node("probe", context=self.ctx)
+        self._spinners = {self.probe: _Spinner(self.probe, self.ctx, self._failed)}
+        self.nodes = []
+
+    def _failed(self, exc):
+        self.error = exc
 
     def add(self, node):
         self.nodes.append(node)
-        self.executor.add_node(node)
+        self._spinners[node] = _Spinner(node, self.ctx, self._failed)
         return node
+
+    def remove(self, node):
+        """Stop spinning a node and destroy it, as if its process had died (its spin thread stops
+        first: destroying a node whose callback is still running makes that callback raise)."""
+        self._spinners.pop(node).stop()
+        self.nodes.remove(node)
+        node.close()
+        node.destroy_node()
 
     def collect(self, msg_type, topic, qos):
         box = []
@@ -105,10 +132,11 @@ class RosHarness:
     def publisher(self, msg_type, topic, qos):
         return self.probe.create_publisher(msg_type, topic, qos)
 
-    @staticmethod
-    def wait_for(pred, timeout: float, period: float = 0.02) -> bool:
+    def wait_for(self, pred, timeout: float, period: float = 0.02) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            if self.error is not None:
+                raise AssertionError(f"the executor thread died: {self.error!r}") from self.error
             if pred():
                 return True
             time.sleep(period)
@@ -117,9 +145,8 @@ class RosHarness:
     def close(self):
         import rclpy
 
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-        self.executor.shutdown(timeout_sec=5.0)
+        for spinner in self._spinners.values():
+            spinner.stop()
         for n in reversed(self.nodes):
             n.close()
             n.destroy_node()

@@ -626,10 +626,7 @@ def test_camera_node_publishes_at_the_working_resolution(ros):
 # --- safety and bad input (issue 10) -----------------------------------------------------------------
 def _restart(ros, node, make):
     """Flow2Action 'crashes' (gone from the graph, its memory with it) and a new one starts."""
-    ros.executor.remove_node(node)
-    ros.nodes.remove(node)
-    node.close()
-    node.destroy_node()
+    ros.remove(node)
     return ros.add(make())
 
 
@@ -831,9 +828,7 @@ def test_unknown_instructions_refused_or_embedded_with_an_encoder_loaded_at_star
     assert refuse.instruction == "" and not loads
     instruction.publish(String(data=known))
     assert ros.wait_for(lambda: refuse.instruction == known, 10)
-    ros.executor.remove_node(refuse)
-    ros.nodes.remove(refuse)
-    refuse.destroy_node()
+    ros.remove(refuse)
 
     warn = PolicyNode(context=ros.ctx, agent=policy, parameter_overrides=ov(unknown_instruction="warn"))
     assert loads == [threading.current_thread()]  # at start-up, in the thread constructing the node
