@@ -43,7 +43,9 @@ def run_bringup(args: list[str], tmp_path: Path, timeout: float) -> tuple[subpro
 @pytest.mark.timeout(120)
 def test_separate_processes_instruction_to_commands_with_recording(ros_env, tmp_path):
     mcap = tmp_path / "run.mcap"
-    proc, s = run_bringup(["sim", "--seconds", "14", "--record", str(mcap), *FAKE, *FAST_START], tmp_path, 90)
+    # stops after 25 commands, not after a fixed time: how many frames fit in N seconds depends on the CPU
+    proc, s = run_bringup(["sim", "--seconds", "75", "--until-commands", "25", "--record", str(mcap), *FAKE,
+                           *FAST_START], tmp_path, 100)
     logs = s.pop("_logs")
     assert proc.returncode == 0, logs
     assert s["mode"] == "processes" and s["instruction"] == "press the button from the top"
@@ -64,7 +66,8 @@ def test_separate_processes_instruction_to_commands_with_recording(ros_env, tmp_
 
 @pytest.mark.timeout(90)
 def test_composed_single_process(ros_env, tmp_path):
-    proc, s = run_bringup(["sim", "--composed", "--seconds", "8", *FAKE, *FAST_START], tmp_path, 60)
+    proc, s = run_bringup(["sim", "--composed", "--seconds", "60", "--until-commands", "8", *FAKE, *FAST_START],
+                          tmp_path, 80)
     logs = s.pop("_logs")
     assert proc.returncode == 0, logs
     assert s["mode"] == "composed"

@@ -2,7 +2,8 @@
 
     sof-bringup sim|panda|sawyer [--instruction TEXT] [--task T] [--seconds N] [--record FILE.mcap]
                                  [--composed] [--camera-source S] [--checkpoint DIR]
-                                 [--param NODE.KEY=VALUE ...] [--until-success] [--summary FILE.json]
+                                 [--param NODE.KEY=VALUE ...] [--until-success] [--until-commands N]
+                                 [--summary FILE.json]
                                  [--log-dir DIR] [--dry-run]
 
 Default: one process per node (`python -m sof_ros.ros.<node> --ros-args -r __node:=NAME
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--param", action="append", default=[], metavar="NODE.KEY=VALUE",
                     help="extra parameter override, value in YAML syntax (repeatable), e.g. sof_sim_bridge.seed=3")
     ap.add_argument("--until-success", action="store_true", help="sim: stop as soon as the task succeeds")
+    ap.add_argument("--until-commands", type=int, default=0,
+                    help="stop once this many non-zero commands were seen (--seconds is then the limit): a run "
+                         "measured in work done, not in wall-clock time, which depends on how busy the CPU is")
     ap.add_argument("--summary", default="", metavar="FILE.json", help="write the run summary here")
     ap.add_argument("--log-dir", default="", help="write each node process's output to DIR/<node>.log")
     ap.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
@@ -223,6 +227,8 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
 # --- running ------------------------------------------------------------------------------------
 def _should_stop(ns, monitor, deadline) -> bool:
     if ns.until_success and monitor.success:
+        return True
+    if ns.until_commands > 0 and monitor.counts["nonzero_commands"] >= ns.until_commands:
         return True
     return deadline is not None and time.monotonic() >= deadline
 
