@@ -267,8 +267,8 @@ def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
     instruction.publish(String(data="press the button from the top"))
     assert ros.wait_for(lambda: len(tokens) >= 3 and len(markers) >= 2 and len(vis) >= 2 and len(twists) >= 10, 30)
 
-    toks, stamp, steps, size = cv.msg_to_tokens(tokens[0])
-    assert toks.dtype == np.int64 and len(toks) == 4 and steps == 8 and size == (128, 128)
+    toks, stamp, steps, size, per_step = cv.msg_to_tokens(tokens[0])
+    assert toks.dtype == np.int64 and len(toks) == 4 and steps == 8 and size == (128, 128) and per_step == 1
     plan = next(p for p in plans if cv.stamp_to_ns(p.header.stamp) == stamp)
     flow = cv.msg_to_flow_plan(plan, steps)
     assert flow.shape == (8, 16, 16, 2) and np.allclose(flow[..., 0], 1.5)
@@ -528,6 +528,12 @@ def test_flow2action_rejects_non_finite_plans_and_poses(ros, fake_agent):
     node._on_actions(cv.actions_to_msg(None, stamp + 4))
     node._on_tokens(cv.tokens_to_msg(np.zeros(0, np.int64), stamp + 4, 0, (64, 48)))
     assert node.plan.stamp_ns == stamp + 3  # neither flow nor actions: refused
+
+    # k-gap plans: 4 flow fields 3 control steps apart cover 12 control steps
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((4, 2, 2, 2), np.float32), stamp + 5, "cam"))
+    node._on_actions(cv.actions_to_msg(None, stamp + 5))
+    node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), stamp + 5, 4, (64, 48), frames_per_step=3))
+    assert node.plan.stamp_ns == stamp + 5 and node.plan.plan.frames_per_step == 3 and node.plan.plan.steps == 12
 
     bad = cv.matrix_to_pose_stamped(np.eye(4), stamp, "world")
     bad.pose.position.x = float("nan")

@@ -44,7 +44,7 @@ _ENCODINGS: dict[str, tuple[str, int]] = {
     "32FC3": ("float32", 3), "64FC1": ("float64", 1),
 }
 
-PLAN_HEADER_LEN = 5  # sec, nanosec, plan_steps, image_width, image_height
+PLAN_HEADER_LEN = 6  # sec, nanosec, plan_steps, image_width, image_height, frames_per_step
 COMMAND_INFO_FIELDS = ("command_stamp_ns", "frame_stamp_ns", "plan_stamp_ns", "step_in_plan", "is_zero")
 
 
@@ -257,27 +257,34 @@ def twist_to_arrays(msg: TwistStamped) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- plans ------------------------------------------------------------------------------------
-def tokens_to_msg(tokens: np.ndarray, stamp_ns: int, plan_steps: int, image_size: tuple[int, int]) -> Int64MultiArray:
+def tokens_to_msg(tokens: np.ndarray, stamp_ns: int, plan_steps: int, image_size: tuple[int, int],
+                  frames_per_step: int = 1) -> Int64MultiArray:
+    """plan_steps: flow fields in the plan; frames_per_step: control steps between two of them."""
+    if int(frames_per_step) < 1:
+        raise ConversionError(f"frames_per_step must be >= 1, got {frames_per_step}")
     toks = [int(t) for t in np.asarray(tokens).reshape(-1)]
     st = ns_to_stamp(stamp_ns)
     msg = Int64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label="tokens", size=len(toks), stride=len(toks))]
     msg.layout.data_offset = PLAN_HEADER_LEN
-    msg.data = [int(st.sec), int(st.nanosec), int(plan_steps), int(image_size[0]), int(image_size[1])] + toks
+    msg.data = [int(st.sec), int(st.nanosec), int(plan_steps), int(image_size[0]), int(image_size[1]),
+                int(frames_per_step)] + toks
     return msg
 
 
-def msg_to_tokens(msg: Int64MultiArray) -> tuple[np.ndarray, int, int, tuple[int, int]]:
-    """-> (tokens, stamp_ns, plan_steps, (W, H))."""
+def msg_to_tokens(msg: Int64MultiArray) -> tuple[np.ndarray, int, int, tuple[int, int], int]:
+    """-> (tokens, stamp_ns, plan_steps, (W, H), frames_per_step)."""
     data = list(msg.data)
     off = int(msg.layout.data_offset)
     if off != PLAN_HEADER_LEN or len(data) < PLAN_HEADER_LEN:
         raise ConversionError(
             f"tokens message has data_offset {off} and {len(data)} values; expected the SOF header block "
-            f"of {PLAN_HEADER_LEN} values (sec, nanosec, plan_steps, width, height) before the tokens")
-    sec, nsec, steps, w, h = data[:PLAN_HEADER_LEN]
+            f"of {PLAN_HEADER_LEN} values (sec, nanosec, plan_steps, width, height, frames_per_step) before the tokens")
+    sec, nsec, steps, w, h, per_step = data[:PLAN_HEADER_LEN]
+    if per_step < 1:
+        raise ConversionError(f"tokens message says {per_step} frames per plan step; it must be >= 1")
     return (np.asarray(data[PLAN_HEADER_LEN:], dtype=np.int64), int(sec) * 1_000_000_000 + int(nsec),
-            int(steps), (int(w), int(h)))
+            int(steps), (int(w), int(h)), int(per_step))
 
 
 def flow_plan_to_msg(flow: np.ndarray, stamp_ns: int, frame_id: str) -> Image:

@@ -164,11 +164,11 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
     # --- plans -------------------------------------------------------------------------------
     def _on_tokens(self, msg: Int64MultiArray) -> None:
         try:
-            tokens, stamp, steps, size = cv.msg_to_tokens(msg)
+            tokens, stamp, steps, size, per_step = cv.msg_to_tokens(msg)
         except cv.ConversionError as exc:
             self.log_reason("plan", f"ignoring tokens: {exc}", "warning")
             return
-        self._add_part(stamp, tokens=tokens, steps=steps, size=size)
+        self._add_part(stamp, tokens=tokens, steps=steps, size=size, frames_per_step=per_step)
 
     def _on_flow_plan(self, msg: Image) -> None:
         self._add_part(cv.stamp_to_ns(msg.header.stamp), flow_msg=msg)
@@ -201,7 +201,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         if not np.all(np.isfinite(flow)) or (parts["actions"] is not None and not np.all(np.isfinite(parts["actions"]))):
             self.log_reason("plan", "ignoring plan: its flow or action chunk contains NaN / inf", "warning")
             return
-        plan = FlowPlan(tokens=parts["tokens"], flow=flow, image_size=parts["size"], actions=parts["actions"])
+        plan = FlowPlan(tokens=parts["tokens"], flow=flow, image_size=parts["size"], actions=parts["actions"],
+                        frames_per_step=parts.get("frames_per_step", 1))
         if plan.steps == 0:
             self.log_reason("plan", "ignoring plan: it has neither flow steps nor an action chunk", "warning")
             return

@@ -214,7 +214,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         # flow2action completes a plan on whichever of its three parts arrives last
         self.pub_flow.publish(cv.flow_plan_to_msg(flow, stamp, fid))
         self.pub_actions.publish(cv.actions_to_msg(getattr(plan, "actions", None), stamp))
-        self.pub_tokens.publish(cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size))
+        self.pub_tokens.publish(cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size,
+                                                 int(getattr(plan, "frames_per_step", 1))))
         self.plans_published += 1
         # the kind before ':' is fixed, so this is throttled (with the numbers in the key it logged every plan)
         self.log_reason("plan", f"planning OK: {len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
