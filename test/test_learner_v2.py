@@ -207,3 +207,56 @@ def test_segment_cache_reloads_the_same_tensors(tmp_path):
     c = SegmentData(str(ds.root), SkillConfig(segment=2, stride=2, flow_res=SIZE, image_res=SIZE), val_fraction=0.0,
                     progress=False, cache=True)  # another working layout: another cache file
     assert len(list((ds.root / ".cache").glob("segments_*.pt"))) == 2 and c.pad != a.pad
+
+
+def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
+    """sof-collect --cameras A B: camera i uses seeds seed + i*N + k; collecting one camera alone with
+    --camera-index i gives the same episodes; depth off records RGB + proprioception only."""
+    import h5py
+
+    from sof_ros.config import SimConfig
+    from sof_ros.data.collect import collect, main
+
+    sim = SimConfig(max_steps=4, antialias=False)
+    collect(str(tmp_path / "both"), ["button-press"], 2, 0, sim, act_fraction=0.5, camera=["corner", "corner3"],
+            progress=False, depth=False)
+    eps = Dataset(tmp_path / "both").episodes()
+    attrs = []
+    for e in eps:
+        with h5py.File(e.path) as f:
+            attrs.append((str(f.attrs["camera"]), int(f.attrs["seed"]), bool(f.attrs["in_d_act"])))
+            assert "rgb" in f and "ee_pos" in f and "depth" not in f and "seg" not in f
+    assert attrs == [("corner", 0, True), ("corner", 1, False), ("corner3", 2, True), ("corner3", 3, False)]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sim: {max_steps: 4, antialias: false}\ncollect: {depth: false, act_fraction: 0.5}\n")
+    main(["--out", str(tmp_path / "one"), "--config", str(cfg), "--tasks", "button-press", "--episodes", "2",
+          "--cameras", "corner3", "--camera-index", "1"])
+    one = Dataset(tmp_path / "one").episodes()
+    a = Dataset(tmp_path / "both").load(eps[3].path, ("rgb", "ee_pos"))
+    b = Dataset(tmp_path / "one").load(one[1].path, ("rgb", "ee_pos"))
+    assert np.array_equal(a["rgb"], b["rgb"]) and np.allclose(a["ee_pos"], b["ee_pos"])
+
+
+def test_action_stages_reuse_saved_tokens(tmp_path):
+    """Tokens encoded once are saved beside the Stage-1 weights and reused by a later process; new
+    weights (another fingerprint) are re-encoded."""
+    from sof_ros.config import load_config
+    from sof_ros.train import Trainer
+
+    ds = _strided_dataset(tmp_path, t=20)
+    cfg = load_config("config/tiny.yaml")
+    cfg.train.dataset, cfg.train.out, cfg.train.skill_steps = str(ds.root), str(tmp_path / "out"), 3
+    first = Trainer(cfg, progress=False)
+    first.train_skill()
+    assert (tmp_path / "out" / "skill_tokens.pt").is_file()
+    second = Trainer(cfg, progress=False)
+    calls = []
+    second.encode_tokens = lambda space="flow": calls.append(space)
+    assert torch.equal(second._ensure_tokens("flow"), first.data.tokens) and calls == []
+    import os
+
+    os.utime(tmp_path / "out" / "skill.pt", ns=(1, 1))  # other weights: the saved tokens do not fit them
+    third = Trainer(cfg, progress=False)
+    third.encode_tokens = lambda space="flow": calls.append(space)
+    third._ensure_tokens("flow")
+    assert calls == ["flow"]
