@@ -1,4 +1,5 @@
-"""`sof-demo`: the README's first command, end to end on the simulated Sawyer (MetaWorld).
+"""`sof-demo`: the README's first command, end to end on the simulated Sawyer (MetaWorld), or with
+`--robot panda` on LIBERO's Franka Panda through the Panda graph's simulation mode.
 
 1. Data engine: a few scripted-expert demonstrations -> HDF5 dataset -> DIS optical flow ->
    flow visualisations (colour wheel, arrows, episode strips).
@@ -25,6 +26,17 @@ from sof_ros.errors import SofError, run_cli
 
 DEFAULT_TASKS = ("handle-press", "button-press-topdown")  # tasks the shipped checkpoint solves most often
 DEFAULT_CHECKPOINT = "models/sof_metaworld"
+# --robot panda: LIBERO tasks through `sof-bringup panda --sim libero` with the shipped LIBERO checkpoint
+PANDA_TASKS = ("put_the_bowl_on_the_plate",)
+PANDA_CHECKPOINT = "models/sof_libero"
+
+
+def _sim_config(robot: str, max_steps: int):
+    from sof_ros.config import SimConfig
+
+    if robot == "panda":
+        return SimConfig(backend="libero", camera="agentview", max_steps=max_steps)
+    return SimConfig(max_steps=max_steps)
 
 
 def _find_checkpoint(path: str) -> Path:
@@ -44,8 +56,7 @@ def _find_checkpoint(path: str) -> Path:
                    "&& sof-flow data/mw_train && sof-train --config config/metaworld.yaml")
 
 
-def data_engine(out: Path, tasks: list[str], episodes: int) -> dict:
-    from sof_ros.config import SimConfig
+def data_engine(out: Path, tasks: list[str], episodes: int, robot: str = "sawyer") -> dict:
     from sof_ros.data.collect import collect
     from sof_ros.flow.extract import extract_dataset
 
@@ -53,14 +64,15 @@ def data_engine(out: Path, tasks: list[str], episodes: int) -> dict:
     if root.exists():
         shutil.rmtree(root)
     print(f"[demo] 1/3 collecting {episodes} expert demonstration(s) per task for {', '.join(tasks)}")
-    success = collect(str(root), tasks, episodes_per_task=episodes, seed=0, sim=SimConfig(max_steps=120),
+    success = collect(str(root), tasks, episodes_per_task=episodes, seed=20 if robot == "panda" else 0,
+                      sim=_sim_config(robot, 300 if robot == "panda" else 120),
                       act_fraction=0.0, noise=0.0, progress=True)
     print("[demo]     extracting DIS optical flow and writing visualisations")
     summary = extract_dataset(str(root), "dis", workers=1, viz_dir=str(out / "flow_viz"), progress=True)
     return {"dataset": str(root), "expert_success": success, "flow": summary}
 
 
-def run_graph(out: Path, task: str, checkpoint: Path, seconds: float, seed: int) -> dict:
+def run_graph(out: Path, task: str, checkpoint: Path, seconds: float, seed: int, robot: str = "sawyer") -> dict:
     """One task through the ROS graph (separate processes); returns the bringup summary."""
     d = out / "ros" / task
     if d.exists():
@@ -69,12 +81,15 @@ def run_graph(out: Path, task: str, checkpoint: Path, seconds: float, seed: int)
     summary = d / "summary.json"
     mcap = d / "run.mcap"
     rate = "30.0"  # lockstep: the simulator waits for each command, so this only bounds wall time
-    cmd = [sys.executable, "-m", "sof_ros.ros.bringup", "sim", "--task", task, "--until-success",
-           "--seconds", str(seconds), "--checkpoint", str(checkpoint), "--record", str(mcap),
-           "--summary", str(summary), "--log-dir", str(d / "logs"),
-           "--param", f"sof_sim_bridge.seed={seed}", "--param", "sof_sim_bridge.max_steps=200",
-           "--param", f"sof_sim_bridge.rate_hz={rate}", "--param", f"sof_flow2action.robot.control_rate_hz={rate}",
-           "--param", "sof_flow2action.robot.max_linear_speed=0.6"]
+    common = ["--task", task, "--until-success", "--seconds", str(seconds), "--checkpoint", str(checkpoint),
+              "--record", str(mcap), "--summary", str(summary), "--log-dir", str(d / "logs"),
+              "--param", f"sof_sim_bridge.seed={seed}"]
+    if robot == "panda":  # the Panda graph exactly as config/panda.yaml + config/panda_sim.yaml set it
+        cmd = [sys.executable, "-m", "sof_ros.ros.bringup", "panda", "--sim", "libero", *common]
+    else:
+        cmd = [sys.executable, "-m", "sof_ros.ros.bringup", "sim", *common, "--param", "sof_sim_bridge.max_steps=200",
+               "--param", f"sof_sim_bridge.rate_hz={rate}", "--param", f"sof_flow2action.robot.control_rate_hz={rate}",
+               "--param", "sof_flow2action.robot.max_linear_speed=0.6"]
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
     if not summary.is_file():
@@ -115,29 +130,42 @@ def main(argv: list[str] | None = None):
     def body():
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--out", default="out/demo", help="output folder")
-        p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="MetaWorld tasks to run through ROS")
-        p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+        p.add_argument("--robot", choices=["sawyer", "panda"], default="sawyer",
+                       help="sawyer: MetaWorld (sof-bringup sim); panda: LIBERO through the Panda graph's simulation mode")
+        p.add_argument("--tasks", nargs="+", help="tasks to run through ROS (MetaWorld, or LIBERO with --robot panda)")
+        p.add_argument("--checkpoint", help=f"default: {DEFAULT_CHECKPOINT} (sawyer), {PANDA_CHECKPOINT} (panda)")
         p.add_argument("--demos", type=int, default=1, help="expert demonstrations per task for the data engine")
-        p.add_argument("--seconds", type=float, default=90.0, help="time limit per task in the ROS graph")
-        p.add_argument("--seed", type=int, default=1000, help="MetaWorld seed (held out from training)")
+        p.add_argument("--seconds", type=float, help="time limit per task in the ROS graph (default 90, panda 400)")
+        p.add_argument("--seed", type=int, help="held-out seed: MetaWorld 1000, LIBERO initial state 0")
         p.add_argument("--skip-data", action="store_true", help="skip step 1 (collection + flow)")
         a = p.parse_args(argv)
-        from sof_ros.sim.metaworld_env import available_tasks
+        panda = a.robot == "panda"
+        a.tasks = a.tasks or list(PANDA_TASKS if panda else DEFAULT_TASKS)
+        a.seed = (0 if panda else 1000) if a.seed is None else a.seed
+        a.seconds = a.seconds or (400.0 if panda else 90.0)  # LIBERO renders ~5-10 steps/s on a loaded CPU
+        if panda:
+            from sof_ros.sim.libero_env import suite_tasks
 
-        unknown = [t for t in a.tasks if t not in available_tasks()]
+            known = suite_tasks("libero_goal") + suite_tasks("libero_10")
+        else:
+            from sof_ros.sim.metaworld_env import available_tasks
+
+            known = available_tasks()
+        unknown = [t for t in a.tasks if t not in known]
         if unknown:
-            raise SofError(f"unknown MetaWorld task(s) {unknown}; e.g. {', '.join(DEFAULT_TASKS)}")
-        checkpoint = _find_checkpoint(a.checkpoint)
+            raise SofError(f"unknown {'LIBERO' if panda else 'MetaWorld'} task(s) {unknown}; e.g. "
+                           f"{', '.join(PANDA_TASKS if panda else DEFAULT_TASKS)}")
+        checkpoint = _find_checkpoint(a.checkpoint or (PANDA_CHECKPOINT if panda else DEFAULT_CHECKPOINT))
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         report = {"checkpoint": str(checkpoint), "tasks": {}}
         if not a.skip_data:
-            report["data_engine"] = data_engine(out, a.tasks, a.demos)
+            report["data_engine"] = data_engine(out, a.tasks, a.demos, a.robot)
         print(f"[demo] 2/3 running the ROS 2 graph (sim bridge, camera/flow, skill policy, Flow2Action, recorder) "
               f"as separate processes with {checkpoint}")
         for task in a.tasks:
-            s = run_graph(out, task, checkpoint, a.seconds, a.seed)
+            s = run_graph(out, task, checkpoint, a.seconds, a.seed, a.robot)
             d = Path(s["dir"])
             write_strip_and_gif(plan_frames(Path(s["mcap"])), d / "plan_strip.png", d / "plan.gif")
             report["tasks"][task] = {"success": bool(s["success"]), "success_after_s": s.get("success_after_s"),

@@ -209,9 +209,11 @@ class SofNode(Node):
 
 
 # --- agent ----------------------------------------------------------------------------------------
-def load_agent(ap: P.AgentParams):
+def load_agent(ap: P.AgentParams, robot_name: str = ""):
     """The node's policy: a registered row (sof_ros.policies.ROWS) or a module:Class, loaded from
-    agent.checkpoint."""
+    agent.checkpoint. A checkpoint trained for another arm than `robot_name` is refused
+    (sof_ros.embodiment)."""
+    from sof_ros.embodiment import check_embodiment
     from sof_ros.policies import load_policy
 
     if ap.torch_threads > 0:
@@ -224,6 +226,8 @@ def load_agent(ap: P.AgentParams):
     if ":" not in ap.policy and not os.path.exists(ap.checkpoint):
         raise SofError(f"checkpoint '{ap.checkpoint}' does not exist; train one or set agent.checkpoint "
                        f"(absolute path, or relative to the working directory {os.getcwd()})")
+    if robot_name and ":" not in ap.policy:
+        check_embodiment(ap.checkpoint, robot_name)
     return load_policy(ap.policy, ap.checkpoint, device=ap.device)
 
 

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("robot", choices=list(graph.ROBOTS))
     ap.add_argument("--instruction", default="", help="instruction to publish (default in sim: the task's own)")
-    ap.add_argument("--task", default="", help="sim: MetaWorld task (default: config/sim.yaml)")
+    ap.add_argument("--task", default="", help="sim / --sim: simulator task (default: config/sim.yaml, config/panda_sim.yaml)")
+    ap.add_argument("--sim", default="", help="panda: 'libero' runs the graph against the LIBERO Panda instead of the real "
+                    "arm and camera (config/panda.yaml + config/panda_sim.yaml)")
     ap.add_argument("--seconds", type=float, default=0.0, help="run this long, then stop (0: until Ctrl-C)")
     ap.add_argument("--record", default="", metavar="FILE.mcap", help="record the main topics to an MCAP file")
     ap.add_argument("--composed", action="store_true", help="all nodes in this process (MultiThreadedExecutor)")
@@ -80,7 +82,7 @@ def parse_params(items: list[str]) -> dict:
 
 def make_plan(ns: argparse.Namespace) -> list[graph.NodeSpec]:
     return graph.plan(ns.robot, camera_source=ns.camera_source, checkpoint=ns.checkpoint, task=ns.task,
-                      record=ns.record, params=parse_params(ns.param))
+                      record=ns.record, params=parse_params(ns.param), sim=ns.sim)
 
 
 def write_overrides(specs: list[graph.NodeSpec], directory: str | Path) -> Path:
@@ -102,11 +104,13 @@ def process_commands(specs: list[graph.NodeSpec], overrides_file: Path) -> list[
 def default_instruction(ns: argparse.Namespace, specs: list[graph.NodeSpec]) -> str:
     if ns.instruction:
         return ns.instruction
-    if ns.robot == "sim":
-        from sof_ros.sim.metaworld_env import instruction_for
+    bridge = next((s for s in specs if s.name == "sof_sim_bridge"), None)
+    if bridge is not None:  # robot sim, or a robot's sim mode: the simulator task's own instruction
+        from sof_ros.config import SimConfig
+        from sof_ros.sim import instruction_for
 
-        sim = next(s for s in specs if s.name == "sof_sim_bridge")
-        return instruction_for(sim.effective()["task"])
+        eff = bridge.effective()
+        return instruction_for(eff["task"], SimConfig(backend=eff["sim"], suite=eff["suite"]))
     if ns.task:
         from sof_ros.sim.metaworld_env import instruction_for
 

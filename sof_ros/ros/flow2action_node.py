@@ -88,7 +88,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self.safety.estop(f"held from before this node started ({held}); publish true on {p.estop_clear_topic} to clear")
             self.get_logger().error(f"[estop] e-stop latched before this node started: {held}; the arm stays stopped "
                                     f"until true is published on {p.estop_clear_topic}")
-        self.agent = agent if agent is not None else load_agent(p.agent)
+        self.agent = agent if agent is not None else load_agent(p.agent, p.robot.name)
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
             raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")

@@ -30,13 +30,18 @@ NODE_ORDER: dict[str, list[str]] = {
     "sawyer": ["sof_camera", "sof_policy", "sof_flow2action"],
 }
 CAMERA_SOURCES = ("sim", "topic", "realsense")
+# Simulation mode of a real robot's graph: a simulator stands in for the arm and camera behind the
+# same command interface; config/<file> adds the sim bridge and overrides only what must differ.
+SIM_MODES: dict[str, dict[str, str]] = {"panda": {"libero": "panda_sim.yaml"}}
 
 # (name, default, description) of the launch arguments; bringup has the matching flags.
 LAUNCH_ARGUMENTS: list[tuple[str, str, str]] = [
     ("robot", "", "sim | panda | fr3 | sawyer (defaults to the launch file's robot)"),
     ("camera_source", "", "override sof_camera source: sim | topic | realsense (empty: from the YAML)"),
     ("checkpoint", "", "SOF checkpoint directory for policy and flow2action (empty: from the YAML)"),
-    ("task", "", "sim only: MetaWorld task for the sim bridge (empty: from the YAML)"),
+    ("task", "", "sim / sim mode only: simulator task for the sim bridge (empty: from the YAML)"),
+    ("sim", "", "panda: 'libero' runs the graph against the LIBERO Panda (sim bridge, config/panda_sim.yaml) "
+                "instead of the real arm and camera (empty: the real robot)"),
     ("record", "", "write an MCAP recording of the run to this file (empty: no recording)"),
     ("rviz", "false", "start RViz with config/sof.rviz"),
 ]
@@ -150,21 +155,38 @@ def _check_keys(spec: NodeSpec, flat: dict[str, Any], where: str) -> None:
 
 
 def plan(robot: str, camera_source: str = "", checkpoint: str = "", task: str = "", record: str = "",
-         params: dict[str, Any] | None = None) -> list[NodeSpec]:
-    """NodeSpecs for `robot`. `params` = extra overrides {'node.dotted.key': value}."""
+         params: dict[str, Any] | None = None, sim: str = "") -> list[NodeSpec]:
+    """NodeSpecs for `robot`. `params` = extra overrides {'node.dotted.key': value}. `sim` (e.g.
+    panda + libero): the robot's own nodes and parameters, plus a sim bridge playing the arm and
+    camera, with config/<robot>_sim.yaml's few overrides on top of config/<robot>.yaml."""
     pfile = params_file(robot)
     file_params = load_yaml_params(pfile)
-    names = list(NODE_ORDER[robot]) + (["sof_recorder"] if record else [])
-    specs = {n: NodeSpec(n, P.NODES[n][1], P.NODES[n][2], str(pfile)) for n in names}
+    overlay: dict[str, dict[str, Any]] = {}
+    ofile = pfile
+    if sim:
+        if sim not in SIM_MODES.get(robot, {}):
+            modes = [f"{r} {m}" for r, ms in SIM_MODES.items() for m in ms]
+            raise SofError(f"no simulation mode '{sim}' for robot {robot}; available: {', '.join(modes)}")
+        ofile = config_dir() / SIM_MODES[robot][sim]
+        overlay = load_yaml_params(ofile)
+    names = (["sof_sim_bridge"] if sim else []) + list(NODE_ORDER[robot]) + (["sof_recorder"] if record else [])
+    specs = {n: NodeSpec(n, P.NODES[n][1], P.NODES[n][2], str(ofile if n == "sof_sim_bridge" else pfile))  # the
+             # bridge of a sim mode lives in the overlay file
+             for n in names}
     for n, spec in specs.items():
         _check_keys(spec, file_params.get(n, {}), str(pfile))
+        if sim and n != "sof_sim_bridge":
+            _check_keys(spec, overlay.get(n, {}), str(ofile))
+            spec.overrides.update(overlay.get(n, {}))
+    if sim:
+        file_params = {n: {**file_params.get(n, {}), **overlay.get(n, {})} for n in set(file_params) | set(overlay)}
     if camera_source:
         if camera_source not in CAMERA_SOURCES:
             raise SofError(f"camera source must be one of {CAMERA_SOURCES}, got '{camera_source}'")
         specs["sof_camera"].overrides["source"] = camera_source
     if task:
-        if robot != "sim":
-            raise SofError("task selects the MetaWorld task of the sim bridge; it only applies to robot sim")
+        if "sof_sim_bridge" not in specs:
+            raise SofError("task selects the simulator task of the sim bridge; it only applies to robot sim or a sim mode")
         specs["sof_sim_bridge"].overrides["task"] = task
     if record:
         specs["sof_recorder"].overrides["path"] = str(Path(record).expanduser().resolve())
@@ -180,7 +202,28 @@ def plan(robot: str, camera_source: str = "", checkpoint: str = "", task: str = 
     for spec in out:
         _check_keys(spec, spec.overrides, "overrides")
     check_consistency(robot, out)
+    check_embodiment(out)
     return out
+
+
+def check_embodiment(specs: list[NodeSpec]) -> None:
+    """The checkpoint must have been trained for this arm (robot.name) and, when a simulator plays
+    the robot, for its camera: refuse a mismatch before any node starts (flow2action refuses it too)."""
+    from sof_ros.embodiment import check_embodiment as check, checkpoint_embodiment
+
+    eff = {s.name: s.effective() for s in specs}
+    f2a = eff["sof_flow2action"]
+    if ":" in f2a["agent.policy"]:
+        return
+    ck = f2a["agent.checkpoint"]
+    check(ck, f2a["robot.name"])
+    found = checkpoint_embodiment(ck)
+    if found and "sof_sim_bridge" in eff:
+        bridge = eff["sof_sim_bridge"]
+        camera = found[1].split(" ")[0]
+        if camera != f"{bridge['sim']}:{bridge['camera']}":
+            raise SofError(f"checkpoint {ck} was trained on camera {found[1]}, but the sim bridge renders "
+                           f"{bridge['sim']}:{bridge['camera']}; use a checkpoint trained on that camera")
 
 
 def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
@@ -199,7 +242,7 @@ def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
          all(pol[k] == f2a[k] for k in ("robot.name", "robot.gripper_joint_names", "robot.gripper_max_opening",
                                          "joint_states_topic", "gripper_state_topic"))),
     ]
-    if robot == "sim":
+    if "sof_sim_bridge" in eff:
         sim = eff["sof_sim_bridge"]
         rules += [
             ("sof_sim_bridge.rate_hz", "sof_flow2action.robot.control_rate_hz", sim["rate_hz"] == f2a["robot.control_rate_hz"]),
@@ -217,7 +260,7 @@ def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
 
 
 def launch_description_entries(robot: str, camera_source: str = "", checkpoint: str = "", task: str = "",
-                               record: str = "", rviz: str | bool = False) -> list[dict[str, Any]]:
+                               record: str = "", rviz: str | bool = False, sim: str = "") -> list[dict[str, Any]]:
     """kwargs for launch_ros.actions.Node, one dict per node (the launch files call this). Every
     process, RViz included, gets sof_ros.ros.dds's environment: DDS kept on this machine unless
     SOF_ROS_NETWORK=lan, and the Fast DDS profile for camera-sized frames."""
@@ -226,7 +269,7 @@ def launch_description_entries(robot: str, camera_source: str = "", checkpoint: 
     env = dds.process_environment()
     entries = [dict(package=PACKAGE, executable=s.executable, name=s.name, output="screen",
                     parameters=[s.params_file, dict(s.overrides)], additional_env=dict(env))
-               for s in plan(robot, camera_source, checkpoint, task, record)]
+               for s in plan(robot, camera_source, checkpoint, task, record, sim=sim)]
     if str(rviz).lower() in ("true", "1", "yes"):
         entries.append(dict(package="rviz2", executable="rviz2", name="rviz2", output="screen",
                             arguments=["-d", str(rviz_config())], additional_env=dict(env)))

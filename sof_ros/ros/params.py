@@ -269,9 +269,11 @@ class Flow2ActionNodeParams:
 @dataclass
 class SimBridgeParams:
     robot: RobotParams = field(default_factory=RobotParams)
-    task: str = P("button-press-topdown", "MetaWorld task (without -v3)")
-    seed: int = P(0, "seed of the first episode")
-    camera: str = P("corner", "MetaWorld camera name")
+    sim: str = P("metaworld", "simulator playing the robot: metaworld (Sawyer) | libero (Franka Panda, robot.name panda)")
+    suite: str = P("", "libero: suite of the task (libero_goal | libero_10 | ...); empty = look the name up")
+    task: str = P("button-press-topdown", "task: a MetaWorld task (without -v3) or a LIBERO task name")
+    seed: int = P(0, "seed of the first episode (libero: 0..49 = LIBERO's fixed initial states)")
+    camera: str = P("corner", "simulator camera name (MetaWorld: corner, ...; LIBERO: agentview, ...)")
     width: int = P(128, "rendered width, pixels")
     height: int = P(128, "rendered height, pixels")
     rate_hz: float = P(10.0, "sim control steps per second (must equal the controller's robot.control_rate_hz)")

@@ -1,9 +1,13 @@
-"""MetaWorld (Sawyer) as a ROS robot: the same TwistStamped + gripper commands a real arm's MoveIt
-Servo would take, camera topics like a real RGB-D camera, joint states, end-effector pose, success.
+"""A simulated arm as a ROS robot -- MetaWorld's Sawyer (`sim: metaworld`) or LIBERO's Franka Panda
+(`sim: libero`) -- taking the same TwistStamped + gripper commands a real arm's MoveIt Servo would
+take, with camera topics like a real RGB-D camera, joint states, end-effector pose and success.
 
-Twist -> MetaWorld action: MetaWorld moves the mocap by `action * metres_per_action_unit` (0.01 m)
-per control step, and the bridge steps at `rate_hz`, so action = v / (metres_per_action_unit *
-rate_hz), clipped to [-1, 1]. A twist older than `command_timeout_s` counts as zero motion.
+Twist -> action: both simulators move the end-effector (MetaWorld's mocap, LIBERO's OSC target,
+sof_ros.sim.libero_env) by `action * metres_per_action_unit` (0.01 m) per control step, and the
+bridge steps at `rate_hz`, so action = v / (metres_per_action_unit * rate_hz), clipped to [-1, 1].
+A twist older than `command_timeout_s` counts as zero motion. LIBERO reports every pose in the
+robot base frame (panda_link0), so twists, end-effector pose and camera pose are in
+robot.base_frame, exactly as a Panda's MoveIt Servo and franka_ros2 use them.
 
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
 command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
@@ -75,19 +79,24 @@ class SimBridgeNode(SofNode):
     # --- task / episode -------------------------------------------------------------------
     def _load_task(self, task: str) -> None:
         from sof_ros.config import SimConfig
-        from sof_ros.sim.metaworld_env import MetaWorldArm
+        from sof_ros.embodiment import robot_family
+        from sof_ros.sim import embodiment, make_arm
 
         p = self.p
-        cfg = SimConfig(camera=p.camera, width=p.width, height=p.height,
+        cfg = SimConfig(backend=p.sim, suite=p.suite, camera=p.camera, width=p.width, height=p.height,
                         max_steps=p.max_steps or 10**9, render_shadows=p.render_shadows)
-        arm = self._sim(MetaWorldArm, task, cfg)
+        if embodiment(cfg) != robot_family(p.robot.name):
+            raise SofError(f"sim '{p.sim}' plays a {embodiment(cfg)} but robot.name is '{p.robot.name}'; "
+                           f"use robot.name {'panda' if p.sim == 'libero' else 'metaworld_sawyer'}")
+        arm = self._sim(make_arm, task, cfg)
         model = arm.model
+        model_joint = getattr(arm, "model_joint", lambda name: name)  # ROS joint name -> simulator joint name
         names = list(p.robot.joint_names) + list(p.robot.gripper_joint_names)
         missing: list[str] = []
         qpos_idx, qvel_idx = [], []
         for n in names:
             try:
-                j = model.joint(n)
+                j = model.joint(model_joint(n))
             except KeyError:
                 missing.append(n)
                 continue
@@ -95,7 +104,7 @@ class SimBridgeNode(SofNode):
             qvel_idx.append(int(j.dofadr[0]))
         if missing:
             self._sim(arm.close)
-            raise SofError(f"joints {missing} are not in the MetaWorld model; fix robot.joint_names / robot.gripper_joint_names")
+            raise SofError(f"joints {missing} are not in the {p.sim} model; fix robot.joint_names / robot.gripper_joint_names")
         try:
             self._hand_body = model.body("hand").id
         except KeyError:
@@ -204,12 +213,18 @@ class SimBridgeNode(SofNode):
         js = JointState()
         js.header = cv.header(stamp, p.robot.base_frame)
         js.name = list(self._joint_names)
-        js.position = [float(d.qpos[i]) for i in self._qpos_idx]
-        js.velocity = [float(d.qvel[i]) for i in self._qvel_idx]
+        if hasattr(self.arm, "ros_joint_state"):  # LIBERO: finger joints signed as franka_ros2 reports them
+            js.position, js.velocity = self.arm.ros_joint_state(self._joint_names)
+        else:
+            js.position = [float(d.qpos[i]) for i in self._qpos_idx]
+            js.velocity = [float(d.qvel[i]) for i in self._qvel_idx]
         self.pub_joints.publish(js)
-        T = np.eye(4)
-        if self._hand_body is not None:
-            T[:3, :3] = d.xmat[self._hand_body].reshape(3, 3)
+        if hasattr(self.arm, "ee_pose"):  # LIBERO: hand pose in the robot base frame
+            T = self.arm.ee_pose()
+        else:
+            T = np.eye(4)
+            if self._hand_body is not None:
+                T[:3, :3] = d.xmat[self._hand_body].reshape(3, 3)
         T[:3, 3] = obs.ee_pos
         self.pub_ee.publish(cv.matrix_to_pose_stamped(T, stamp, p.robot.base_frame))
         self.pub_grip_state.publish(Float64(data=float(obs.gripper)))

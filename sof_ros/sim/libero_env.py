@@ -241,10 +241,22 @@ class LiberoArm:
         self._base_body = self.model.body("robot0_link0").id
         self._objects = {name: obj.root_body for name, obj in self._raw.objects_dict.items()}
         self._objects.update({name: obj.root_body for name, obj in self._raw.fixtures_dict.items()})
+        # segmentation masks as MetaWorldArm makes them (AVDC's mask source for the learning-free
+        # solver): geoms of the instruction's objects (LIBERO's obj_of_interest) and of the hand
+        interest = [self._objects[n] for n in getattr(self._raw, "obj_of_interest", []) if n in self._objects]
+        self._object_geoms = self._subtree_geoms(interest)
+        self._robot_geoms = self._subtree_geoms(["gripper0_right_gripper"])
         self._target = np.zeros(3)
         self._ref_rot = np.eye(3)
         self._success = False
         self.steps = 0
+
+    def _subtree_geoms(self, roots: list[str]) -> np.ndarray:
+        ids = {self.model.body(r).id for r in roots}
+        for b in range(1, self.model.nbody):  # parents precede children in MuJoCo's body order
+            if int(self.model.body_parentid[b]) in ids:
+                ids.add(b)
+        return np.flatnonzero(np.isin(self.model.geom_bodyid, sorted(ids))).astype(np.int32)
 
     # --- frames -------------------------------------------------------------------------------
     def base_pose(self) -> np.ndarray:
@@ -383,9 +395,13 @@ class LiberoArm:
         base_inv = np.linalg.inv(self.base_pose())
         body_pos = self.data.xpos @ base_inv[:3, :3].T + base_inv[:3, 3]
         body_mat = base_inv[:3, :3] @ self.data.xmat.reshape(-1, 3, 3)
+        object_mask = robot_mask = None
+        if seg is not None:
+            object_mask, robot_mask = np.isin(seg, self._object_geoms), np.isin(seg, self._robot_geoms)
         return Observation(rgb=rgb, depth=depth, seg=seg, intrinsics=self.intrinsics(), cam_pose=self.cam_pose(),
                            ee_pos=self._to_base(self._hand_world()), gripper=self.gripper(), body_pos=body_pos,
-                           body_mat=body_mat, success=self._success, state=self.state())
+                           body_mat=body_mat, success=self._success, state=self.state(),
+                           object_mask=object_mask, robot_mask=robot_mask)
 
     # --- what a real Panda reports (ROS bridge) ------------------------------------------------------
     @staticmethod

@@ -1,0 +1,44 @@
+"""Which arm a checkpoint drives, and the check that refuses a mismatched one.
+
+A checkpoint records the simulator it was trained in (`sim.backend`, config.yaml) and so the
+embodiment (MetaWorld: the Sawyer; LIBERO: the Franka Panda) and the camera (`sim.camera`, image
+size). A node driving a robot profile of another arm (`robot.name`) refuses the checkpoint with a
+message that names both, instead of sending a Sawyer's motions to a Panda."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sof_ros.errors import SofError
+
+# robot profile (sof_ros.ros.params.ROBOT_PROFILES) -> arm
+FAMILIES = {"metaworld_sawyer": "sawyer", "sawyer": "sawyer", "panda": "panda", "fr3": "panda"}  # FR3: the Panda's kinematics and hand
+SHIPPED = {"sawyer": "models/sof_metaworld", "panda": "models/sof_libero"}
+
+
+def robot_family(robot_name: str) -> str:
+    return FAMILIES.get(robot_name, robot_name)
+
+
+def checkpoint_embodiment(checkpoint: str | Path) -> tuple[str, str] | None:
+    """(arm, camera) a checkpoint was trained for, or None when it is not a sof_ros checkpoint
+    (a module:Class policy, a test double)."""
+    if not (Path(checkpoint) / "config.yaml").is_file():
+        return None
+    from sof_ros.config import load_checkpoint_config
+    from sof_ros.sim import embodiment
+
+    cfg = load_checkpoint_config(checkpoint)
+    return embodiment(cfg.sim), f"{cfg.sim.backend}:{cfg.sim.camera} {cfg.sim.width}x{cfg.sim.height}"
+
+
+def check_embodiment(checkpoint: str | Path, robot_name: str) -> None:
+    """SofError when `checkpoint` was trained for another arm than robot profile `robot_name`."""
+    found = checkpoint_embodiment(checkpoint)
+    if found is None:
+        return
+    arm, camera = found
+    robot = robot_family(robot_name)
+    if arm != robot:
+        hint = f"; the shipped {robot} checkpoint is {SHIPPED[robot]}" if robot in SHIPPED else ""
+        raise SofError(f"checkpoint {checkpoint} was trained for the {arm} (camera {camera}), but this node drives "
+                       f"robot '{robot_name}' ({robot}): refusing to send another arm's motions{hint}")
