@@ -10,7 +10,8 @@ limit -- then splits it by suite into benchmarks/results/libero.json (+ .md):
                 "libero_10": {...}}}
 
 A suite's average is the mean over its tasks (equal episodes per task), its 95% interval the Wilson
-interval of the pooled episodes.
+interval of the pooled episodes. Rows may be run by separate invocations (they are resumable and
+additive); `rows_provenance` records the command and commit that ran each row.
 """
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
     return out
 
 
+def read_provenance(work: Path) -> dict:
+    """{row: {command, commit, machine}} of the invocations that ran each row's episodes."""
+    path = Path(work) / "provenance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_provenance(work: Path, rows: list[str], provenance: dict) -> None:
+    data = read_provenance(work)
+    data.update({r: provenance for r in rows})
+    (Path(work) / "provenance.json").write_text(json.dumps(data, indent=1))
+
+
 def _mean(xs):
     return round(sum(xs) / len(xs), 2) if xs else None
 
@@ -67,7 +80,10 @@ def markdown(res: dict) -> str:
              f"(LIBERO's own evaluation states; demonstrations used 20..49), {pr['episodes_per_task']} episodes per task, "
              f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
              f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
-             "Wilson interval of the pooled episodes", ""]
+             "Wilson interval of the pooled episodes"]
+    for row, prov in res.get("rows_provenance", {}).items():
+        lines.append(f"- row {row}: run at `{prov['commit']}` by `{prov['command']}`")
+    lines.append("")
     for suite, entry in res["suites"].items():
         tasks = entry["tasks"]
         lines += [f"## {suite}", "", "| task | " + " | ".join(entry["rows"]) + " |", "|---|" + "---|" * len(entry["rows"])]
@@ -110,6 +126,7 @@ def main(argv=None):
         work = Path(a.work)
         if not a.merge_only:
             evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera)
+            record_provenance(work, rows, provenance)
         protocol = open_work(work, protocol_of(cfg)) if not a.merge_only else json.loads((work / "protocol.json").read_text())
         merge(work, protocol)  # checks the work directory
         suites = split_by_suite(work, protocol, rows)
@@ -123,7 +140,8 @@ def main(argv=None):
                             "resolution": protocol["resolution"], "checkpoint": a.checkpoint,
                             "control": "one control step = 2 LIBERO env steps (10 Hz); action 1.0 = 0.01 m of "
                                        "end-effector target (sof_ros.sim.libero_env)"},
-               "suites": suites}
+               "suites": suites,
+               "rows_provenance": {r: p for r, p in read_provenance(work).items() if r in rows}}
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
