@@ -267,6 +267,11 @@ class Trainer:
         pc = self.cfg.policy
         starts = d.starts("train", exclude=self.d_act if pc.exclude_d_act else None)
         if pc.use_proprio:
+            videos = [e for e in d.episodes if not e.has_proprio]
+            if videos:  # zeros for a video's arm state would teach Stage 2 a state no robot reports
+                raise SofError(f"Stage 2 reads proprioception (policy.use_proprio: true) but {len(videos)} of "
+                               f"{len(d.episodes)} episodes have no ee_pos/gripper (videos, e.g. task "
+                               f"'{videos[0].task}'); set policy.use_proprio: false to learn from videos")
             model.proprio_mean.copy_(d.proprio[starts].mean(0))
             model.proprio_std.copy_(d.proprio[starts].std(0).clamp_min(1e-3))
 

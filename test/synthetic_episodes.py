@@ -44,8 +44,9 @@ def write_episode(ds: Dataset, index: int, t: int = 10, *, proprio: bool = True,
     """One episode; `proprio_len` / `actions_len` write deliberately wrong lengths."""
     rgb = sliding_frames(t, step, seed=index)
     arrays: dict[str, np.ndarray] = {"rgb": rgb}
-    if flow:  # every pixel moves by `step` (what sof-flow would estimate)
-        arrays["flow/dis"] = np.broadcast_to(np.asarray(step, np.float16), (t - 1, SIZE, SIZE, 2)).copy()
+    if flow:  # every pixel moves by `step` per frame (what sof-flow would estimate), at gaps 1 and 2
+        for gap, key in ((1, "flow/dis"), (2, "flow/dis_k2")):  # config/tiny.yaml trains on stride 2
+            arrays[key] = np.broadcast_to(gap * np.asarray(step, np.float16), (t - gap, SIZE, SIZE, 2)).copy()
     if proprio:
         n = t if proprio_len is None else proprio_len
         arrays["ee_pos"] = np.cumsum(np.full((n, 3), 0.01), 0)

@@ -169,11 +169,11 @@ def test_extract_round_trip_resume_and_crash_safety(sim_dataset, tmp_path, monke
     real = extract.estimate_episode
     calls = []
 
-    def flaky(rgb, est):
+    def flaky(rgb, est, gap=1):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("estimator crashed")
-        return real(rgb, est)
+        return real(rgb, est, gap)
 
     monkeypatch.setattr(extract, "estimate_episode", flaky)
     with pytest.raises(RuntimeError, match="estimator crashed"):

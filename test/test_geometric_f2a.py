@@ -133,10 +133,13 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
 
     from sof_ros.policies.learning_free import SofLearningFreePolicy
 
+    from sof_ros.config import load_config
+
     seen = []
+    cfg = load_config(None)  # the default (v1) recipe: Stage 2 without proprioception, stride 1
 
     class Gen(torch.nn.Module):
-        def generate(self, img, text, temperature=0.0):
+        def generate(self, img, text, proprio=None, temperature=0.0):
             seen.append(temperature)
             return torch.zeros((1, 4), dtype=torch.long)
 
@@ -144,12 +147,8 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
         def decode_ids(self, ids, img):
             return torch.zeros((1, 8, 32, 32, 2))
 
-    class Cfg:
-        class skill:
-            image_res, stride = 32, 1
-
     pol = SofLearningFreePolicy.__new__(SofLearningFreePolicy)
-    pol.cfg, pol.models, pol.device = Cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
+    pol.cfg, pol.models, pol.device = cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
     pol.text = lambda s: np.zeros(384, np.float32)
     pol._new_solver()
     from sof_ros.policies import AgentInput
@@ -159,7 +158,7 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
     pol.solver.needs_replan = True
     plan = pol.plan(obs, "press the button")
     assert seen[0] == 0.0 and seen[1] > 0.0
-    assert plan.flow.shape == (8, 32, 32, 2) and plan.frames_per_step == 1
+    assert plan.flow.shape == (8, 32, 32, 2) and plan.frames_per_step == cfg.skill.stride == 1
 
 
 @pytest.mark.parametrize("case", ["nan", "empty", "out_of_view", "no_depth", "no_object_no_hand"])

@@ -28,9 +28,10 @@ def video_checkpoint(tmp_path_factory):
     (root / "instructions.csv").write_text("".join(f"{t.replace(' ', '_')}.mp4,{t}\n" for t in MOTIONS))
     ds = root / "ds"
     import_main([str(clips), "--out", str(ds), "--instructions", str(root / "instructions.csv"), "--size", "32", "32"])
-    flow_main([str(ds), "--workers", "1"])
+    flow_main([str(ds), "--workers", "1", "--config", "config/tiny.yaml"])  # the gap tiny.yaml trains on
     out = root / "ckpt"
-    train_main(["--config", "config/tiny.yaml", "--dataset", str(ds), "--out", str(out), "--stage", "skill", "policy"])
+    config = tiny_config(root / "c.yaml", ds, out, steps=150, policy={"use_proprio": False})  # videos: no arm state
+    train_main(["--config", str(config), "--stage", "skill", "policy"])
     return ds, out
 
 
@@ -74,7 +75,7 @@ def test_mixed_dataset_trains_actions_on_d_act_only(tmp_path, capsys):
     write_episode(ds, 2, t=8, actions=True)  # robot episodes, D_act
     write_episode(ds, 3, t=9, actions=True)
     write_episode(ds, 4, t=10, proprio=False, actions=True)  # actions but no ee_pos/gripper
-    cfg = load_config(tiny_config(tmp_path / "c.yaml", ds.root, tmp_path / "out", steps=3))
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", ds.root, tmp_path / "out", steps=3, policy={"use_proprio": False}))
     trainer = train(cfg, ("skill", "policy", "f2a"), progress=False)
     d = trainer.data
     assert [e.has_proprio for e in d.episodes] == [False, False, True, True, False]
@@ -95,3 +96,18 @@ def test_action_stage_without_d_act_names_what_is_missing(tmp_path):
     cfg = load_config(tiny_config(tmp_path / "c.yaml", ds.root, tmp_path / "out", steps=2))
     with pytest.raises(SofError, match="f2a has no action-labelled episodes .*ee_pos/gripper.*--stage skill policy"):
         train(cfg, ("skill", "f2a"), progress=False)
+
+
+def test_stage2_on_proprioception_refuses_videos(tmp_path):
+    """Zeros standing in for a video's arm state would train Stage 2 on a state no robot reports."""
+    from sof_ros.config import load_config
+    from sof_ros.errors import SofError
+    from sof_ros.train import train
+
+    ds = Dataset.create(tmp_path / "ds")
+    write_episode(ds, 0, proprio=False)
+    write_episode(ds, 1, actions=True)
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", ds.root, tmp_path / "out", steps=2))
+    assert cfg.policy.use_proprio
+    with pytest.raises(SofError, match=r"1 of 2 episodes have no ee_pos/gripper.*policy.use_proprio: false"):
+        train(cfg, ("skill", "policy"), progress=False)

@@ -199,17 +199,19 @@ def main(argv=None):
         p.add_argument("--workers", type=int, help="worker processes (default: config flow.workers)")
         p.add_argument("--viz", metavar="OUTDIR", help="also write colour-wheel, arrow and strip PNGs here")
         p.add_argument("--force", action="store_true", help="recompute episodes that already hold this flow")
-        p.add_argument("--gap", type=int, default=1, help="flow from frame t to t+GAP (key <estimator>_k<GAP> "
-                       "when > 1; the learner's skill.stride)")
+        p.add_argument("--gap", type=int, help="flow from frame t to t+GAP (key <estimator>_k<GAP> when > 1); "
+                       "default: the config's skill.stride, the gap sof-train reads")
         a = p.parse_args(argv)
-        cfg = load_config(a.config).flow
+        full = load_config(a.config)
+        cfg = full.flow
+        gap = a.gap if a.gap is not None else full.skill.stride
         name = a.estimator or cfg.estimator
         if a.preset and not name.startswith("dis"):
             raise SofError(f"--preset only applies to the DIS estimator, not '{name}'")
         preset = a.preset or (cfg.dis_preset if name == "dis" else None)
         summary = extract_dataset(a.dataset, name, a.workers or cfg.workers, a.viz, a.force, True,
                                   preset=preset, raft_weights=a.raft_weights or cfg.raft_weights, device=a.device,
-                                  gap=a.gap)
+                                  gap=gap)
         rate = f", {summary['pairs'] / summary['seconds']:.1f} pairs/s" if summary["pairs"] else ""
         print(f"flow/{summary['estimator']}: {summary['extracted']} episodes extracted, {summary['skipped']} "
               f"already present (skipped) of {summary['episodes']}; {summary['seconds']:.1f} s{rate}")

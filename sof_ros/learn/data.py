@@ -21,6 +21,7 @@ from sof_ros.config import SkillConfig
 from sof_ros.data.dataset import Dataset, _open, validate_dataset
 from sof_ros.errors import DatasetError
 from sof_ros.geometry import resize_flow
+from sof_ros.flow.extract import flow_key
 from sof_ros.nn import image_to_tensor
 
 
@@ -32,10 +33,6 @@ def resize_rgb(rgb: np.ndarray, res: int) -> np.ndarray:
     out = np.stack([cv2.resize(f, (res, res), interpolation=cv2.INTER_AREA) for f in flat])
     return out.reshape(*rgb.shape[:-3], res, res, 3)
 
-
-def flow_key(estimator: str, stride: int) -> str:
-    """The dataset key holding the flow a skill segment is made of (same rule as `sof-flow --gap`)."""
-    return estimator if stride == 1 else f"{estimator}_k{stride}"
 
 
 def span(cfg: SkillConfig) -> int:

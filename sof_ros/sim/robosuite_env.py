@@ -230,7 +230,7 @@ class RobosuiteArm(LiberoArm):
         ids = {self.model.body(b).id for b in self._objects.values()}
         self._object_geoms = np.flatnonzero(np.isin(self.model.geom_bodyid, list(ids)))
         robot_bodies = [b for b in range(self.model.nbody) if self.model.body(b).name.startswith("gripper0_")]
-        self._hand_geoms = np.flatnonzero(np.isin(self.model.geom_bodyid, robot_bodies))
+        self._robot_geoms = np.flatnonzero(np.isin(self.model.geom_bodyid, robot_bodies))
         self._check = _SUCCESS[spec.success] if spec.success else None
         self._finger_qpos = self.env.robots[0]._ref_gripper_joint_pos_indexes
         self._target = np.zeros(3)
@@ -308,7 +308,7 @@ class RobosuiteArm(LiberoArm):
         obs = super().observe()
         if obs.seg is not None:  # the instruction's objects and the hand, for the learning-free Flow2Action
             obs.object_mask = np.isin(obs.seg, self._object_geoms)
-            obs.robot_mask = np.isin(obs.seg, self._hand_geoms)
+            obs.robot_mask = np.isin(obs.seg, self._robot_geoms)
         return obs
 
 
