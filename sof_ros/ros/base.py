@@ -108,7 +108,23 @@ class SyncedFrameInputs:
         except cv.ConversionError as exc:
             self.log_reason("input", str(exc), "warning")
             return
+        first = self.info_size is None
         self.info_size = (int(msg.width), int(msg.height))
+        held, self._held_frame = getattr(self, "_held_frame", None), None
+        if first and held is not None:
+            self.on_frame(held)
+
+    def _deliver(self, frame: "Frame") -> None:
+        """A complete frame -> `on_frame`; frames before the first camera_info are held (the newest
+        one), not rejected: camera_info and image travel on separate topics, so the first image often
+        overtakes the first camera_info, and answering it with a stop made what the arm did first
+        depend on that race."""
+        if self.info_size is None:
+            self._held_frame = frame
+            self.log_reason("input", f"holding frames until the first camera_info on {self.p.camera_info_topic}",
+                            "info", every_s=10.0)
+            return
+        self.on_frame(frame)
 
     def frame_problem(self, frame: "Frame") -> str | None:
         """Why `frame` must not drive the arm, or None: its depth must match the image, the image
@@ -152,7 +168,7 @@ class SyncedFrameInputs:
             self.log_reason("input", f"dropping frame: {exc}", "warning")
             return
         if frame is not None:
-            self.on_frame(frame)
+            self._deliver(frame)
 
     def _on_depth(self, msg) -> None:
         from sof_ros.ros import conversions as cv
@@ -163,7 +179,7 @@ class SyncedFrameInputs:
             self.log_reason("input", f"dropping depth: {exc}", "warning")
             return
         if frame is not None:
-            self.on_frame(frame)
+            self._deliver(frame)
 
 
 class SofNode(Node):

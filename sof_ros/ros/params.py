@@ -278,7 +278,7 @@ class SimBridgeParams:
     height: int = P(128, "rendered height, pixels")
     rate_hz: float = P(10.0, "sim control steps per second (must equal the controller's robot.control_rate_hz)")
     lockstep: bool = P(True, "step only when the command answering the last frame arrived (or lockstep_timeout_s passed)")
-    lockstep_timeout_s: float = P(3.0, "lockstep: step with the latest (possibly zero) command after this long")
+    lockstep_timeout_s: float = P(3.0, "lockstep: a frame unanswered this long is published again; the simulator does not step")
     max_steps: int = P(500, "steps per episode before the sim holds still; 0 = unlimited")
     command_timeout_s: float = P(0.5, "a twist older than this counts as zero motion")
     render_shadows: bool = P(False, "MuJoCo shadows/reflections (slow on CPU)")

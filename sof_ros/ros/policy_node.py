@@ -91,9 +91,6 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.pub_status = self.create_publisher(String, p.status_topic, latched_qos())
         self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
         self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
-        self.create_subscription(Image, p.image_topic, self._on_image, sq)
-        if p.depth_topic:
-            self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
         self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
         if p.ee_pose_topic:
@@ -102,6 +99,11 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.create_subscription(Float64, p.gripper_state_topic, self._on_grip_state, sq)
         if p.joint_states_topic:
             self.create_subscription(JointState, p.joint_states_topic, self._on_joint_states, sq)
+        # frames last: the executor serves ready subscriptions in creation order, so the pose, gripper
+        # and camera_info that came with a frame are in before the frame is acted on
+        self.create_subscription(Image, p.image_topic, self._on_image, sq)
+        if p.depth_topic:
+            self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
         self.instruction = ""
         self._last_instruction = ""
         self._instruction_logged_at, self._instructions_not_logged = -1e9, 0

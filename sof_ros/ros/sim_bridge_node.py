@@ -11,8 +11,11 @@ robot.base_frame, exactly as a Panda's MoveIt Servo and franka_ros2 use them.
 
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
 command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
-stamp of its twist, and that twist is here -- or after `lockstep_timeout_s`, so a slow CPU changes
-the wall-clock rate but not what the policy sees.
+stamp of its twist, and that twist is here. A frame left unanswered for `lockstep_timeout_s` (the
+graph still starting, no instruction yet, a frame the policy or Flow2Action rejected) is published
+again, with a new stamp, and the simulator does not step: the state sequence depends only on the
+commands, never on how fast the CPU brought the graph up (stepping with a zero command instead made
+the demo's trajectory depend on the machine's load).
 """
 from __future__ import annotations
 
@@ -199,7 +202,10 @@ class SimBridgeNode(SofNode):
         if p.lockstep and not self._answered and now - self._frame_at < p.lockstep_timeout_s:
             return
         if p.lockstep and not self._answered:
-            self.log_reason("lockstep", f"no command for frame within {p.lockstep_timeout_s:g} s; stepping with the latest command", "warning")
+            self.log_reason("lockstep", f"no command for the frame within {p.lockstep_timeout_s:g} s; publishing the "
+                            "same state again (the simulation waits for the graph)", "warning")
+            self._publish(self._last_obs)
+            return
         obs = self._sim(self.arm.step, self.action(now))
         self._publish(obs)
 
@@ -209,6 +215,7 @@ class SimBridgeNode(SofNode):
         cam = p.robot.camera_frame
         h, w = obs.rgb.shape[:2]
         self._frame_stamp, self._frame_at, self._answered, self._answer_twist = stamp, time.monotonic(), False, None
+        self._last_obs = obs
         d = self.arm.data
         js = JointState()
         js.header = cv.header(stamp, p.robot.base_frame)
