@@ -15,6 +15,19 @@ FAMILIES = {"metaworld_sawyer": "sawyer", "sawyer": "sawyer", "panda": "panda", 
 SHIPPED = {"sawyer": "models/sof_metaworld", "panda": "models/sof_libero"}
 
 
+def checkpoint_problem(checkpoint: str | Path) -> str | None:
+    """Why `checkpoint` cannot drive a node, or None. The real-arm configs ship without one: the
+    checkpoints in models/ were trained in simulation, on a simulated camera."""
+    if not str(checkpoint).strip():
+        return ("agent.checkpoint is empty: set it to a checkpoint trained on this arm and camera "
+                "(docs/on_your_robot.md); the shipped models/sof_libero and models/sof_metaworld were trained in "
+                "simulation (sof-bringup panda --sim libero / sof_panda.launch.py sim:=libero runs the Panda one)")
+    if not (Path(checkpoint) / "config.yaml").is_file():
+        return (f"no SOF checkpoint at {checkpoint} (config.yaml missing); set agent.checkpoint (absolute, or "
+                f"relative to the working directory), or train one: sof-train --config config/metaworld.yaml")
+    return None
+
+
 def robot_family(robot_name: str) -> str:
     return FAMILIES.get(robot_name, robot_name)
 

@@ -209,3 +209,18 @@ def test_fastdds_profile_for_large_frames_unless_the_user_chose_one(tmp_path):
     assert dds.environment({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
     assert dds.environment({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
     assert dds.environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"})
+
+
+@pytest.mark.parametrize("robot", ["panda", "fr3", "sawyer"])
+def test_real_arm_configs_ship_no_simulation_checkpoint(robot):
+    """The checkpoints in models/ were trained in simulation: a real arm's graph names none, and
+    starting it without one says what to set; the Panda's simulation mode brings the LIBERO one."""
+    from sof_ros.ros.bringup import check_checkpoint
+
+    specs = graph.plan(robot)
+    assert {s.effective()["agent.checkpoint"] for s in specs if s.name in ("sof_policy", "sof_flow2action")} == {""}
+    with pytest.raises(SofError, match="agent.checkpoint is empty: set it to a checkpoint trained on this arm and camera"):
+        check_checkpoint(specs)
+    if robot == "panda":
+        sim = {s.name: s.effective() for s in graph.plan("panda", sim="libero")}
+        assert sim["sof_flow2action"]["agent.checkpoint"].endswith("models/sof_libero")

@@ -229,7 +229,7 @@ def load_agent(ap: P.AgentParams, robot_name: str = ""):
     """The node's policy: a registered row (sof_ros.policies.ROWS) or a module:Class, loaded from
     agent.checkpoint. A checkpoint trained for another arm than `robot_name` is refused
     (sof_ros.embodiment)."""
-    from sof_ros.embodiment import check_embodiment
+    from sof_ros.embodiment import check_embodiment, checkpoint_problem
     from sof_ros.policies import load_policy
 
     if ap.torch_threads > 0:
@@ -239,9 +239,9 @@ def load_agent(ap: P.AgentParams, robot_name: str = ""):
             torch.set_num_threads(ap.torch_threads)
         except ImportError:
             pass
-    if ":" not in ap.policy and not os.path.exists(ap.checkpoint):
-        raise SofError(f"checkpoint '{ap.checkpoint}' does not exist; train one or set agent.checkpoint "
-                       f"(absolute path, or relative to the working directory {os.getcwd()})")
+    problem = None if ":" in ap.policy else checkpoint_problem(ap.checkpoint)
+    if problem:
+        raise SofError(f"{problem} (working directory {os.getcwd()})")
     if robot_name and ":" not in ap.policy:
         check_embodiment(ap.checkpoint, robot_name)
     return load_policy(ap.policy, ap.checkpoint, device=ap.device)

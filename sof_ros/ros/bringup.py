@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sof_ros.embodiment import checkpoint_problem
 from sof_ros.errors import SofError, run_cli
 from sof_ros.ros import graph
 from sof_ros.ros import params as P
@@ -125,10 +126,9 @@ def check_checkpoint(specs: list[graph.NodeSpec]) -> None:
         if spec.name not in ("sof_policy", "sof_flow2action"):
             continue
         eff = spec.effective()
-        ck = eff["agent.checkpoint"]
-        if ":" not in eff["agent.policy"] and not (Path(ck) / "config.yaml").is_file():
-            raise SofError(f"no SOF checkpoint at {ck} (config.yaml missing); pass --checkpoint DIR, or train the "
-                           "shipped one: sof-train --config config/metaworld.yaml")
+        problem = None if ":" in eff["agent.policy"] else checkpoint_problem(eff["agent.checkpoint"])
+        if problem:
+            raise SofError(f"{problem}; sof-bringup takes it as --checkpoint DIR")
 
 
 # --- monitor ------------------------------------------------------------------------------------

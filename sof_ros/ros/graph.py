@@ -100,7 +100,7 @@ def resolve_checkpoint(path: str) -> str:
     """Absolute checkpoint path: as given if it exists relative to the working directory, else
     relative to the source tree, else the installed share directory; unchanged if none exists
     (the node then reports it)."""
-    if os.path.isabs(path):
+    if not path or os.path.isabs(path):  # empty: left to the user (the real-arm configs), reported by the nodes
         return path
     candidates = [Path.cwd() / path, _repo_root() / path]
     share = share_dir()
