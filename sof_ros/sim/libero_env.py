@@ -42,7 +42,9 @@ import numpy as np  # noqa: E402
 
 from sof_ros.config import SimConfig  # noqa: E402
 from sof_ros.errors import SofError  # noqa: E402
-from sof_ros.sim.metaworld_env import _MJ_TO_CV, _ROT180, Observation  # noqa: E402
+from sof_ros.sim.metaworld_env import Observation  # noqa: E402
+from sof_ros.sim.mujoco_camera import (  # noqa: E402
+    camera_pose_world, camera_upside_down, close_renderer, open_camera, pinhole_intrinsics, visual_geoms_option)
 
 SUITES = ("libero_goal", "libero_10", "libero_spatial", "libero_object", "libero_90")
 ENV_STEPS_PER_CONTROL = 2  # LIBERO's controller runs at 20 Hz; one sof_ros control step = 2 env steps (10 Hz)
@@ -219,22 +221,8 @@ class LiberoArm:
         self.camera = camera or self.cfg.camera
         if self.camera in ("corner", "corner2", "corner3"):  # the MetaWorld default: LIBERO's scenes call it agentview
             self.camera = "agentview"
-        cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
-        if cam_id < 0:
-            names = [self.model.camera(i).name for i in range(self.model.ncam)]
-            raise SofError(f"camera '{self.camera}' not in the LIBERO scene; choose one of {names}")
-        self.cam_id = cam_id
-        h, w = self.cfg.height, self.cfg.width
-        if not (16 <= h <= 1080 and 16 <= w <= 1920):
-            raise SofError(f"image size {w}x{h} out of range; use 16..1920 x 16..1080")
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, w)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, h)
-        self.model.vis.quality.offsamples = 0  # no multisampling: several times faster in software GL
-        self.renderer = mujoco.Renderer(self.model, h, w)
-        self._scene_opt = mujoco.MjvOption()
-        self._scene_opt.geomgroup[:] = 0
-        self._scene_opt.geomgroup[1] = 1  # robosuite: group 1 = visual meshes, group 0 = collision
-        self._scene_opt.sitegroup[:] = 0
+        self.cam_id, self.renderer = open_camera(self.model, self.camera, "LIBERO", self.cfg.height, self.cfg.width)
+        self._scene_opt = visual_geoms_option()
         self._mujoco = mujoco
         self.with_depth = bool(with_depth)  # also render depth + segmentation (as MetaWorldArm.with_depth)
         self.with_rgb = True  # off: a black frame (the scripted expert does not look)
@@ -274,23 +262,14 @@ class LiberoArm:
 
     # --- camera model -----------------------------------------------------------------------------
     def intrinsics(self) -> np.ndarray:
-        h, w = self.cfg.height, self.cfg.width
-        fovy = np.deg2rad(self.model.cam_fovy[self.cam_id])
-        f = 0.5 * h / np.tan(0.5 * fovy)
-        return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
+        return pinhole_intrinsics(self.model, self.cam_id, self.cfg.height, self.cfg.width)
 
     def _upside_down(self) -> bool:
-        return float(self.data.cam_xmat[self.cam_id].reshape(3, 3)[2, 1]) < 0
+        return camera_upside_down(self.data, self.cam_id)
 
     def cam_pose(self) -> np.ndarray:
         """Camera-to-base, OpenCV axes."""
-        rot = self.data.cam_xmat[self.cam_id].reshape(3, 3) @ _MJ_TO_CV
-        if self._upside_down():
-            rot = rot @ _ROT180
-        world = np.eye(4)
-        world[:3, :3] = rot
-        world[:3, 3] = self.data.cam_xpos[self.cam_id]
-        return np.linalg.inv(self.base_pose()) @ world
+        return np.linalg.inv(self.base_pose()) @ camera_pose_world(self.data, self.cam_id)
 
     # --- episode ----------------------------------------------------------------------------------
     def reset(self, seed: int) -> Observation:
@@ -439,10 +418,7 @@ class LiberoArm:
         renderer = getattr(self, "renderer", None)
         if renderer is None:
             return
-        ctx = getattr(renderer, "_gl_context", None)
-        if ctx is not None:
-            ctx.make_current()
-        renderer.close()
+        close_renderer(renderer)
         self.renderer = None
         try:
             self.env.close()

@@ -18,10 +18,8 @@ import numpy as np  # noqa: E402
 
 from sof_ros.config import BENCHMARK_TASKS, SimConfig  # noqa: E402
 from sof_ros.errors import SofError  # noqa: E402
-
-# MuJoCo camera axes are x right, y up, z backward; OpenCV's are x right, y down, z forward.
-_MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
-_ROT180 = np.diag([-1.0, -1.0, 1.0])
+from sof_ros.sim.mujoco_camera import (  # noqa: E402
+    camera_pose_world, camera_upside_down, close_renderer, open_camera, pinhole_intrinsics)
 
 
 @dataclass
@@ -118,19 +116,9 @@ class MetaWorldArm:
         self.env = env
         self.model, self.data = env.model, env.data
         self.camera = camera or self.cfg.camera
-        cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
-        if cam_id < 0:
-            names = [self.model.camera(i).name for i in range(self.model.ncam)]
-            raise SofError(f"camera '{self.camera}' not in the MetaWorld scene; choose one of {names}")
-        self.cam_id = cam_id
-        h, w = self.cfg.height, self.cfg.width
-        if not (16 <= h <= 1080 and 16 <= w <= 1920):
-            raise SofError(f"image size {w}x{h} out of range; use 16..1920 x 16..1080")
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, w)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, h)
-        if not getattr(self.cfg, "antialias", True):
-            self.model.vis.quality.offsamples = 0  # no multisampling: ~3x faster 128x128 frames on CPU
-        self.renderer = mujoco.Renderer(self.model, h, w)
+        # antialias off: no multisampling, ~3x faster 128x128 frames on CPU
+        self.cam_id, self.renderer = open_camera(self.model, self.camera, "MetaWorld", self.cfg.height,
+                                                 self.cfg.width, multisample=getattr(self.cfg, "antialias", True))
         if not self.cfg.render_shadows:
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                          mujoco.mjtRndFlag.mjRND_SKYBOX):
@@ -143,22 +131,13 @@ class MetaWorldArm:
 
     # --- camera model -------------------------------------------------------------------
     def intrinsics(self) -> np.ndarray:
-        h, w = self.cfg.height, self.cfg.width
-        fovy = np.deg2rad(self.model.cam_fovy[self.cam_id])
-        f = 0.5 * h / np.tan(0.5 * fovy)
-        return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
+        return pinhole_intrinsics(self.model, self.cam_id, self.cfg.height, self.cfg.width)
 
     def _upside_down(self) -> bool:
-        return float(self.data.cam_xmat[self.cam_id].reshape(3, 3)[2, 1]) < 0  # camera up vs world z
+        return camera_upside_down(self.data, self.cam_id)
 
     def cam_pose(self) -> np.ndarray:
-        rot = self.data.cam_xmat[self.cam_id].reshape(3, 3) @ _MJ_TO_CV
-        if self._upside_down():
-            rot = rot @ _ROT180
-        pose = np.eye(4)
-        pose[:3, :3] = rot
-        pose[:3, 3] = self.data.cam_xpos[self.cam_id]
-        return pose
+        return camera_pose_world(self.data, self.cam_id)
 
     # --- episode ------------------------------------------------------------------------
     def reset(self, seed: int) -> Observation:
@@ -290,10 +269,7 @@ class MetaWorldArm:
         renderer = getattr(self, "renderer", None)
         if renderer is None:
             return
-        ctx = getattr(renderer, "_gl_context", None)
-        if ctx is not None:
-            ctx.make_current()
-        renderer.close()
+        close_renderer(renderer)
         self.renderer = None
         self.env.close()
 

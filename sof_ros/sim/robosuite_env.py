@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from sof_ros.config import SimConfig  # noqa: E402
 from sof_ros.errors import SofError  # noqa: E402
 from sof_ros.sim.libero_env import CONTROL_RATE_HZ, ENV_STEPS_PER_CONTROL, METRES_PER_ACTION_UNIT, LiberoArm  # noqa: E402,F401
+from sof_ros.sim.mujoco_camera import open_camera, visual_geoms_option  # noqa: E402
 
 CAMERA = "sof_front"
 OSC_KP = 300  # robosuite's OSC_POSE stiffness (default 150: the Sawyer's hand then lags its target by
@@ -204,22 +205,9 @@ class RobosuiteArm(LiberoArm):
         self.camera = camera or self.cfg.camera
         if self.camera in ("corner", "corner2", "corner3", "agentview_sof", ""):
             self.camera = CAMERA
-        cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
-        if cam_id < 0:
-            names = [self.model.camera(i).name for i in range(self.model.ncam)]
-            raise SofError(f"camera '{self.camera}' not in the robosuite scene; choose one of {names}")
-        self.cam_id = cam_id
-        h, w = self.cfg.height, self.cfg.width
-        if not (16 <= h <= 1080 and 16 <= w <= 1920):
-            raise SofError(f"image size {w}x{h} out of range; use 16..1920 x 16..1080")
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, w)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, h)
-        self.model.vis.quality.offsamples = 0
-        self.renderer = mujoco.Renderer(self.model, h, w)
-        self._scene_opt = mujoco.MjvOption()
-        self._scene_opt.geomgroup[:] = 0
-        self._scene_opt.geomgroup[1] = 1  # visual meshes
-        self._scene_opt.sitegroup[:] = 0
+        self.cam_id, self.renderer = open_camera(self.model, self.camera, "robosuite", self.cfg.height,
+                                                 self.cfg.width)
+        self._scene_opt = visual_geoms_option()
         self._mujoco = mujoco
         self.with_depth = bool(with_depth)
         self.with_rgb = True
