@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from sof_ros.bench.meta import command_line, git_commit, machine
+from sof_ros.bench.meta import command_line, git_commit, machine, markdown_header
 from sof_ros.errors import run_cli
 
 
@@ -59,10 +59,9 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         success_bars(rows, out.with_suffix(".png"), "success vs size of D_act (episodes per task), 95% CIs")
-        lines = ["# Success vs D_act size", "", f"- command: `{result['command']}`",
-                 f"- commit: `{result['commit']}`", f"- machine: {result['machine']}",
-                 f"- protocol: {protocol}", "",
-                 "| row | D_act episodes per task | average success [95% CI] |", "|---|---|---|"]
+        lines = markdown_header("Success vs D_act size", result) + [
+            f"- protocol: {protocol}", "",
+            "| row | D_act episodes per task | average success [95% CI] |", "|---|---|---|"]
         lines += [f"| {v['row']} | {v['d_act_episodes_per_task']} | {v['average']:.2f} "
                   f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] |" for v in rows.values()]
         tie = ties(rows)

@@ -73,14 +73,15 @@ def _mean(xs):
 
 
 def markdown(res: dict) -> str:
+    from sof_ros.bench.meta import markdown_header
+
     pr = res["protocol"]
-    lines = ["# LIBERO closed-loop success (Franka Panda)", "",
-             f"- command: `{res['command']}`", f"- commit: `{res['commit']}`", f"- machine: {res['machine']}",
-             f"- protocol: initial states {pr['first_seed']}..{pr['first_seed'] + pr['episodes_per_task'] - 1} of every task "
-             f"(LIBERO's own evaluation states; demonstrations used 20..49), {pr['episodes_per_task']} episodes per task, "
-             f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
-             f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
-             "Wilson interval of the pooled episodes"]
+    lines = markdown_header("LIBERO closed-loop success (Franka Panda)", res) + [
+        f"- protocol: initial states {pr['first_seed']}..{pr['first_seed'] + pr['episodes_per_task'] - 1} of every task "
+        f"(LIBERO's own evaluation states; demonstrations used 20..49), {pr['episodes_per_task']} episodes per task, "
+        f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
+        f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
+        "Wilson interval of the pooled episodes"]
     for row, prov in res.get("rows_provenance", {}).items():
         lines.append(f"- row {row}: run at `{prov['commit']}` by `{prov['command']}`")
     lines.append("")

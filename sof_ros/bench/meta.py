@@ -35,3 +35,10 @@ def machine() -> str:
 
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
+
+
+def markdown_header(title: str, result: dict) -> list[str]:
+    """The title and the command / commit / machine lines every results markdown opens with, so
+    the benchmarks state their provenance in one format."""
+    return [f"# {title}", "", f"- command: `{result['command']}`", f"- commit: `{result['commit']}`",
+            f"- machine: {result['machine']}"]

@@ -31,7 +31,7 @@ import os
 import time
 from pathlib import Path
 
-from sof_ros.bench.meta import command_line, git_commit, machine
+from sof_ros.bench.meta import command_line, git_commit, machine, markdown_header
 from sof_ros.errors import SofError, run_cli
 
 ARMS = ("panda", "sawyer")
@@ -279,15 +279,14 @@ def markdown(result: dict) -> str:
     pr, rows = result["protocol"], result["rows"]
     tasks = pr["tasks"]
     named = ", ".join(f'{t} ("{pr["instructions"][t]}")' for t in tasks)
-    lines = ["# Cross-embodiment: skills from one arm's videos drive another arm", "",
-             f"- command: `{result['command']}`", f"- commit: `{result['commit']}`", f"- machine: {result['machine']}",
-             f"- protocol: robosuite {pr['robosuite']} scenes, tasks {named}; "
-             f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; held-out seeds {pr['first_seed']}.. "
-             f"({pr['episodes_per_task']} per task for the table, {pr['curve_episodes_per_task']} for the curve's other "
-             f"points); at most {pr['max_steps']} control steps (10 Hz); D_act = {pr['d_act_main']} episodes per task "
-             f"for the table, {pr['sizes']} for the curve; 95% Wilson intervals", "",
-             "| row | arm driven | Stages 1-2 videos | " + " | ".join(tasks) + " | average [95% CI] | episodes |",
-             "|---|---|---|" + "---|" * (len(tasks) + 2)]
+    lines = markdown_header("Cross-embodiment: skills from one arm's videos drive another arm", result) + [
+        f"- protocol: robosuite {pr['robosuite']} scenes, tasks {named}; "
+        f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; held-out seeds {pr['first_seed']}.. "
+        f"({pr['episodes_per_task']} per task for the table, {pr['curve_episodes_per_task']} for the curve's other "
+        f"points); at most {pr['max_steps']} control steps (10 Hz); D_act = {pr['d_act_main']} episodes per task "
+        f"for the table, {pr['sizes']} for the curve; 95% Wilson intervals", "",
+        "| row | arm driven | Stages 1-2 videos | " + " | ".join(tasks) + " | average [95% CI] | episodes |",
+        "|---|---|---|" + "---|" * (len(tasks) + 2)]
     for name, r in rows.items():
         cells = " | ".join(f"{r['per_task'][t]:.2f} [{r['per_task_ci95'][t][0]:.2f}, {r['per_task_ci95'][t][1]:.2f}]"
                            for t in tasks)
