@@ -415,12 +415,7 @@ class GeometricFlow2Action:
         vv, uu = np.nonzero(m)
         if len(uu) < self.min_points:
             return f"only {len(uu)} object pixels with valid depth (< min_points={self.min_points})"
-        if len(uu) > self.n_points:
-            pick = self._rng.choice(len(uu), self.n_points, replace=False)
-            vv, uu = vv[pick], uu[pick]
-        px = np.stack([uu, vv], 1).astype(np.float64)
-        X = backproject(K, px, depth[vv, uu])
-        tracks = chain_tracks(flow, px, scale)
+        px, X, tracks = self._sample_tracks(vv, uu, flow, depth, K, scale)
         ok = np.all(np.isfinite(tracks[1]), axis=1)
         if ok.sum() < self.min_points:
             return f"only {int(ok.sum())} object points have finite flow (< min_points)"
@@ -441,6 +436,15 @@ class GeometricFlow2Action:
         gz = float(np.median(X[near, 2]))
         grasp = camera_to_world(P, backproject(K, px[g], gz))
         return Xw, obj_T, disp, moving, grasp
+
+    def _sample_tracks(self, vv, uu, flow, depth, K, scale):
+        """At most n_points random pixels of (vv, uu), their camera-frame points and their chained flow
+        tracks: the one way both the object and the hand are sampled and followed."""
+        if len(uu) > self.n_points:
+            pick = self._rng.choice(len(uu), self.n_points, replace=False)
+            vv, uu = vv[pick], uu[pick]
+        px = np.stack([uu, vv], 1).astype(np.float64)
+        return px, backproject(K, px, depth[vv, uu]), chain_tracks(flow, px, scale)
 
     def _fit_motion(self, X, tracks, K, P) -> np.ndarray:
         """(T+1, 4, 4) world-frame motion of the points X (camera frame) along their tracks."""
@@ -480,12 +484,7 @@ class GeometricFlow2Action:
         vv, uu = np.nonzero(hm)
         if len(uu) < self.min_points:
             return None
-        if len(uu) > self.n_points:
-            pick = self._rng.choice(len(uu), self.n_points, replace=False)
-            vv, uu = vv[pick], uu[pick]
-        px = np.stack([uu, vv], 1).astype(np.float64)
-        X = backproject(K, px, depth[vv, uu])
-        tracks = chain_tracks(flow, px, scale)
+        _, X, tracks = self._sample_tracks(vv, uu, flow, depth, K, scale)
         out = np.zeros((tracks.shape[0], 3))
         for k in range(1, tracks.shape[0]):
             fin = np.all(np.isfinite(tracks[k]), axis=1)
