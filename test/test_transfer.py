@@ -57,7 +57,7 @@ def test_both_arms_share_the_scene_and_the_camera(arms):
     # same seed, same scene: the cube lies in the same place in the world for both arms
     cubes = [arm.base_pose()[:3, :3] @ arm.observe().body_pos[arm.model.body(arm._objects["cube"]).id]
              + arm.base_pose()[:3, 3] for arm in arms.values()]
-    assert np.allclose(cubes[0], cubes[1], atol=1e-3)
+    assert np.allclose(cubes[0], cubes[1], atol=1e-5)  # the scene, cube size included, is built seeded
 
 
 def test_the_scripted_expert_lifts_the_cube_with_either_arm(arms):

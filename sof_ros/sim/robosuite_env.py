@@ -192,7 +192,9 @@ class RobosuiteArm(LiberoArm):
         self.robot = robot_name(self.cfg)
         self.task, self.instruction, self.suite, self.task_index = task, spec.instruction, "robosuite", 0
         rs_robot, base_body, gripper_type = ROBOTS[self.robot]
-        with _compile_patch(spec.scene):
+        # seeded: robosuite draws the scene's objects (Lift's cube size) from NumPy's global generator when
+        # it builds the model, so two arms (or two runs) would otherwise get cubes of different sizes
+        with _compile_patch(spec.scene), _seeded(0):
             controller = load_controller_config(default_controller="OSC_POSE")
             controller["kp"] = OSC_KP
             self.env = robosuite.make(spec.env, robots=rs_robot, gripper_types=gripper_type,
