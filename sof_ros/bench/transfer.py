@@ -93,6 +93,7 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
     """Collect each arm's demonstrations and their flow where missing; the expert's success rate
     while collecting (training seeds) is kept in DATASET/collect.json."""
     from sof_ros.data.collect import collect
+    from sof_ros.data.dataset import flow_key
     from sof_ros.flow.extract import main as flow_main
 
     out = {}
@@ -105,7 +106,7 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
             rates = collect(str(ds), c.tasks, c.episodes_per_task, c.seed, cfg.sim, c.act_fraction, c.expert_noise,
                             list(c.cameras), c.only_successful, progress=False, depth=c.depth)
             record.write_text(json.dumps({"expert_success_training_seeds": rates, "commit": git_commit()}, indent=1))
-        key = f"flow/{cfg.flow.estimator}_k{gap}"
+        key = "flow/" + flow_key(cfg.flow.estimator, gap)
         if not _has_flow(ds, key):
             _log(f"flow {key} for {ds}")
             flow_main([str(ds), "--gap", str(gap), "--workers", str(workers)])

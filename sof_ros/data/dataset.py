@@ -32,6 +32,19 @@ from sof_ros.errors import DatasetError
 
 FORMAT_NAME = "sof_ros.dataset"
 FORMAT_VERSION = 1
+_GAP_SUFFIX = re.compile(r"_k(\d+)$")
+
+
+def flow_key(estimator_key: str, gap: int = 1) -> str:
+    """Name under `flow/` of an estimator's flow over `gap` frames: `dis` for consecutive frames,
+    `dis_k2` for t -> t+2 (what `sof-flow --gap` writes and sof-train reads at skill.stride)."""
+    return estimator_key if gap == 1 else f"{estimator_key}_k{gap}"
+
+
+def flow_gap(name: str) -> int:
+    """The gap in frames of a `flow/` entry named by `flow_key`."""
+    m = _GAP_SUFFIX.search(name)
+    return int(m.group(1)) if m else 1
 REQUIRED_ATTRS = ("format_version", "task", "instruction", "source", "success")
 _COMPRESS = dict(compression="gzip", compression_opts=4, shuffle=True)
 
@@ -52,6 +65,7 @@ class EpisodeInfo:
     in_d_act: bool
     source: str
     has_proprio: bool = False  # ee_pos and gripper recorded (robot / simulator episodes, not plain videos)
+    camera: str = ""  # the camera it was recorded from ("" when unknown)
 
 
 class Dataset:
@@ -110,6 +124,7 @@ class Dataset:
                     instruction=str(a["instruction"]), success=bool(a["success"]),
                     length=int(f["rgb"].shape[0]), in_d_act=bool(a.get("in_d_act", False)),
                     source=str(a["source"]), has_proprio="ee_pos" in f and "gripper" in f,
+                    camera=str(a.get("camera", "")),
                 ))
         return infos
 
@@ -205,8 +220,7 @@ def validate_episode(path: Path, action_path: Path | None = None) -> None:
                 raise DatasetError(f"{path}: 'depth' has NaN/inf or negative values")
         if "flow" in f:
             for name, ds in f["flow"].items():
-                gap = re.search(r"_k(\d+)$", name)  # flow over k frames (sof-flow --gap k): T-k fields
-                n = t - (int(gap.group(1)) if gap else 1)
+                n = t - flow_gap(name)  # flow over k frames (sof-flow --gap k): T-k fields
                 if ds.shape != (n, h, w, 2):
                     raise DatasetError(f"{path}: 'flow/{name}' has shape {ds.shape}, expected {(n, h, w, 2)}")
     if action_path is not None and action_path.exists():

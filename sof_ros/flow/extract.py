@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sof_ros.data.dataset import flow_key
 from sof_ros.errors import SofError, run_cli
 
 VIZ_EVERY = 8  # frame pairs between visualised pairs (PNG per pair and strip columns)
@@ -48,11 +49,6 @@ def _worker_init(threads: int) -> None:
 def estimate_episode(rgb: np.ndarray, estimator, gap: int = 1) -> np.ndarray:
     """(T, H, W, 3) frames -> (T-gap, H, W, 2) float32 flow from each frame t to frame t+gap."""
     return np.stack([estimator(rgb[t], rgb[t + gap]) for t in range(len(rgb) - gap)])
-
-
-def flow_key(estimator_key: str, gap: int = 1) -> str:
-    """Dataset key of an estimator's flow over `gap` frames: `dis` for consecutive frames, `dis_k2` for t -> t+2."""
-    return estimator_key if gap == 1 else f"{estimator_key}_k{gap}"
 
 
 def _write_flow(path: Path, key: str, flow: np.ndarray) -> None:

@@ -18,10 +18,9 @@ import torch
 from tqdm import tqdm
 
 from sof_ros.config import SkillConfig
-from sof_ros.data.dataset import Dataset, _open, validate_dataset
+from sof_ros.data.dataset import Dataset, flow_key, validate_dataset
 from sof_ros.errors import DatasetError
 from sof_ros.geometry import resize_flow
-from sof_ros.flow.extract import flow_key
 from sof_ros.nn import image_to_tensor
 
 
@@ -89,13 +88,9 @@ class SegmentData:
         self.span = span(cfg)
         self.chunk = max(int(chunk) or self.span, 1)
         pad = max(self.span, self.chunk) + 1  # padding frames after every episode
-        cameras = {}
-        for info in infos:
-            with _open(info.path) as f:
-                cameras[info.index] = str(f.attrs.get("camera", ""))
         groups: dict[tuple, list] = {}
         for info in infos:
-            groups.setdefault((info.task, cameras[info.index]), []).append(info)
+            groups.setdefault((info.task, info.camera), []).append(info)
         val = set()
         for group in groups.values():  # hold out the last non-D_act episodes of every (task, camera)
             candidates = [i.index for i in group if not i.in_d_act]
@@ -132,7 +127,7 @@ class SegmentData:
                 a[t - 1:, 3] = acts[-1, 3]  # hold the gripper, stop moving
             act.append(a)
             self.episodes.append(EpisodeMeta(info.task, info.instruction, t, acts_usable,
-                                             info.index in val, start, info.has_proprio, cameras[info.index]))
+                                             info.index in val, start, info.has_proprio, info.camera))
             start += t + pad
         self.pad = pad
         self.rgb = torch.from_numpy(np.concatenate(rgb))
