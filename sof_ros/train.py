@@ -48,6 +48,14 @@ PLAN_SOURCES = ("encoder", "predicted")
 SPACES = {"flow": ("skill", "policy", "tokens"), "pixel": ("pixel_skill", "pixel_policy", "pixel_tokens")}
 
 
+def segment_data(cfg: SofConfig, progress: bool = True) -> SegmentData:
+    """The training tensors of cfg.train.dataset as every stage reads them (the one place their
+    options come from, so the --jobs processes and their shared cache agree)."""
+    return SegmentData(cfg.train.dataset, cfg.skill, flow_name=cfg.flow.estimator, val_fraction=cfg.train.val_fraction,
+                       progress=progress, proprio_required=cfg.f2a.use_proprio or cfg.policy.use_proprio,
+                       chunk=chunk_length(cfg.f2a, cfg.skill), cache=cfg.train.cache)
+
+
 def build_models(cfg: SofConfig) -> dict[str, torch.nn.Module]:
     skill = SkillAutoencoder(cfg.skill)
     n = skill.codebook_size
@@ -127,10 +135,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # same init on every rank; DDP also broadcasts
         if cfg.f2a.plan_source not in PLAN_SOURCES:
             raise SofError(f"f2a.plan_source must be one of {PLAN_SOURCES}, got '{cfg.f2a.plan_source}'")
-        self.data = SegmentData(cfg.train.dataset, cfg.skill, flow_name=cfg.flow.estimator,
-                                val_fraction=cfg.train.val_fraction, progress=progress and is_main(),
-                                proprio_required=cfg.f2a.use_proprio or cfg.policy.use_proprio,
-                                chunk=chunk_length(cfg.f2a, cfg.skill), cache=cfg.train.cache)
+        self.data = segment_data(cfg, progress=progress and is_main())
         self.d_act = self.data.d_act_episodes(cfg.f2a.d_act_episodes_per_task_camera)
         self.models = build_models(cfg)
         for m in self.models.values():
@@ -645,9 +650,7 @@ def train_parallel(a, cfg: SofConfig, stages: tuple[str, ...]) -> None:
     groups = [[s for s in stages if s in FLOW_CHAIN], [s for s in stages if s not in FLOW_CHAIN]]
     groups = [g for g in groups if g]
     if cfg.train.cache:  # build the cache once, here, instead of twice at the same time
-        SegmentData(cfg.train.dataset, cfg.skill, flow_name=cfg.flow.estimator, val_fraction=cfg.train.val_fraction,
-                    proprio_required=cfg.f2a.use_proprio or cfg.policy.use_proprio,
-                    chunk=chunk_length(cfg.f2a, cfg.skill), cache=True)
+        segment_data(cfg)
     base = [sys.executable, "-m", "sof_ros.train", "--config", a.config, "--out", cfg.train.out,
             "--dataset", cfg.train.dataset] + (["--device", a.device] if a.device else [])
     Path(cfg.train.out).mkdir(parents=True, exist_ok=True)
