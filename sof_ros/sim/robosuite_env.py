@@ -13,7 +13,8 @@ workspace for every arm (`SCENE_CAMERAS`, written into the scene as `sof_front`)
 opening normalised per gripper model, and object/hand masks from the segmentation (for the
 learning-free Flow2Action).
 
-Tasks (`TASKS`): Lift, Stack and PickPlaceCan, each with one instruction. Episodes: `reset(seed)`
+Tasks (`TASKS`): Lift, Stack and StackGreenOnRed (Stack's scene, the cubes' roles swapped), each
+with one instruction. Episodes: `reset(seed)`
 draws robosuite's random placement (and its small joint noise) from `seed` alone.
 
 robosuite 1.4's Sawyer meshes do not compile under MuJoCo 3.3 ("mesh volume is too small"): while
@@ -223,9 +224,7 @@ class RobosuiteArm(LiberoArm):
         self._robot_geoms = np.flatnonzero(np.isin(self.model.geom_bodyid, robot_bodies))
         self._check = _SUCCESS[spec.success] if spec.success else None
         self._finger_qpos = self.env.robots[0]._ref_gripper_joint_pos_indexes
-        self._target = np.zeros(3)
-        self._ref_rot = np.eye(3)
-        self._open_q, self._closed_q = self._calibrate_gripper()
+        self._open_q, self._closed_q = self._calibrate_gripper()  # sets its own target and orientation
         self._target = np.zeros(3)
         self._ref_rot = np.eye(3)
         self._success = False
@@ -294,12 +293,6 @@ class RobosuiteArm(LiberoArm):
         s.robot = self.robot
         return s
 
-    def observe(self):
-        obs = super().observe()
-        if obs.seg is not None:  # the instruction's objects and the hand, for the learning-free Flow2Action
-            obs.object_mask = np.isin(obs.seg, self._object_geoms)
-            obs.robot_mask = np.isin(obs.seg, self._robot_geoms)
-        return obs
 
 
 # --- scripted experts ---------------------------------------------------------------------------------
