@@ -75,9 +75,7 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
         temperature = self.replan_temperature if self.solver.needs_replan else 0.0
         tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature)
         flow = self.models["skill"].decode_ids(tokens, img)
-        plan = self._plan(tokens, flow, size)
-        plan.frames_per_step = int(getattr(self.cfg.skill, "stride", 1))
-        return plan
+        return self._plan(tokens, flow, size)  # frames_per_step = skill.stride, as every flow-skill plan
 
 
 class SofLearningFreeOraclePolicy(_SolverMixin):

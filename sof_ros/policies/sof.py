@@ -94,6 +94,15 @@ class CheckpointPolicy:
         text = torch.from_numpy(self.text(instruction)[None]).to(self.device)
         return img, text, (rgb.shape[1], rgb.shape[0])
 
+    def _sampling(self) -> dict:
+        """Stage 2's run-time decoding (policy.temperature, policy.top_k), for every token policy."""
+        p = self.cfg.policy
+        return {"temperature": float(p.temperature), "top_k": int(p.top_k)}
+
+    def _policy_proprio(self, obs: AgentInput) -> torch.Tensor | None:
+        """What Stage 2 reads besides frame and instruction: proprioception when policy.use_proprio."""
+        return self._proprio(obs) if self.cfg.policy.use_proprio else None
+
     def _proprio(self, obs: AgentInput) -> torch.Tensor:
         if obs.ee_pos is None:
             if self.cfg.f2a.use_proprio and self.needs_proprio:
@@ -143,14 +152,6 @@ class CheckpointPolicy:
 
 class _FlowSkillPolicy(CheckpointPolicy):
     """Stage 2 writes skill tokens, the frozen Stage-1 decoder turns them into a flow plan."""
-
-    def _sampling(self) -> dict:
-        p = self.cfg.policy
-        return {"temperature": float(p.temperature), "top_k": int(p.top_k)}
-
-    def _policy_proprio(self, obs: AgentInput) -> torch.Tensor | None:
-        """What Stage 2 reads besides frame and instruction: proprioception when policy.use_proprio."""
-        return self._proprio(obs) if self.cfg.policy.use_proprio else None
 
     @torch.no_grad()
     def _flow_plan(self, obs: AgentInput, instruction: str):
@@ -255,9 +256,7 @@ class PixelSkillsPolicy(CheckpointPolicy):
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
-        p = self.cfg.policy
-        tokens = self.models["pixel_policy"].generate(img, text, self._proprio(obs) if p.use_proprio else None,
-                                                      float(p.temperature), int(p.top_k))
+        tokens = self.models["pixel_policy"].generate(img, text, self._policy_proprio(obs), **self._sampling())
         pixel_skill = self.models["pixel_skill"]
         change = pixel_skill.decode_ids(tokens, img)
         actions = self.models["pixel2action"](change, img, self._proprio(obs))
