@@ -105,8 +105,7 @@ def _run_job(job: dict) -> dict:
         return {**job, "ran": 0}
     policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
-                   with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows render less
-    arm.with_depth = job["row"] not in ROWS or ROWS[job["row"]].needs_depth  # RGB-only rows skip 2/3 of the rendering
+                   with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         for seed in todo:

@@ -31,9 +31,7 @@ def make_arm(task: str, sim_cfg, camera: str | None = None, with_depth: bool = T
         return LiberoArm(task, sim_cfg, camera=camera, with_depth=with_depth)
     from sof_ros.sim.metaworld_env import MetaWorldArm
 
-    arm = MetaWorldArm(task, sim_cfg, camera=camera)
-    arm.with_depth = with_depth
-    return arm
+    return MetaWorldArm(task, sim_cfg, camera=camera, with_depth=with_depth)
 
 
 def make_expert(task: str, sim_cfg):

@@ -93,7 +93,8 @@ def available_tasks() -> list[str]:
 class MetaWorldArm:
     """One MetaWorld task with a fixed camera; `reset(seed)` draws object positions from the seed."""
 
-    def __init__(self, task: str, cfg: SimConfig | None = None, camera: str | None = None):
+    def __init__(self, task: str, cfg: SimConfig | None = None, camera: str | None = None,
+                 with_depth: bool = True):
         import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
@@ -127,7 +128,7 @@ class MetaWorldArm:
         self._state = None
         self._success = False
         self.steps = 0
-        self.with_depth = True  # False: observations carry RGB only (depth and seg None), 1/3 of the rendering
+        self.with_depth = bool(with_depth)  # False: observations carry RGB only (depth and seg None), 1/3 of the rendering
 
     # --- camera model -------------------------------------------------------------------
     def intrinsics(self) -> np.ndarray:
