@@ -67,15 +67,9 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
         raise SofError("--episodes must be at least 1")
     if not 0.0 <= act_fraction <= 1.0:
         raise SofError(f"--act-fraction must be in [0, 1], got {act_fraction}")
-    cameras = camera if isinstance(camera, list) else [camera or sim.camera]
-    return _collect(out, tasks, episodes_per_task, seed, sim, act_fraction, noise,
-                    list(enumerate(cameras)), only_successful, progress, depth)
-
-
-def _collect(out, tasks, episodes_per_task, seed, sim, act_fraction, noise, cameras, only_successful,
-             progress, depth) -> dict[str, float]:
     from sof_ros.sim import backend_of, make_arm, make_expert
 
+    cameras = list(enumerate(camera if isinstance(camera, list) else [camera or sim.camera]))
     ds = Dataset.create(out)
     index = ds.next_index()
     n_act = math.ceil(act_fraction * episodes_per_task)
