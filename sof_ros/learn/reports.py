@@ -129,25 +129,3 @@ def success_bars(rows: dict[str, dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def replan_curve(points: dict[str, list[tuple[float, float, float, float]]], path: Path, title: str) -> None:
-    """points: {row: [(re-plan interval, success, ci_lo, ci_hi), ...]} -> success vs interval with 95% CIs."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, pts in points.items():
-        pts = sorted(pts)
-        x = [p[0] for p in pts]
-        y = [p[1] for p in pts]
-        ax.errorbar(x, y, yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]], marker="o", capsize=3,
-                    label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("re-plan every k control steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
