@@ -3,6 +3,8 @@ k-gap flow extraction, strided segments, flow normalisation, the plan-only head,
 shift, sampling, temporal ensembling and the token-sharing chance baseline."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import torch
@@ -208,6 +210,32 @@ def test_segment_cache_reloads_the_same_tensors(tmp_path):
                     progress=False, cache=True)  # another working layout: another cache file
     assert len(list((ds.root / ".cache").glob("segments_*.pt"))) == 2 and c.pad != a.pad
 
+
+
+class _RunsCode:
+    """A pickle that runs code when unpickled without weights_only (what a hostile cache file would hold)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_segment_cache_never_unpickles_code(tmp_path):
+    """A dataset may arrive with its .cache: a cache file is read with weights_only, and one it refuses
+    is rebuilt from the episodes, never executed."""
+    from sof_ros.learn.data import SegmentData
+
+    ds = _strided_dataset(tmp_path)
+    cfg = SkillConfig(segment=3, stride=2, flow_res=SIZE, image_res=SIZE)
+    a = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, cache=True)
+    (cache,) = (ds.root / ".cache").glob("segments_*.pt")
+    marker = tmp_path / "code_ran"
+    torch.save({"episodes": _RunsCode(marker)}, cache)
+    b = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, cache=True)
+    assert not marker.exists()
+    assert b.episodes == a.episodes and torch.equal(b.flow, a.flow)
 
 def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
     """sof-collect --cameras A B: camera i uses seeds seed + i*N + k; collecting one camera alone with

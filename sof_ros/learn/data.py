@@ -10,7 +10,7 @@ at t, t+1, ... (one per control step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -42,6 +42,18 @@ def span(cfg: SkillConfig) -> int:
 def moving_threshold(cfg: SkillConfig, source_width: int) -> float:
     """`cfg.moving_px` source-image pixels in working-resolution pixels."""
     return cfg.moving_px * cfg.flow_res / source_width
+
+
+def _load_cache(path) -> dict | None:
+    """A SegmentData cache file's state, or None to rebuild it. weights_only: tensors and plain values
+    only, so a cache file cannot run code (a dataset copied from elsewhere may bring its .cache along);
+    a file it refuses (one written by an earlier version as a full pickle) is rebuilt, not trusted."""
+    try:
+        state = torch.load(path, weights_only=True, mmap=True)
+        state["episodes"] = [EpisodeMeta(**e) for e in state["episodes"]]
+        return state
+    except Exception:  # noqa: BLE001 - pickle refused, damaged or foreign file: recompute
+        return None
 
 
 @dataclass
@@ -78,8 +90,8 @@ class SegmentData:
             import hashlib
 
             cache_path = ds.root / ".cache" / f"segments_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
-            if cache_path.is_file():
-                state = torch.load(cache_path, weights_only=False, mmap=True)
+            state = _load_cache(cache_path) if cache_path.is_file() else None
+            if state is not None:
                 self.__dict__.update(state)
                 self.cfg = cfg
                 return
@@ -140,7 +152,9 @@ class SegmentData:
         if cache_path is not None:
             cache_path.parent.mkdir(exist_ok=True)
             tmp = cache_path.with_suffix(".tmp")
-            torch.save({k: v for k, v in self.__dict__.items() if k != "cfg"}, tmp)
+            state = {k: v for k, v in self.__dict__.items() if k != "cfg"}
+            state["episodes"] = [asdict(e) for e in self.episodes]
+            torch.save(state, tmp)
             tmp.replace(cache_path)
 
     @property
