@@ -164,6 +164,8 @@ def test_loop_bench_writes_the_results_schema(ros_env, tmp_path):
         for k in ("frame_to_plan_ms", "frame_to_command_ms", "plan_age_ms"):
             assert isinstance(v[k]["p50"], float) and isinstance(v[k]["p95"], float)
             assert 0 < v[k]["p50"] <= v[k]["p95"], (k, v[k])
+            lo, hi = v[k]["p95_ci95"]
+            assert lo <= v[k]["p95"] <= hi <= v[k]["max"], (k, v[k])
         assert isinstance(v["hz"], float) and v["hz"] > 0 and v["answered"] >= 5 and v["plans"] >= 3
     assert isinstance(r["sim_bridge_hz"], float) and r["sim_bridge_hz"] > 0
     md = (tmp_path / "loop.md").read_text()
