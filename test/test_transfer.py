@@ -135,3 +135,27 @@ def test_verdict_names_what_transfers():
                            "d_act_main": 4, "sizes": [1, 2, 4, 8]}}
     md = markdown(result)
     assert "Lift: transfers" in md and "Stack: does not" in md and "panda_only and sawyer_to_panda" in md
+
+
+def test_both_arms_videos_train_stages_1_2(tmp_path):
+    """`sof-bench transfer`'s Sawyer + Panda dataset trains Stages 1-2: its flagged D_act episodes keep
+    their action files (linked), so Stage 2 leaves them out as in each arm's own dataset; without them
+    the data loader stopped with 'has no actions' before any training."""
+    from sof_ros.bench.transfer import combined_dataset
+    from sof_ros.config import load_config
+    from sof_ros.learn.data import SegmentData
+    from sof_ros.train import segment_data, train
+
+    cfgs = {}
+    for arm, start in (("panda", 0), ("sawyer", 10)):
+        ds = _videos(tmp_path / f"ds_{arm}", start, True)
+        cfgs[arm] = load_config(tiny_config(tmp_path / f"{arm}.yaml", ds.root, tmp_path / arm, steps=2,
+                                            skill={"stride": 1}))
+    root = combined_dataset(cfgs, tmp_path / "work")
+    assert len(Dataset(root).episode_paths()) == 6 and len(list((root / "actions").iterdir())) == 4
+    cfg = cfgs["panda"]
+    cfg.train.dataset, cfg.train.out = str(root), str(tmp_path / "both")
+    data: SegmentData = segment_data(cfg, progress=False)
+    assert len(data.d_act_episodes(None)) == 4  # 2 flagged per arm, none of them in validation
+    train(cfg, stages=("skill", "policy"), progress=False)
+    assert (tmp_path / "both" / "policy.pt").is_file()

@@ -119,19 +119,28 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
 
 
 def combined_dataset(cfgs: dict, work: Path) -> Path:
-    """Both arms' videos in one dataset (links to the episode files, no actions): the Panda's first, so
-    the first in_d_act episodes of a task -- those Stage 2 leaves out -- are the Panda's, as in its own."""
+    """Both arms' videos in one dataset, as links to each arm's files: the Panda's first. The action
+    files of the episodes flagged in_d_act are linked too -- Stages 1-2 never read them, but the
+    training data loads a flagged episode's actions, and the flag is what makes Stage 2 leave that
+    episode out (policy.exclude_d_act) as it does in each arm's own dataset."""
+    import shutil
+
     from sof_ros.data.dataset import Dataset
 
     root = work / "data_both"
     if (root / "dataset.json").is_file():
         return root
     tmp = work / "data_both.tmp"
-    Dataset.create(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # a run interrupted while linking
+    out = Dataset.create(tmp)
     i = 0
     for arm in ARMS:
-        for p in Dataset(cfgs[arm].train.dataset).episode_paths():
-            (tmp / "episodes" / f"ep_{i:06d}.h5").symlink_to(p.resolve())
+        src = Dataset(cfgs[arm].train.dataset)
+        for p in src.episode_paths():
+            link = tmp / "episodes" / f"ep_{i:06d}.h5"
+            link.symlink_to(p.resolve())
+            if src.action_path(p).is_file():
+                out.action_path(link).symlink_to(src.action_path(p).resolve())
             i += 1
     tmp.rename(root)
     return root
