@@ -7,6 +7,7 @@ message that names both, instead of sending a Sawyer's motions to a Panda."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from sof_ros.errors import SofError
 
@@ -32,8 +33,17 @@ def robot_family(robot_name: str) -> str:
     return FAMILIES.get(robot_name, robot_name)
 
 
-def checkpoint_embodiment(checkpoint: str | Path) -> tuple[str, str] | None:
-    """(arm, camera) a checkpoint was trained for, or None when it is not a sof_ros checkpoint
+class Embodiment(NamedTuple):
+    arm: str                 # "sawyer" | "panda"
+    camera: str              # "<simulator>:<camera>", e.g. "metaworld:corner"
+    size: tuple[int, int]    # (W, H) of the frames it was trained on
+
+    def __str__(self) -> str:
+        return f"{self.camera} {self.size[0]}x{self.size[1]}"
+
+
+def checkpoint_embodiment(checkpoint: str | Path) -> Embodiment | None:
+    """The arm and camera a checkpoint was trained for, or None when it is not a sof_ros checkpoint
     (a module:Class policy, a test double)."""
     if not (Path(checkpoint) / "config.yaml").is_file():
         return None
@@ -41,17 +51,18 @@ def checkpoint_embodiment(checkpoint: str | Path) -> tuple[str, str] | None:
     from sof_ros.sim import embodiment
 
     cfg = load_checkpoint_config(checkpoint)
-    return embodiment(cfg.sim), f"{cfg.sim.backend}:{cfg.sim.camera} {cfg.sim.width}x{cfg.sim.height}"
+    return Embodiment(embodiment(cfg.sim), f"{cfg.sim.backend}:{cfg.sim.camera}", (cfg.sim.width, cfg.sim.height))
 
 
-def check_embodiment(checkpoint: str | Path, robot_name: str) -> None:
-    """SofError when `checkpoint` was trained for another arm than robot profile `robot_name`."""
+def check_embodiment(checkpoint: str | Path, robot_name: str) -> Embodiment | None:
+    """SofError when `checkpoint` was trained for another arm than robot profile `robot_name`;
+    else what it was trained for (None for a module:Class policy)."""
     found = checkpoint_embodiment(checkpoint)
     if found is None:
-        return
-    arm, camera = found
+        return None
     robot = robot_family(robot_name)
-    if arm != robot:
+    if found.arm != robot:
         hint = f"; the shipped {robot} checkpoint is {SHIPPED[robot]}" if robot in SHIPPED else ""
-        raise SofError(f"checkpoint {checkpoint} was trained for the {arm} (camera {camera}), but this node drives "
-                       f"robot '{robot_name}' ({robot}): refusing to send another arm's motions{hint}")
+        raise SofError(f"checkpoint {checkpoint} was trained for the {found.arm} (camera {found}), but this node "
+                       f"drives robot '{robot_name}' ({robot}): refusing to send another arm's motions{hint}")
+    return found

@@ -209,20 +209,18 @@ def plan(robot: str, camera_source: str = "", checkpoint: str = "", task: str = 
 def check_embodiment(specs: list[NodeSpec]) -> None:
     """The checkpoint must have been trained for this arm (robot.name) and, when a simulator plays
     the robot, for its camera: refuse a mismatch before any node starts (flow2action refuses it too)."""
-    from sof_ros.embodiment import check_embodiment as check, checkpoint_embodiment
+    from sof_ros.embodiment import check_embodiment as check
 
     eff = {s.name: s.effective() for s in specs}
     f2a = eff["sof_flow2action"]
     if ":" in f2a["agent.policy"]:
         return
     ck = f2a["agent.checkpoint"]
-    check(ck, f2a["robot.name"])
-    found = checkpoint_embodiment(ck)
+    found = check(ck, f2a["robot.name"])
     if found and "sof_sim_bridge" in eff:
         bridge = eff["sof_sim_bridge"]
-        camera = found[1].split(" ")[0]
-        if camera != f"{bridge['sim']}:{bridge['camera']}":
-            raise SofError(f"checkpoint {ck} was trained on camera {found[1]}, but the sim bridge renders "
+        if found.camera != f"{bridge['sim']}:{bridge['camera']}":
+            raise SofError(f"checkpoint {ck} was trained on camera {found}, but the sim bridge renders "
                            f"{bridge['sim']}:{bridge['camera']}; use a checkpoint trained on that camera")
 
 
