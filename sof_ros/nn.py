@@ -58,6 +58,15 @@ def tensor_to_image(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte()
 
 
+def register_flow_scale(module: nn.Module, flow_scale: float, per_step: int) -> None:
+    """`module.scale`: flow units per network unit -- skill.flow_scale, or (flow_scale 0) the training
+    flow's std that sof-train measures and stores; a buffer saved with the weights only then, so it
+    travels with them. Predicted frames (per_step 3) are not flow and keep 1."""
+    measured = flow_scale == 0 and per_step == 2
+    module.register_buffer("scale", torch.tensor(float(flow_scale or 1.0) if per_step == 2 else 1.0),
+                           persistent=measured)
+
+
 def flow_to_channels(flow: torch.Tensor, scale: float) -> torch.Tensor:
     """(B, T, h, w, C) -> (B, C*T, h, w); C is 2 for flow, 3 for predicted frames."""
     b, t, h, w, c = flow.shape

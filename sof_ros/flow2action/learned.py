@@ -20,7 +20,7 @@ from torch import nn
 
 from sof_ros.config import Flow2ActionConfig, SkillConfig
 from sof_ros.errors import SofError
-from sof_ros.nn import ConvEncoder, flow_to_channels, image_to_tensor
+from sof_ros.nn import ConvEncoder, flow_to_channels, image_to_tensor, register_flow_scale
 
 PROPRIO_DIM = 4  # ee xyz (metres) + gripper opening
 POOLS = ("mean", "flatten")
@@ -70,9 +70,7 @@ class Flow2ActionNet(nn.Module):
         super().__init__()
         self.skill_cfg = skill_cfg
         self.use_image = use_image
-        measured = skill_cfg.flow_scale == 0 and self.per_step == 2  # the skill model's measured scale, copied
-        self.register_buffer("scale", torch.tensor(float(skill_cfg.flow_scale or 1.0) if self.per_step == 2 else 1.0),
-                             persistent=measured)
+        register_flow_scale(self, skill_cfg.flow_scale, self.per_step)  # the skill model's measured scale, copied
         cin = self.per_step * skill_cfg.segment + (3 if use_image else 0)
         self.head = _ActionHead(cin, 0, cfg, chunk_length(cfg, skill_cfg), skill_cfg.flow_res)
 

@@ -16,7 +16,7 @@ from torch import nn
 from vector_quantize_pytorch import FSQ
 
 from sof_ros.config import SkillConfig
-from sof_ros.nn import ConvEncoder, ResBlock, channels_to_flow, flow_to_channels, image_to_tensor
+from sof_ros.nn import ConvEncoder, ResBlock, channels_to_flow, flow_to_channels, image_to_tensor, register_flow_scale
 
 
 class SkillAutoencoder(nn.Module):
@@ -25,11 +25,7 @@ class SkillAutoencoder(nn.Module):
     def __init__(self, cfg: SkillConfig):
         super().__init__()
         self.cfg = cfg
-        # flow units per network unit: skill.flow_scale, or (flow_scale 0) the training flow's std set by
-        # sof-train; a buffer, so it travels with the weights
-        measured = cfg.flow_scale == 0 and self.per_step == 2
-        self.register_buffer("scale", torch.tensor(float(cfg.flow_scale or 1.0) if self.per_step == 2 else 1.0),
-                             persistent=measured)
+        register_flow_scale(self, cfg.flow_scale, self.per_step)
         stages = int(math.log2(cfg.flow_res // 4))  # down to a 4x4 grid
         self.flow_enc = ConvEncoder(self.per_step * cfg.segment, cfg.width, stages)
         code_dim = len(cfg.fsq_levels)
