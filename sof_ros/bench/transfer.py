@@ -74,21 +74,6 @@ def _log(msg: str) -> None:
 
 
 # --- data -----------------------------------------------------------------------------------------
-def _has_flow(dataset: Path, key: str) -> bool:
-    import h5py
-
-    from sof_ros.data.dataset import Dataset
-
-    paths = Dataset(dataset).episode_paths()
-    if not paths:
-        return False
-    for p in paths:
-        with h5py.File(p, "r") as f:
-            if key not in f:
-                return False
-    return True
-
-
 def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
     """Collect each arm's demonstrations and their flow where missing; the expert's success rate
     while collecting (training seeds) is kept in DATASET/collect.json."""
@@ -106,10 +91,8 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
             rates = collect(str(ds), c.tasks, c.episodes_per_task, c.seed, cfg.sim, c.act_fraction, c.expert_noise,
                             list(c.cameras), c.only_successful, progress=False, depth=c.depth)
             record.write_text(json.dumps({"expert_success_training_seeds": rates, "commit": git_commit()}, indent=1))
-        key = "flow/" + flow_key(cfg.flow.estimator, gap)
-        if not _has_flow(ds, key):
-            _log(f"flow {key} for {ds}")
-            flow_main([str(ds), "--gap", str(gap), "--workers", str(workers)])
+        _log(f"flow/{flow_key(cfg.flow.estimator, gap)} for {ds} (sof-flow skips episodes that hold it)")
+        flow_main([str(ds), "--gap", str(gap), "--workers", str(workers)])
         from sof_ros.data.dataset import Dataset
 
         eps = Dataset(ds).episodes()
