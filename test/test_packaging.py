@@ -84,3 +84,18 @@ def test_package_xml_declares_every_ros_package_the_code_imports():
     deps = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
     assert {"tf2_ros", "moveit_msgs", "rcl_interfaces", "builtin_interfaces", "ament_index_python"} <= imported
     assert imported - set(_OPTIONAL) <= deps, sorted(imported - set(_OPTIONAL) - deps)
+
+
+def test_results_record_the_console_command_of_a_module_run(monkeypatch):
+    """A benchmark run as `python -m sof_ros.bench.cli transfer ...` records `sof-bench transfer ...`:
+    the command a reader can paste, not the module file's name."""
+    import sys
+    import types
+
+    from sof_ros.bench.meta import command_line
+
+    monkeypatch.setattr(sys, "argv", ["/somewhere/sof_ros/bench/cli.py", "transfer", "--episodes", "8"])
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", types.SimpleNamespace(name="sof_ros.bench.cli"), raising=False)
+    assert command_line() == "sof-bench transfer --episodes 8"
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    assert command_line() == "cli.py transfer --episodes 8"

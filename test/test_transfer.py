@@ -121,13 +121,18 @@ def test_verdict_names_what_transfers():
                 "per_task_ci95": {t: c for t, (_, c) in per.items()}, "label": "x", "arm": "panda", "videos": "x",
                 "episodes": 30}
 
-    rows = {"panda_only": row(0.6, [0.42, 0.75], {"Lift": (0.9, [0.6, 0.98]), "Stack": (0.3, [0.1, 0.6])}),
-            "sawyer_to_panda": row(0.5, [0.33, 0.67], {"Lift": (0.8, [0.5, 0.95]), "Stack": (0.0, [0.0, 0.3])}),
-            "bc_panda": row(0.2, [0.1, 0.38], {"Lift": (0.4, [0.15, 0.7]), "Stack": (0.0, [0.0, 0.3])})}
+    rows = {"panda_only": row(0.6, [0.42, 0.75], {"Lift": (0.9, [0.6, 0.98]), "Stack": (0.3, [0.1, 0.6]),
+                                                  "Door": (0.2, [0.05, 0.5]), "Nut": (0.7, [0.4, 0.9])}),
+            "sawyer_to_panda": row(0.5, [0.33, 0.67], {"Lift": (0.8, [0.5, 0.95]), "Stack": (0.0, [0.0, 0.3]),
+                                                       "Door": (0.9, [0.6, 0.98]), "Nut": (0.1, [0.02, 0.4])}),
+            "bc_panda": row(0.2, [0.1, 0.38], {"Lift": (0.4, [0.15, 0.7]), "Stack": (0.0, [0.0, 0.3]),
+                                               "Door": (0.1, [0.02, 0.4]), "Nut": (0.1, [0.02, 0.4])})}
     v = verdict(rows, 4)
     assert v["sawyer_to_panda_within_panda_only_ci"] and v["sawyer_to_panda_tied_with_panda_only"]
     assert v["sawyer_to_panda_mean_above_bc"] and not v["sawyer_to_panda_ci_above_bc_ci"]
-    assert v["per_task"]["Lift"]["transfers"] and not v["per_task"]["Stack"]["transfers"]
+    transfers = {task: entry["transfers"] for task, entry in v["per_task"].items()}
+    # tied: transfers; at zero: does not; better on the Panda than the Panda's own: transfers; worse: does not
+    assert transfers == {"Lift": True, "Stack": False, "Door": True, "Nut": False}
     result = {"command": "c", "commit": "abc", "machine": "m", "rows": rows, "curve": {}, "verdict": v,
               "protocol": {"robosuite": "1.4.0", "tasks": ["Lift", "Stack"], "camera": "sof_front",
                            "instructions": {"Lift": "lift the red cube", "Stack": "stack"}, "resolution": [128, 128],

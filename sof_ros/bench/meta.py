@@ -34,7 +34,16 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
+    """The command as a user types it: `python -m sof_ros.bench.cli transfer ...` is recorded as
+    `sof-bench transfer ...` (the console script of that module), not as `cli.py transfer ...`."""
+    prog = os.path.basename(sys.argv[0])
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        from importlib.metadata import entry_points
+
+        prog = next((ep.name for ep in entry_points(group="console_scripts")
+                     if ep.value.split(":")[0] == spec.name and ep.name.startswith("sof-")), prog)
+    return " ".join(shlex.quote(a) for a in [prog] + sys.argv[1:])
 
 
 def markdown_header(title: str, result: dict) -> list[str]:

@@ -252,12 +252,12 @@ def verdict(rows: dict, n: int) -> dict:
         return {}
     per_task = {}
     for task in t["per_task"]:
-        tl, th = t["per_task_ci95"][task]
-        pl, ph = p["per_task_ci95"][task]
+        # transfers: the Sawyer's skills solve it on the Panda at all, and not measurably worse than the
+        # Panda's own (Panda-only's mean inside or below Sawyer -> Panda's interval); doing better counts
+        _, th = t["per_task_ci95"][task]
         per_task[task] = {"sawyer_to_panda": t["per_task"][task], "panda_only": p["per_task"][task],
                           "bc_panda": b["per_task"][task],
-                          "transfers": bool(pl <= t["per_task"][task] <= ph and tl <= p["per_task"][task] <= th
-                                            and t["per_task"][task] > 0)}
+                          "transfers": bool(t["per_task"][task] > 0 and p["per_task"][task] <= th)}
     return {"d_act_episodes_per_task": n,
             "sawyer_to_panda_within_panda_only_ci": bool(p["ci95"][0] <= t["average"] <= p["ci95"][1]),
             "sawyer_to_panda_tied_with_panda_only": tied(t, p),
@@ -307,7 +307,7 @@ def markdown(result: dict) -> str:
                   f"(tied: {v['sawyer_to_panda_tied_with_panda_only']})",
                   f"- Sawyer -> Panda above BC with the same Panda D_act: mean **{v['sawyer_to_panda_mean_above_bc']}**, "
                   f"intervals apart: {v['sawyer_to_panda_ci_above_bc_ci']}",
-                  "- per task (transfers = Sawyer -> Panda above zero and tied with Panda-only): "
+                  "- per task (transfers = Sawyer -> Panda above zero and not below Panda-only: Panda-only's mean inside or under its interval): "
                   + "; ".join(f"{t}: {'transfers' if x['transfers'] else 'does not'} ({x['sawyer_to_panda']:.2f} vs "
                               f"{x['panda_only']:.2f}, BC {x['bc_panda']:.2f})" for t, x in v["per_task"].items())]
     data = result.get("data", {})
