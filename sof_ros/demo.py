@@ -53,7 +53,8 @@ def _find_checkpoint(path: str) -> Path:
             return c.resolve()
     raise SofError(f"no SOF checkpoint at {path} (config.yaml missing). Run from the repository root, pass "
                    "--checkpoint DIR, or train one: sof-collect --out data/mw_train --episodes 16 --act-fraction 0.25 "
-                   "&& sof-flow data/mw_train --config config/metaworld.yaml && sof-train --config config/metaworld.yaml")
+                   "&& sof-flow data/mw_train --config config/metaworld.yaml && sof-train --config config/metaworld.yaml "
+                   f"--dataset data/mw_train --out {DEFAULT_CHECKPOINT}")
 
 
 def data_engine(out: Path, tasks: list[str], episodes: int, robot: str = "sawyer") -> dict:
