@@ -78,7 +78,7 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
     """Collect each arm's demonstrations and their flow where missing; the expert's success rate
     while collecting (training seeds) is kept in DATASET/collect.json."""
     from sof_ros.data.collect import collect
-    from sof_ros.data.dataset import flow_key
+    from sof_ros.data.dataset import Dataset, flow_key
     from sof_ros.flow.extract import main as flow_main
 
     out = {}
@@ -92,9 +92,7 @@ def prepare_data(cfgs: dict, gap: int, workers: int = 1) -> dict:
                             list(c.cameras), c.only_successful, progress=False, depth=c.depth)
             record.write_text(json.dumps({"expert_success_training_seeds": rates, "commit": git_commit()}, indent=1))
         _log(f"flow/{flow_key(cfg.flow.estimator, gap)} for {ds} (sof-flow skips episodes that hold it)")
-        flow_main([str(ds), "--gap", str(gap), "--workers", str(workers)])
-        from sof_ros.data.dataset import Dataset
-
+        flow_main([str(ds), "--estimator", cfg.flow.estimator, "--gap", str(gap), "--workers", str(workers)])
         eps = Dataset(ds).episodes()
         out[arm] = {"dataset": str(ds), "episodes": len(eps), "in_d_act": sum(e.in_d_act for e in eps),
                     **(json.loads(record.read_text()) if record.is_file() else {})}
