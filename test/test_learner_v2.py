@@ -211,7 +211,6 @@ def test_segment_cache_reloads_the_same_tensors(tmp_path):
     assert len(list((ds.root / ".cache").glob("segments_*.pt"))) == 2 and c.pad != a.pad
 
 
-
 class _RunsCode:
     """A pickle that runs code when unpickled without weights_only (what a hostile cache file would hold)."""
 
@@ -236,6 +235,7 @@ def test_segment_cache_never_unpickles_code(tmp_path):
     b = SegmentData(str(ds.root), cfg, val_fraction=0.0, progress=False, cache=True)
     assert not marker.exists()
     assert b.episodes == a.episodes and torch.equal(b.flow, a.flow)
+
 
 def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
     """sof-collect --cameras A B: camera i uses seeds seed + i*N + k; collecting one camera alone with

@@ -45,6 +45,8 @@ def flow_gap(name: str) -> int:
     """The gap in frames of a `flow/` entry named by `flow_key`."""
     m = _GAP_SUFFIX.search(name)
     return int(m.group(1)) if m else 1
+
+
 REQUIRED_ATTRS = ("format_version", "task", "instruction", "source", "success")
 _COMPRESS = dict(compression="gzip", compression_opts=4, shuffle=True)
 

@@ -294,7 +294,6 @@ class RobosuiteArm(LiberoArm):
         return s
 
 
-
 # --- scripted experts ---------------------------------------------------------------------------------
 # The LIBERO programs' primitives (grasp from above, carry, place, on privileged poses, in the base
 # frame) with the same 4-D action; heights are in the robot's base frame, where the table top is at
