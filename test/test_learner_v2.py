@@ -155,6 +155,37 @@ def test_top_k_one_sampling_is_greedy():
         pol.generate(img, text)
 
 
+def test_generation_with_cached_keys_and_values_matches_rerunning_the_whole_sequence():
+    """generate() runs each new token through the blocks alone, with the keys and values of the
+    positions before it kept: every step's logits must be those of the teacher-forced `_run` over
+    the whole sequence (the module the checkpoint was trained with), greedy and sampled."""
+    from sof_ros.config import PolicyConfig
+    from sof_ros.policy.model import SkillPolicy
+
+    skill = SkillConfig(flow_res=16, image_res=16, tokens_per_segment=5)
+    torch.manual_seed(1)
+    pol = SkillPolicy(PolicyConfig(d_model=32, layers=3, heads=4, use_proprio=True), skill, 40).eval()
+    img = torch.randint(0, 255, (6, 16, 16, 3), dtype=torch.uint8)
+    text, prop = torch.randn(6, 384), torch.randn(6, 4)
+    with torch.no_grad():
+        for temperature in (0.0, 1.5):
+            torch.manual_seed(2)
+            tokens = pol.generate(img, text, prop, temperature=temperature)
+            full = pol._run(pol._prefix(img, text, prop), tokens)  # logits of token_1..n, all at once
+            torch.manual_seed(2)
+            prefix, cached = pol._prefix(img, text, prop), []
+            x, cache = pol._extend(torch.cat([prefix, pol.tok_emb(torch.full((6, 1), 40))], 1)
+                                   + pol.pos[:, : prefix.shape[1] + 1], None)
+            cached.append(pol.head(pol.norm(x[:, -1])))
+            for i in range(skill.tokens_per_segment - 1):
+                x, cache = pol._extend(pol.tok_emb(tokens[:, i: i + 1]) + pol.pos[:, prefix.shape[1] + 1 + i][:, None], cache)
+                cached.append(pol.head(pol.norm(x[:, -1])))
+            torch.testing.assert_close(torch.stack(cached, 1), full[:, : skill.tokens_per_segment], atol=1e-5, rtol=1e-4)
+            if temperature == 0.0:
+                assert torch.equal(tokens, full[:, : skill.tokens_per_segment].argmax(-1))
+    assert len(set(tokens.flatten().tolist())) > 1  # sampled: not a constant sequence
+
+
 def test_temporal_ensembling_averages_overlapping_chunks():
     from sof_ros.policies.base import FlowPlan
     from sof_ros.policies.sof import CheckpointPolicy
