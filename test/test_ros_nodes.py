@@ -1038,3 +1038,24 @@ def test_camera_computes_flow_only_while_the_flow_topic_has_a_subscriber(ros):
     assert ros.wait_for(lambda: cam.pub_flow.get_subscription_count() >= 1, 10)
     cam._emit(4, rgb, None, K)
     assert ros.wait_for(lambda: calls and flows, 10)
+
+
+def test_a_peer_with_incompatible_qos_is_named_and_nodes_carry_no_per_endpoint_event_handlers(ros, fake_agent):
+    """`ros2 topic pub` without --qos-durability transient_local gives a volatile publisher, which the
+    transient-local instruction subscription can never match: the policy node names the publisher
+    and the policy, once. One graph check on a timer does this instead of rclpy's default QoS event
+    handlers, two per endpoint, which the executor walked for every message (latency, docs/benchmarks.md)."""
+    from sof_ros.ros.policy_node import PolicyNode
+
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent))
+    assert pol.subscriptions and pol.publishers
+    assert not [h for e in (*pol.subscriptions, *pol.publishers) for h in e.event_handlers]
+    ros.publisher(String, Topics.INSTRUCTION, latched_qos())  # compatible: never reported
+    ros.publisher(String, Topics.POLICY_STATUS, latched_qos())  # another publisher: ours is a publisher there
+    time.sleep(2.5)
+    assert pol._qos_watch.problems == []
+    ros.publisher(String, Topics.INSTRUCTION, command_qos())  # volatile, as `ros2 topic pub` by default
+    assert ros.wait_for(lambda: pol._qos_watch.problems, 10)
+    time.sleep(2.5)  # later checks do not repeat it
+    (problem,) = pol._qos_watch.problems
+    assert "/probe" in problem and Topics.INSTRUCTION in problem and "durability" in problem.lower()

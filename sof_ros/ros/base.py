@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -89,6 +90,64 @@ def latched_qos() -> QoSProfile:
     """State a late joiner must see (instruction, e-stop, camera pose, success): reliable, transient local."""
     return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                       depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+
+QOS_CHECK_PERIOD_S = 1.0
+
+
+class QosWatch:
+    """Warns about peers whose QoS can never match ours (no message would pass), as rclpy's default
+    QoS event callbacks do -- e.g. `ros2 topic pub` (volatile) on the transient-local instruction
+    topic, or a reliable display on a best-effort camera topic -- from one timer reading the ROS
+    graph, re-examining an endpoint only when its peer count changed.
+    Why not rclpy's defaults: they add two Python event handlers per publisher and subscription,
+    which SingleThreadedExecutor walks for every message it waits for; on the Flow2Action node
+    (~20 endpoints, several messages per frame) that was a fifth of its CPU and lengthened the
+    frame -> command latency on a 2-core machine (docs/benchmarks.md, "ROS control loop")."""
+
+    def __init__(self):
+        self.endpoints: list[tuple[str, str, QoSProfile]] = []  # (our kind, topic, our QoS)
+        self._peer_counts: dict[int, int] = {}
+        self._reported: set[tuple] = set()
+        self.problems: list[str] = []
+
+    def add(self, kind: str, topic: str, qos: QoSProfile) -> None:
+        self.endpoints.append((kind, topic, qos))
+
+    def check(self, node: Node) -> list[str]:
+        """Incompatibilities found since the last call, each peer endpoint reported once."""
+        from rclpy.qos import QoSCompatibility, qos_check_compatible
+
+        new = []
+        for i, (kind, topic, qos) in enumerate(self.endpoints):
+            ours_subscribes = kind == "subscription"
+            count = node.count_publishers(topic) if ours_subscribes else node.count_subscribers(topic)
+            if self._peer_counts.get(i) == count:
+                continue
+            self._peer_counts[i] = count
+            peers = node.get_publishers_info_by_topic(topic) if ours_subscribes else node.get_subscriptions_info_by_topic(topic)
+            for peer in peers:
+                key = (i, bytes(peer.endpoint_gid))
+                pub_qos, sub_qos = (peer.qos_profile, qos) if ours_subscribes else (qos, peer.qos_profile)
+                compatibility, reason = qos_check_compatible(pub_qos, sub_qos)
+                if compatibility != QoSCompatibility.ERROR or key in self._reported:
+                    continue
+                self._reported.add(key)
+                who = (peer.node_namespace.rstrip("/") + "/" + peer.node_name) if peer.node_name else "a node"
+                problem = (f"the {'publisher' if ours_subscribes else 'subscription'} of {who} on {topic} cannot "
+                           f"match this node's {kind} (reliability {qos.reliability.name.lower()}, durability "
+                           f"{qos.durability.name.lower()}), so no message passes between them: {_reason(reason)}; "
+                           "give it the QoS docs/ros.md lists for this topic")
+                self.problems.append(problem)
+                new.append(problem)
+        return new
+
+
+def _reason(text: str) -> str:
+    """rclpy's 'ERROR: Volatile publisher and transient local subscription;' -> the middle."""
+    text = text.strip()
+    return text[len("ERROR:"):].strip().rstrip(";") if text.startswith("ERROR:") else text.rstrip(";")
 
 
 # --- node base ------------------------------------------------------------------------------------
@@ -182,7 +241,33 @@ class SyncedFrameInputs:
             self._deliver(frame)
 
 
-class SofNode(Node):
+class QosWatchedNode(Node):
+    """rclpy Node whose publishers and subscriptions are created without rclpy's default QoS event
+    handlers and checked by a QosWatch on a timer instead (see QosWatch for why)."""
+
+    def __init__(self, node_name: str, **kwargs):
+        self._qos_watch = QosWatch()  # before Node.__init__, which creates /parameter_events
+        super().__init__(node_name, **kwargs)
+        self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos)
+
+    def create_subscription(self, msg_type, topic, callback, qos_profile, **kwargs):
+        kwargs.setdefault("event_callbacks", SubscriptionEventCallbacks(use_default_callbacks=False))
+        sub = super().create_subscription(msg_type, topic, callback, qos_profile, **kwargs)
+        self._qos_watch.add("subscription", sub.topic_name, sub.qos_profile)
+        return sub
+
+    def create_publisher(self, msg_type, topic, qos_profile, **kwargs):
+        kwargs.setdefault("event_callbacks", PublisherEventCallbacks(use_default_callbacks=False))
+        pub = super().create_publisher(msg_type, topic, qos_profile, **kwargs)
+        self._qos_watch.add("publisher", pub.topic_name, pub.qos_profile)
+        return pub
+
+    def _check_qos(self) -> None:
+        for problem in self._qos_watch.check(self):
+            self.get_logger().warning(f"[qos] {problem}")
+
+
+class SofNode(QosWatchedNode):
     """rclpy Node + typed parameters + reason logging. Subclasses set PARAMS and DEFAULT_NAME."""
 
     PARAMS: type = object
