@@ -145,18 +145,17 @@ class Bench:
         import rclpy
         from geometry_msgs.msg import PoseStamped, TwistStamped
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import Float64, Float64MultiArray, Int64MultiArray, String
 
-        from sof_ros.ros.base import command_qos, latched_qos, sensor_qos
+        from sof_ros.ros.base import QosWatchedNode, command_qos, latched_qos, sensor_qos
 
         eff = {s.name: s.effective() for s in specs}
         cam, pol, f2a = eff["sof_camera"], eff["sof_policy"], eff["sof_flow2action"]
         self.base_frame = f2a["robot.base_frame"]
         self.cam_frame = cam["frame_id"]
         rclpy.init(args=[])
-        self.node = Node("sof_loop_bench")
+        self.node = QosWatchedNode("sof_loop_bench")  # as the graph's nodes: no per-endpoint event handlers
         n = self.node
         sq, cq = sensor_qos(5), command_qos(100)
         self.pub_img = n.create_publisher(Image, cam["image_in_topic"], sq)
@@ -177,7 +176,7 @@ class Bench:
         n.create_subscription(Int64MultiArray, pol["tokens_topic"], self._on_tokens, cq)
         n.create_subscription(Image, pol["flow_plan_topic"], self._on_flow_plan, cq)
         n.create_subscription(Float64MultiArray, pol["action_chunk_topic"], self._on_actions, cq)
-        n.create_subscription(Image, cam["image_in_topic"], self._on_sim_frame, sensor_qos(10))
+        self._sim_topic, self._sim_sub = cam["image_in_topic"], None
         self._ex = SingleThreadedExecutor()
         self._ex.add_node(n)
         self._stop = threading.Event()
@@ -230,6 +229,21 @@ class Bench:
 
     def _on_sim_frame(self, msg) -> None:
         self.sim_frames.append(time.monotonic())
+
+    def count_sim_frames(self, on: bool) -> None:
+        """Subscribe to the sim bridge's frames only while its rate is measured: during the latency
+        phases this process publishes on that topic itself, and taking every one of its own frames
+        back (921 kB each at 640x480) loaded the machine the latency was measured on."""
+        from sensor_msgs.msg import Image
+
+        from sof_ros.ros.base import sensor_qos
+
+        if on and self._sim_sub is None:
+            self.sim_frames.clear()
+            self._sim_sub = self.node.create_subscription(Image, self._sim_topic, self._on_sim_frame, sensor_qos(10))
+        elif not on and self._sim_sub is not None:
+            self.node.destroy_subscription(self._sim_sub)
+            self._sim_sub = None
 
     # --- camera driver ------------------------------------------------------------------------
     def publish_instruction(self, text: str) -> None:
@@ -531,11 +545,12 @@ def main(argv=None):
                 open_spec = G.plan("sim", checkpoint=checkpoint, task=a.task,
                                    params={**params, "sof_sim_bridge.lockstep": False})[0]
                 print(f"[loop] sim bridge alone, {a.sim_seconds:g} s", flush=True)
+                bench.count_sim_frames(True)
                 graph.start([open_spec], "sim_open_loop")
                 result["sim_bridge_open_loop_hz"] = count_sim_rate(bench, graph, a.sim_seconds, settle=1.0)
                 graph.stop()
+                bench.count_sim_frames(False)
                 time.sleep(1.0)
-                bench.sim_frames.clear()
             print(f"[loop] starting camera, policy and flow2action processes (logs: {log_dir})", flush=True)
             graph.start(nodes, "graph")
             bench.publish_instruction(instruction_for(a.task))
@@ -550,7 +565,7 @@ def main(argv=None):
                       + f"  {r['hz']:.1f} Hz", flush=True)
             if not a.no_sim:
                 print(f"[loop] sim bridge in lockstep with the graph, {a.sim_seconds:g} s", flush=True)
-                bench.sim_frames.clear()
+                bench.count_sim_frames(True)
                 graph.start([by_name["sof_sim_bridge"]], "sim_lockstep")
                 result["sim_bridge_hz"] = count_sim_rate(bench, graph, a.sim_seconds, settle=2.0, min_frames=2)
         finally:
