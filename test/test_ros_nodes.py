@@ -827,6 +827,7 @@ def test_unknown_instructions_refused_or_embedded_with_an_encoder_loaded_at_star
     instruction = ros.publisher(String, Topics.INSTRUCTION, latched_qos())
 
     refuse = ros.add(PolicyNode(context=ros.ctx, agent=policy))
+    assert policy.runtime == "onnxruntime", policy.runtime_note  # agent.runtime's default, checked against eager
     assert not loads  # refuse never needs the language model
     instruction.publish(String(data=unknown))
     assert ros.wait_for(lambda: status and status[-1].data.startswith("instruction refused"), 10)

@@ -20,6 +20,7 @@ most once a second.
 """
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -75,10 +76,13 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.agent.load_text_encoder()
             self.get_logger().info(f"language model for new instructions loaded in {time.perf_counter() - t0:.2f} s")
         warm_up = getattr(self.agent, "warm_up", None)
-        if callable(warm_up):  # trace / build kernels now, not on the first frame the arm waits for
+        if callable(warm_up):  # export / trace / build kernels now, not on the first frame the arm waits for
             t0 = time.perf_counter()
-            warm_up()
-            self.get_logger().info(f"policy warmed up in {time.perf_counter() - t0:.2f} s")
+            takes_runtime = "runtime" in inspect.signature(warm_up).parameters
+            runtime = warm_up(runtime=p.agent.runtime) if takes_runtime else warm_up()
+            note = getattr(self.agent, "runtime_note", "")
+            self.get_logger().info(f"policy warmed up in {time.perf_counter() - t0:.2f} s"
+                                   + (f"; plans run on {runtime}" if takes_runtime else "") + (f" ({note})" if note else ""))
         self.replan_every = int(p.agent.replan_every or getattr(self.agent, "replan_every", 0))
         if self.replan_every <= 0:
             raise SofError("replan_every must be > 0 (parameter agent.replan_every or the agent's own)")
