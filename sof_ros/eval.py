@@ -123,14 +123,16 @@ def _run_job(job: dict) -> dict:
 
 
 # --- protocol / work directory ----------------------------------------------------------------
-def protocol_of(cfg: SofConfig) -> dict:
+def protocol_of(cfg: SofConfig, replan_every: int | None = None) -> dict:
+    """What every episode of an evaluation shares; replan_every is the --replan-every override (None:
+    each checkpoint's own eval.replan_every, recorded as 0)."""
     e = cfg.eval
     return {"tasks": list(e.tasks), "cameras": list(e.cameras), "max_steps": int(e.max_steps),
             "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
-            "resolution": [int(cfg.sim.width), int(cfg.sim.height)]}
+            "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0)}
 
 
-_FIXED = ("max_steps", "first_seed", "resolution")  # what every episode of one work directory must share
+_FIXED = ("max_steps", "first_seed", "resolution", "replan_every")  # what every episode of one work directory must share
 
 
 def open_work(work: Path, protocol: dict) -> dict:
@@ -139,7 +141,8 @@ def open_work(work: Path, protocol: dict) -> dict:
     path = work / "protocol.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        clash = {k: (stored[k], protocol[k]) for k in _FIXED if stored.get(k) != protocol[k]}
+        # (work directories from before replan_every was recorded lack it: not compared there)
+        clash = {k: (stored[k], protocol[k]) for k in _FIXED if k in stored and stored[k] != protocol[k]}
         if clash:
             raise SofError(f"{work} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")
@@ -173,7 +176,7 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
         load_policy(row, checkpoint, device, task=e.tasks[0])
     work = Path(work)
-    protocol = open_work(work, protocol_of(cfg))
+    protocol = open_work(work, protocol_of(cfg, replan_every))
     n = int(episodes or e.episodes_per_task_camera)
     seeds = list(range(e.first_seed, e.first_seed + n))
     jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
@@ -289,7 +292,8 @@ def markdown(results: dict) -> str:
         f"- machine: {results['machine']}",
         f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
         f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
-        "renders; score = mean over task x camera with its 95% Wilson interval",
+        "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
+        + "score = mean over task x camera with its 95% Wilson interval",
         "",
         "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",
         "|---|" + "---|" * (len(tasks) + 3),
@@ -329,6 +333,17 @@ def write_results(results: dict, out: Path) -> None:
                  f"MetaWorld success per task (mean over {len(pr['cameras'])} cameras), 95% CIs")
 
 
+def results_path(out: str) -> str:
+    """--out as the results file: a directory (existing, or written with a trailing /) gets
+    metaworld.json inside it; anything else must end in .json. Checked before hours of episodes."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", "\\")):
+        return str(path / "metaworld.json")
+    if path.suffix != ".json":
+        raise SofError(f"--out is the results file (.json, with .md and .png beside it) or a directory, got '{out}'")
+    return out
+
+
 def eval_config(checkpoint: str | None, config: str | None) -> SofConfig:
     """The checkpoint's own protocol, then the YAML file's keys on top (only those it sets)."""
     base = None
@@ -357,6 +372,7 @@ def main(argv=None):
         p.add_argument("--merge-only", action="store_true", help="merge what --work holds, run nothing")
         p.add_argument("--out", default="benchmarks/results/metaworld.json")
         a = p.parse_args(argv)
+        a.out = results_path(a.out)
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         if a.merge_only:
             results = merge(Path(a.work))

@@ -264,6 +264,37 @@ def test_eval_protocol_resumes_shards_and_reports_cis(trained, tmp_path):
 
     with pytest.raises(SofError, match="another protocol"):
         evaluate(None, ["expert"], _protocol(cfg, max_steps=9), work, progress=False)
+    with pytest.raises(SofError, match="another protocol.*replan_every"):  # episodes of two intervals never mix
+        evaluate(None, ["expert"], proto, work, progress=False, replan_every=2)
+
+
+def test_replan_bench_writes_success_per_interval_with_cis(trained, tmp_path):
+    """`sof-bench replan`: one resumable evaluation per interval, its interval recorded in the work
+    directory's protocol, success with Wilson intervals in replan.json / .md / .png."""
+    from sof_ros.bench.replan import main
+
+    cfg, _ = trained
+    out, work = tmp_path / "out", tmp_path / "work"
+    main(["--checkpoint", cfg.train.out, "--tasks", TASK, "--episodes", "1", "--intervals", "2", "4",
+          "--max-steps", "12", "--work", str(work), "--out", str(out)])
+    r = json.loads((out / "replan.json").read_text())
+    assert r["command"] and r["commit"] and r["row"] == "sof" and set(r["intervals"]) == {"2", "4"}
+    for k, point in r["intervals"].items():
+        assert point["episodes"] == len(cfg.eval.cameras) and 0 <= point["ci95"][0] <= point["average"] <= point["ci95"][1]
+        assert json.loads((work / f"replan_every_{k}" / "protocol.json").read_text())["replan_every"] == int(k)
+    assert (out / "replan.png").stat().st_size > 1000 and "| 2 |" in (out / "replan.md").read_text()
+    with pytest.raises(SofError, match="exceed the action chunk"):
+        main(["--checkpoint", cfg.train.out, "--intervals", str(cfg.skill.segment + 1), "--work", str(work)])
+
+
+def test_eval_out_is_a_results_file_or_a_directory(tmp_path):
+    from sof_ros.eval import results_path
+
+    assert results_path(str(tmp_path)) == str(tmp_path / "metaworld.json")
+    assert results_path("runs/x/") == str(__import__("pathlib").Path("runs/x") / "metaworld.json")
+    assert results_path("runs/x.json") == "runs/x.json"
+    with pytest.raises(SofError, match="results file"):
+        results_path("runs/table.md")
 
 
 def test_wilson_interval_and_ties():

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "d_act": "sof_ros.bench.d_act",  # learned Flow2Action success vs action-labelled set size
     "libero": "sof_ros.bench.libero",  # LIBERO-GOAL / LIBERO-10 success per task and row (Franka Panda)
     "transfer": "sof_ros.bench.transfer",  # cross-embodiment: Stages 1-2 from one arm's videos drive another arm
+    "replan": "sof_ros.bench.replan",  # MetaWorld success vs the number of control steps between plans
 }
 
 
