@@ -63,3 +63,9 @@ def test_a_runtime_that_is_missing_or_plans_differently_is_replaced_by_the_trace
     assert "check input 0: tokens" in policy.runtime_note
     with pytest.raises(sof_module.SofError, match="runtime must be one of"):
         policy.warm_up(runtime="tensorrt")
+
+    sampled = load_policy("sof", str(CHECKPOINT))
+    sampled.cfg.policy.temperature = 1.0
+    sampled._graph.temperature = 1.0
+    assert sampled.warm_up(runtime="onnxruntime") == "eager" and "sampled decoding" in sampled.runtime_note
+    assert sampled._graph.temperature == 1.0  # still sampling, not a greedy graph

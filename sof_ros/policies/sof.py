@@ -220,7 +220,7 @@ class SofPolicy(_FlowSkillPolicy):
         elif runtime == "onnxruntime" and not str(self.device).startswith("cpu"):
             runtime, self.runtime_note = "torchscript", f"onnxruntime runs on the CPU; device {self.device} runs the trace"
         eager = _SofPlanGraph(self.models, self.head, bool(self.cfg.policy.use_proprio)).eval()
-        graph = eager
+        graph = eager if runtime != "eager" else self._graph  # (eager keeps the sampling settings)
         if runtime in ("torchscript", "onnxruntime"):
             import warnings
 
