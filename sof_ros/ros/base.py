@@ -100,7 +100,9 @@ class QosWatch:
     """Warns about peers whose QoS can never match ours (no message would pass), as rclpy's default
     QoS event callbacks do -- e.g. `ros2 topic pub` (volatile) on the transient-local instruction
     topic, or a reliable display on a best-effort camera topic -- from one timer reading the ROS
-    graph, re-examining an endpoint only when its peer count changed.
+    graph, re-examining an endpoint only when its peer count changed (so a peer replaced by another
+    within one second is not examined: reading every endpoint's peers each second costs the executor
+    more than the count does).
     Why not rclpy's defaults: they add two Python event handlers per publisher and subscription,
     which SingleThreadedExecutor walks for every message it waits for; on the Flow2Action node
     (~20 endpoints, several messages per frame) that was a fifth of its CPU and lengthened the
