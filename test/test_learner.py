@@ -283,8 +283,10 @@ def test_replan_bench_writes_success_per_interval_with_cis(trained, tmp_path):
         assert point["episodes"] == len(cfg.eval.cameras) and 0 <= point["ci95"][0] <= point["average"] <= point["ci95"][1]
         assert json.loads((work / f"replan_every_{k}" / "protocol.json").read_text())["replan_every"] == int(k)
     assert (out / "replan.png").stat().st_size > 1000 and "| 2 |" in (out / "replan.md").read_text()
+    from sof_ros.flow2action.learned import chunk_length
+
     with pytest.raises(SofError, match="exceed the action chunk"):
-        main(["--checkpoint", cfg.train.out, "--intervals", str(cfg.skill.segment + 1), "--work", str(work)])
+        main(["--checkpoint", cfg.train.out, "--intervals", str(chunk_length(cfg.f2a, cfg.skill) + 1), "--work", str(work)])
 
 
 def test_eval_out_is_a_results_file_or_a_directory(tmp_path):

@@ -19,6 +19,7 @@ from sof_ros.errors import SofError
 def main(argv=None):
     from sof_ros.bench.meta import command_line, git_commit, machine
     from sof_ros.eval import eval_config, evaluate, ties
+    from sof_ros.flow2action.learned import chunk_length
 
     p = argparse.ArgumentParser(prog="sof-bench replan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,8 +46,8 @@ def main(argv=None):
     if a.max_steps:
         cfg.eval.max_steps = a.max_steps
     cfg.eval.episodes_per_task_camera = a.episodes
-    chunk = _chunk_length(cfg)
-    too_long = [k for k in a.intervals if chunk and k > chunk]
+    chunk = chunk_length(cfg.f2a, cfg.skill)
+    too_long = [k for k in a.intervals if k > chunk]
     if too_long:
         raise SofError(f"intervals {too_long} exceed the action chunk ({chunk} steps): the arm would stand still "
                        f"between the chunk's end and the next plan; use intervals up to {chunk}")
@@ -72,19 +73,11 @@ def main(argv=None):
     print(f"wrote {out / 'replan.json'} (+ .md, .png); episode records under {a.work}")
 
 
-def _chunk_length(cfg) -> int:
-    """Control steps an action chunk covers (the learned head predicts one action per flow step)."""
-    return int(getattr(cfg.skill, "segment", 0) or 0)
-
-
 def markdown(r: dict) -> str:
+    from sof_ros.bench.meta import markdown_header
+
     pr = r["protocol"]
-    lines = [
-        "# MetaWorld success vs re-planning interval (`sof-bench replan`)",
-        "",
-        f"- command: `{r['command']}`",
-        f"- commit: `{r['commit']}`",
-        f"- machine: {r['machine']}",
+    lines = markdown_header("MetaWorld success vs re-planning interval (`sof-bench replan`)", r) + [
         f"- checkpoint: `{r['checkpoint']}` (trained and evaluated elsewhere with a plan every "
         f"{r['checkpoint_replan_every']} steps), row `{r['row']}`, action chunk {r['action_chunk_steps']} steps",
         f"- protocol: {len(pr['tasks'])} tasks x cameras {', '.join(pr['cameras'])}; "
