@@ -1060,3 +1060,12 @@ def test_a_peer_with_incompatible_qos_is_named_and_nodes_carry_no_per_endpoint_e
     time.sleep(2.5)  # later checks do not repeat it
     (problem,) = pol._qos_watch.problems
     assert "/probe" in problem and Topics.INSTRUCTION in problem and "durability" in problem.lower()
+
+
+def test_an_unknown_plan_runtime_is_refused_whatever_the_row(ros, fake_agent):
+    """A row without warm_up never reads agent.runtime: the node itself names the bad value."""
+    from sof_ros.errors import SofError
+    from sof_ros.ros.policy_node import PolicyNode
+
+    with pytest.raises(SofError, match="agent.runtime must be one of"):
+        PolicyNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(agent__runtime="tensorrt"))

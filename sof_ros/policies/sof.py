@@ -211,6 +211,7 @@ class SofPolicy(_FlowSkillPolicy):
         Returns the runtime in use."""
         if runtime not in RUNTIMES:
             raise SofError(f"runtime must be one of {RUNTIMES}, got '{runtime}'")
+        self.runtime_note = ""  # why the runtime differs from the one asked for, if it does
         r = self.cfg.skill.image_res
         img = torch.zeros((1, r, r, 3), dtype=torch.uint8, device=self.device)
         text = torch.zeros((1, self.cfg.policy.text_dim), dtype=torch.float32, device=self.device)

@@ -70,6 +70,10 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         p: PolicyNodeParams = self.p
         if p.unknown_instruction not in UNKNOWN_INSTRUCTION:
             raise SofError(f"unknown_instruction must be one of {UNKNOWN_INSTRUCTION}, got '{p.unknown_instruction}'")
+        from sof_ros.policies.sof import RUNTIMES
+
+        if p.agent.runtime not in RUNTIMES:  # checked here too: a row without warm_up would ignore it silently
+            raise SofError(f"agent.runtime must be one of {RUNTIMES}, got '{p.agent.runtime}'")
         self.agent = agent if agent is not None else load_agent(p.agent, p.robot.name)
         if p.unknown_instruction == "warn" and callable(getattr(self.agent, "load_text_encoder", None)):
             t0 = time.perf_counter()  # now, not in the instruction callback (seconds with the executor blocked)
