@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sof_ros.bench.meta import command_line, git_commit, machine
+from sof_ros.bench.meta import command_line, git_commit, machine, markdown_header
 from sof_ros.config import SofConfig, load_checkpoint_config, load_config
 from sof_ros.errors import SofError, run_cli
 from sof_ros.policies import ROWS
@@ -285,11 +285,7 @@ def markdown(results: dict) -> str:
     rows, pr = results["rows"], results["protocol"]
     tasks = pr["tasks"]
     lines = [
-        "# MetaWorld closed-loop success",
-        "",
-        f"- command: `{results['command']}`",
-        f"- commit: `{results['commit']}`",
-        f"- machine: {results['machine']}",
+        *markdown_header("MetaWorld closed-loop success", results),
         f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
         f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
         "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
