@@ -65,8 +65,7 @@ class CollectConfig:
 class FlowConfig:
     """Optical-flow extraction."""
 
-    estimator: str = "dis"  # dis | dis_fast | dis_ultrafast | farneback | raft; dis and why: docs/flow.md
-    dis_preset: str = "medium"  # ultrafast | fast | medium
+    estimator: str = "dis"  # dis (DIS medium) | dis_fast | dis_ultrafast | farneback | raft; why dis: docs/flow.md
     raft_weights: str = ""  # local .pth file; RAFT is never downloaded
     workers: int = 2
 
@@ -181,6 +180,9 @@ def _merge(obj: Any, overrides: dict, where: str) -> Any:
     hints = get_type_hints(type(obj))
     known = {f.name for f in dataclasses.fields(obj)}
     for key, value in overrides.items():
+        removed = _REMOVED.get(f"{where.rsplit('.', 1)[-1]}.{key}")
+        if key not in known and removed:
+            raise SofError(f"config key '{where}.{key}' was removed: {removed}")
         if key not in known:
             raise SofError(
                 f"unknown config key '{where}.{key}'; known keys: {', '.join(sorted(known))}"
@@ -260,12 +262,21 @@ _RENAMED = {"eval": {"episodes_per_task": "episodes_per_task_camera"},
             "f2a": {"d_act_episodes_per_task": "d_act_episodes_per_task_camera"}}  # one camera then
 
 
+# Keys removed, with what to write instead (a user's YAML naming one gets this message).
+_REMOVED = {"flow.dis_preset": "the DIS preset is part of the estimator's name, the one key sof-flow writes, "
+                               "sof-train reads and the camera node runs: set flow.estimator to dis (medium), "
+                               "dis_fast or dis_ultrafast"}
+
+
 def _upgrade(data: dict) -> dict:
-    """A checkpoint config written before a key was renamed, with the new names."""
+    """A checkpoint config written before a key was renamed or removed, in today's keys."""
     out = dict(data)
     for section, renames in _RENAMED.items():
         if isinstance(out.get(section), dict):
             out[section] = {renames.get(k, k): v for k, v in out[section].items()}
+    flow = out.get("flow")
+    if isinstance(flow, dict) and "dis_preset" in flow:  # it never reached sof-train: the key it read is estimator
+        out["flow"] = {k: v for k, v in flow.items() if k != "dis_preset"}
     return out
 
 

@@ -143,6 +143,15 @@ def test_checkpoint_config_round_trip(checkpoint):
         load_checkpoint_config(root / "nowhere")
 
 
+def test_dis_preset_lives_in_the_estimator_name(tmp_path):
+    """A separate preset key made sof-flow write flow/dis_fast while sof-train and the camera node read
+    flow/dis: the key is gone, a YAML naming it is told what to write, and old checkpoints still load."""
+    with pytest.raises(SofError, match=r"'overrides.flow.dis_preset' was removed: .*flow.estimator to dis .*dis_fast"):
+        load_config(overrides={"flow": {"dis_preset": "fast"}})
+    (tmp_path / "config.yaml").write_text("flow:\n  estimator: dis\n  dis_preset: medium\n")
+    assert load_checkpoint_config(tmp_path).flow.estimator == "dis"
+
+
 # --- list-typed config keys ------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, expected", [
     ({"skill": {"fsq_levels": 7}}, r"'overrides.skill.fsq_levels' must be a list of int .*got 7"),

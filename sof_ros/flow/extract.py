@@ -204,9 +204,8 @@ def main(argv=None):
         name = a.estimator or cfg.estimator
         if a.preset and not name.startswith("dis"):
             raise SofError(f"--preset only applies to the DIS estimator, not '{name}'")
-        preset = a.preset or (cfg.dis_preset if name == "dis" else None)
         summary = extract_dataset(a.dataset, name, a.workers or cfg.workers, a.viz, a.force, True,
-                                  preset=preset, raft_weights=a.raft_weights or cfg.raft_weights, device=a.device,
+                                  preset=a.preset, raft_weights=a.raft_weights or cfg.raft_weights, device=a.device,
                                   gap=gap)
         rate = f", {summary['pairs'] / summary['seconds']:.1f} pairs/s" if summary["pairs"] else ""
         print(f"flow/{summary['estimator']}: {summary['extracted']} episodes extracted, {summary['skipped']} "
