@@ -483,6 +483,45 @@ def test_camera_node_realsense_source(ros, monkeypatch):
     assert calls["stopped"] == 1
 
 
+def test_lockstep_applies_the_gripper_the_command_info_carries(ros):
+    """The gripper topic is an unstamped Float64: in lockstep the bridge steps with the gripper named in
+    the command info answering the frame, not whatever gripper message it happened to take last (a
+    late one from the previous command made the simulated trajectory depend on callback order)."""
+    from sof_ros.ros.sim_bridge_node import SimBridgeNode
+
+    sim = SimBridgeNode(context=ros.ctx, parameter_overrides=ov(rate_hz=20.0, lockstep=True))  # not spun: the
+    try:  # test plays the executor, so the order of the three callbacks is the one written here
+        base = sim.p.robot.base_frame
+
+        def answer(stamp, gripper, late_topic_value):
+            sim._on_gripper(Float64(data=float(gripper)))
+            sim._on_twist(cv.twist_msg([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], stamp, base))
+            sim._on_command_info(cv.command_info_msg(cv.CommandInfo(stamp, sim._frame_stamp, 0, 0, True, gripper)))
+            sim._on_gripper(Float64(data=float(late_topic_value)))  # an older gripper message taken late
+
+        assert sim.action()[3] == -1.0
+        answer(sim.now_ns(), 1.0, -1.0)
+        assert sim._answered and sim.action()[3] == 1.0
+        frames = sim.frames_published
+        sim._tick()
+        assert sim.frames_published == frames + 1 and not sim._answered
+        assert sim.action()[3] == 1.0  # held closed until a command says otherwise
+        answer(sim.now_ns(), -1.0, 1.0)
+        assert sim.action()[3] == -1.0
+        # a five-value command info (recorded before the gripper was added) leaves the gripper topic in charge
+        sim._tick()
+        old = cv.command_info_msg(cv.CommandInfo(sim.now_ns(), sim._frame_stamp, 0, 0, True))
+        old.data = list(old.data)[:5]
+        assert cv.msg_to_command_info(old).gripper is None
+        sim._on_twist(cv.twist_msg([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], cv.msg_to_command_info(old).command_stamp_ns, base))
+        sim._on_command_info(old)
+        sim._on_gripper(Float64(data=0.5))
+        assert sim._answered and sim.action()[3] == 0.5
+    finally:
+        sim._sim(sim.arm.close)
+        sim.destroy_node()
+
+
 def test_sim_bridge_task_switch_and_bad_task(ros):
     from sof_ros.ros.sim_bridge_node import SimBridgeNode
 
@@ -586,7 +625,7 @@ def test_twists_are_stamped_when_published_and_the_command_info_names_frame_and_
     stamp = cv.stamp_to_ns(twist.header.stamp)
     assert t0 <= stamp <= t1, (t0 - frame, stamp - t0, t1 - stamp)
     assert np.any(cv.twist_to_arrays(twist)[0])
-    assert info == cv.CommandInfo(stamp, frame, frame - 100_000_000, 3, False)
+    assert info == cv.CommandInfo(stamp, frame, frame - 100_000_000, 3, False, 1.0)
     sent.clear()
     node.safety.estop("test")
     node._watchdog()  # a stop that answers no frame

@@ -18,11 +18,14 @@ The three parts are paired by stamp; a plan is complete when all three have arri
 
 Command provenance (what each command answers; the twist itself is stamped when it is published,
 as MoveIt Servo requires) -> `std_msgs/Int64MultiArray`, `data_offset = 0`,
-`data = [command_stamp_ns, frame_stamp_ns, plan_stamp_ns, step_in_plan, is_zero]`, one dim
-("command_info", 5). command_stamp_ns is the header stamp of the TwistStamped (and PoseStamped)
+`data = [command_stamp_ns, frame_stamp_ns, plan_stamp_ns, step_in_plan, is_zero, gripper_milli]`, one
+dim ("command_info", 6). command_stamp_ns is the header stamp of the TwistStamped (and PoseStamped)
 published with it; frame_stamp_ns the capture stamp of the camera frame it answers (0 for a watchdog
 or e-stop command that answers no frame); plan_stamp_ns the frame stamp of the plan it was computed
-from (0: none); step_in_plan -1 when there is no plan.
+from (0: none); step_in_plan -1 when there is no plan; gripper_milli the gripper command published
+with it times 1000 (NO_GRIPPER, INT64_MIN, when none was): the gripper topic is a plain Float64 with
+no stamp, so this is how the sim bridge's lockstep applies exactly the gripper that answers a frame.
+Five-value messages (recorded before the gripper was added) read as gripper None.
 """
 from __future__ import annotations
 
@@ -45,7 +48,9 @@ _ENCODINGS: dict[str, tuple[str, int]] = {
 }
 
 PLAN_HEADER_LEN = 6  # sec, nanosec, plan_steps, image_width, image_height, frames_per_step
-COMMAND_INFO_FIELDS = ("command_stamp_ns", "frame_stamp_ns", "plan_stamp_ns", "step_in_plan", "is_zero")
+COMMAND_INFO_FIELDS = ("command_stamp_ns", "frame_stamp_ns", "plan_stamp_ns", "step_in_plan", "is_zero",
+                       "gripper_milli")
+NO_GRIPPER = -(2 ** 63)  # gripper_milli of a command sent without a gripper command
 
 
 class ConversionError(ValueError):
@@ -337,20 +342,24 @@ class CommandInfo(NamedTuple):
     plan_stamp_ns: int  # frame stamp of the plan it came from; 0 = none
     step_in_plan: int  # -1 = no plan
     is_zero: bool
+    gripper: float | None = None  # the gripper command sent with it (-1 open .. 1 closed); None = none sent
 
 
 def command_info_msg(info: CommandInfo) -> Int64MultiArray:
     msg = Int64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label="command_info", size=len(COMMAND_INFO_FIELDS), stride=len(COMMAND_INFO_FIELDS))]
+    grip = NO_GRIPPER if info.gripper is None else int(round(float(info.gripper) * 1000))
     msg.data = [int(info.command_stamp_ns), int(info.frame_stamp_ns), int(info.plan_stamp_ns), int(info.step_in_plan),
-                int(bool(info.is_zero))]
+                int(bool(info.is_zero)), grip]
     return msg
 
 
 def msg_to_command_info(msg: Int64MultiArray) -> CommandInfo:
-    data = list(msg.data)
-    if len(data) != len(COMMAND_INFO_FIELDS) or int(msg.layout.data_offset) != 0:
-        raise ConversionError(f"command info must be {len(COMMAND_INFO_FIELDS)} values {COMMAND_INFO_FIELDS} "
+    data = [int(v) for v in msg.data]
+    n = len(COMMAND_INFO_FIELDS)
+    if len(data) not in (n - 1, n) or int(msg.layout.data_offset) != 0:
+        raise ConversionError(f"command info must be {n} values {COMMAND_INFO_FIELDS} "
                               f"at data_offset 0, got {len(data)} at {msg.layout.data_offset}")
-    c, f, pl, step, zero = (int(v) for v in data)
-    return CommandInfo(c, f, pl, step, bool(zero))
+    c, f, pl, step, zero = data[:5]
+    grip = data[5] if len(data) == n else NO_GRIPPER
+    return CommandInfo(c, f, pl, step, bool(zero), None if grip == NO_GRIPPER else grip / 1000.0)

@@ -308,15 +308,16 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
                  step: int = -1) -> None:
         """Gripper first, then the twist stamped now (MoveIt Servo measures a command's age from its
         stamp), then the command info naming the frame (0: none, e.g. a watchdog stop) and plan it
-        answers -- the sim bridge's lockstep and the latency benchmark key on that. Zero twists are
-        always published, whatever the mode."""
+        answers and the gripper value sent -- the sim bridge's lockstep and the latency benchmark key
+        on that. Zero twists are always published, whatever the mode."""
         p = self.p
         if cmd.gripper is not None:
             self.pub_grip.publish(Float64(data=float(cmd.gripper)))
         now = self.now_ns()
         if p.output_mode != "pose" or cmd.is_zero:
             self.pub_twist.publish(cv.twist_msg(cmd.linear, cmd.angular, now, p.robot.base_frame))
-        self.pub_info.publish(cv.command_info_msg(cv.CommandInfo(now, frame_stamp_ns, plan_stamp_ns, step, cmd.is_zero)))
+        self.pub_info.publish(cv.command_info_msg(cv.CommandInfo(now, frame_stamp_ns, plan_stamp_ns, step, cmd.is_zero,
+                                                                 cmd.gripper)))
         if cmd.is_zero:
             self.zero_twists_published += 1
         else:

@@ -11,7 +11,8 @@ robot.base_frame, exactly as a Panda's MoveIt Servo and franka_ros2 use them.
 
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
 command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
-stamp of its twist, and that twist is here. A frame left unanswered for `lockstep_timeout_s` (the
+stamp of its twist, and that twist is here; the gripper applied is the one the command info carries
+(the gripper topic has no stamp, and its message may be taken before or after the info's). A frame left unanswered for `lockstep_timeout_s` (the
 graph still starting, no instruction yet, a frame the policy or Flow2Action rejected) is published
 again, with a new stamp, and the simulator does not step: the state sequence depends only on the
 commands, never on how fast the CPU brought the graph up (stepping with a zero command instead made
@@ -74,6 +75,7 @@ class SimBridgeNode(SofNode):
         self._answered = True
         self._twist_stamp = -1  # header stamp of the newest twist (flow2action stamps at publish time)
         self._answer_twist = None  # stamp of the twist that answers the current frame, once its info arrived
+        self._answer_grip: float | None = None  # the gripper command that info carries (None: none sent)
         self._held_logged = False
         self._load_task(p.task)
         self._reset(self.seed)
@@ -125,6 +127,7 @@ class SimBridgeNode(SofNode):
         self._twist[:] = 0
         self._twist_at = -np.inf
         self._grip = -1.0
+        self._answer_grip = None
         self._held_logged = False
         obs = self._sim(self.arm.reset, self.seed)
         self.pub_cam_pose.publish(cv.matrix_to_pose_stamped(obs.cam_pose, self.now_ns(), self.p.robot.base_frame))
@@ -167,6 +170,8 @@ class SimBridgeNode(SofNode):
             return
         if info.frame_stamp_ns == self._frame_stamp and self._answer_twist is None:
             self._answer_twist = info.command_stamp_ns
+            self._answer_grip = None if info.gripper is None or not np.isfinite(info.gripper) else \
+                float(np.clip(info.gripper, -1.0, 1.0))
             self._check_answered()
 
     def _check_answered(self) -> None:
@@ -186,7 +191,7 @@ class SimBridgeNode(SofNode):
         a = np.zeros(4)
         if now - self._twist_at <= p.command_timeout_s:
             a[:3] = self._twist / (p.robot.metres_per_action_unit * p.rate_hz)
-        a[3] = self._grip
+        a[3] = self._answer_grip if (p.lockstep and self._answered and self._answer_grip is not None) else self._grip
         return np.clip(a, -1.0, 1.0)
 
     # --- stepping ---------------------------------------------------------------------------
@@ -214,7 +219,10 @@ class SimBridgeNode(SofNode):
         stamp = self.now_ns()  # capture time of this frame; carried through plan and command headers
         cam = p.robot.camera_frame
         h, w = obs.rgb.shape[:2]
+        if self._answered and self._answer_grip is not None:
+            self._grip = self._answer_grip  # the gripper stays where the last answered command put it
         self._frame_stamp, self._frame_at, self._answered, self._answer_twist = stamp, time.monotonic(), False, None
+        self._answer_grip = None
         self._last_obs = obs
         d = self.arm.data
         js = JointState()
