@@ -483,7 +483,13 @@ class GeometricFlow2Action:
     def _object_motion(self, flow, depth, K, P, m, scale, rigid_with=None):
         """The object's points, motion, planned displacement, whether it moves and its grasp point --
         or a string saying why there is no object to track. `rigid_with`: a mask of points that move
-        rigidly with the object (the hand holding it), added to the motion fit only."""
+        rigidly with the object (the hand holding it), added to the motion fit only when the object's own
+        points move (or are too few to fit alone): a plan in which the hand lets go and leaves must not
+        drag a still object along with it."""
+        if rigid_with is not None and rigid_with.any():
+            alone = self._object_motion(flow, depth, K, P, m, scale)
+            if not isinstance(alone, str) and not alone[3]:
+                return alone
         vv, uu = np.nonzero(m)
         if len(uu) < self.min_points:
             return f"only {len(uu)} object pixels with valid depth (< min_points={self.min_points})"
