@@ -75,8 +75,11 @@ def test_known_object_lift_gives_grasp_subgoals_from_above(scene):
     assert s.mode == "grasp" and s.grip == OPEN
     g = mot.grasp_point
     assert np.min(np.linalg.norm(mot.obj_points - g, axis=1)) < 0.02  # the grasp point lies on the object
-    np.testing.assert_allclose(s.waypoints[0], g + [0, 0, s.hover_m], atol=1e-9)  # hover above, then descend
-    np.testing.assert_allclose(s.waypoints[1], g, atol=1e-9)
+    hover, grasp = s.waypoints  # above the object's centre, then down to its lower half
+    np.testing.assert_allclose(grasp[:2], g[:2], atol=1e-9)
+    np.testing.assert_allclose(hover, grasp + [0, 0, s.hover_m], atol=1e-9)
+    z = mot.obj_points[:, 2]
+    assert z.min() <= grasp[2] <= g[2] <= z.max()
     a = s.act(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], 0, scene["mask"], scene["robot"], plan_id=None)
     assert np.all(np.abs(a) <= 1) and a[3] == OPEN
 
@@ -84,16 +87,21 @@ def test_known_object_lift_gives_grasp_subgoals_from_above(scene):
 def test_known_planar_motion_gives_push_from_behind(scene):
     push = np.array([0.10, 0.0, 0.0])
     plan = rigid_plan(scene, {M(scene["mask"]): push})
-    s = GeometricFlow2Action()
-    mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
+    s = GeometricFlow2Action()  # 4 fields 4 control steps apart: 10 cm in 16 steps, within the arm's speed
+    mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"],
+                     frames_per_step=4)
     np.testing.assert_allclose(mot.obj_disp, push, atol=0.035, err_msg=s.last_reason)  # 10 cm, a 7-px button
     assert s.mode == "push" and s.grip == CLOSED
-    contact = s.waypoints[-1]
+    hover, start = s.waypoints  # above the start point, then down to it
+    np.testing.assert_allclose(hover, start + [0, 0, s.hover_m], atol=1e-9)
     g = mot.grasp_point
-    np.testing.assert_allclose(contact[2], g[2] - s.push_down_m, atol=1e-9)  # lower ...
-    back = (g - contact)[:2] / np.linalg.norm((g - contact)[:2])
-    assert back @ [1.0, 0.0] > np.cos(np.deg2rad(25))  # ... and behind the push direction
-    assert abs(np.linalg.norm((g - contact)[:2]) - s.push_back_m) < 1e-9
+    back = (g - start)[:2]
+    assert back @ [1.0, 0.0] / np.linalg.norm(back) > np.cos(np.deg2rad(25))  # behind the push direction ...
+    assert s.push_back_m <= np.linalg.norm(back) <= s.push_back_m + 0.03  # ... from the object's rear face
+    assert g[2] - s.push_down_m - 0.01 <= start[2] <= g[2] - s.push_down_m + 0.01  # and lower (AVDC)
+    # once there, the hand pushes along the object's planned motion, from its rear face
+    a = s.act(plan, scene["depth"], scene["K"], scene["P"], start, 0, scene["mask"], scene["robot"], frames_per_step=4)
+    assert s.in_contact and a[3] == CLOSED and a[0] > 0.05, (a, s.last_reason)
 
 
 def test_grasp_then_release_toggle_the_gripper(scene):
@@ -103,9 +111,17 @@ def test_grasp_then_release_toggle_the_gripper(scene):
     # the hand at the grasp point when the plan lifts the object (the TCP is simply reported there)
     s = GeometricFlow2Action()
     s.new_plan(lift, scene["depth"], scene["K"], scene["P"], g, scene["mask"], None, plan_id="at-object")
-    assert s.grip == CLOSED and s.in_contact and s.mode == "grasp", s.last_reason
+    assert s.grip == OPEN and s.mode == "grasp", s.last_reason
     a = s.act(lift, scene["depth"], scene["K"], scene["P"], g, 0, scene["mask"], None, plan_id="at-object")
-    assert a[3] == CLOSED and np.all(a[:3] == 0)  # holds still while the fingers close
+    # closes, pressing on down to the object's lower half (no sideways motion) while the fingers close
+    assert a[3] == CLOSED and s.in_contact and np.all(np.abs(a[:2]) < 1e-6) and a[2] <= 0, a
+    for step in range(1, s.close_steps + 1):
+        a = s.act(lift, scene["depth"], scene["K"], scene["P"], g, step, scene["mask"], None, plan_id="at-object")
+    # closed: the next plan carries the hand with the object, 15 cm up
+    s.new_plan(lift, scene["depth"], scene["K"], scene["P"], g, scene["mask"], None, plan_id="held")
+    np.testing.assert_allclose(s.subgoals[-1] - g, [0, 0, 0.15], atol=0.035)
+    a = s.act(lift, scene["depth"], scene["K"], scene["P"], g, 0, scene["mask"], None, plan_id="held")
+    assert a[3] == CLOSED and a[2] > 0.05
     # a plan in which the hand leaves a still object: release
     u, v = np.mgrid[0:128, 0:128]
     hand = np.zeros((128, 128), bool)

@@ -83,6 +83,29 @@ def sample_flow(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.ndar
     return v * scale[None, :]
 
 
+def sample_flow_consistent(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Like `sample_flow`, but each point takes the one of its 4 neighbouring cells whose flow is
+    nearest the points' median flow instead of their bilinear blend: a point of a small object sits
+    next to the background in most of its cells, and a blend with the background's (zero) flow makes
+    its track lag. NaN where no neighbouring cell is finite."""
+    h, w = flow.shape[:2]
+    x = np.clip((pts[:, 0] + 0.5) / scale[0] - 0.5, 0.0, w - 1.0)
+    y = np.clip((pts[:, 1] + 0.5) / scale[1] - 0.5, 0.0, h - 1.0)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    cand = np.stack([flow[y0, x0], flow[y0, x1], flow[y1, x0], flow[y1, x1]], axis=1)  # (N, 4, 2)
+    with np.errstate(invalid="ignore"):
+        ref = np.nanmedian(sample_flow(flow, pts, scale), axis=0) / scale if len(pts) else np.zeros(2)
+    if not np.all(np.isfinite(ref)):
+        ref = np.zeros(2)
+    dist = np.linalg.norm(cand - ref, axis=2)
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    best = np.argmin(dist, axis=1)
+    out = cand[np.arange(len(pts)), best] * scale[None, :]
+    out[~np.isfinite(dist[np.arange(len(pts)), best])] = np.nan
+    return out
+
+
 def chain_tracks(flows: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Track image-pixel points through consecutive flows: (T, h, w, 2), (N, 2) -> (T+1, N, 2).
     A point that samples a non-finite flow value is NaN from then on."""
@@ -227,6 +250,36 @@ def motion_mask(flow: np.ndarray, depth: np.ndarray, K: np.ndarray, cam_pose: np
     return moving & valid & ~arm
 
 
+def object_centre(Xw: np.ndarray, cam_pos: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.ndarray:
+    """The centre of an object from its visible 3-D surface points (world, N x 3): the middle of
+    their robust (`lo`-`hi` percentile) extent in x, y and z, pushed away from the camera along the
+    horizontal viewing direction by half of what the camera cannot see -- a camera sees the front
+    of an object, so the visible points' depth extent falls short of its width across the view by
+    about the hidden back (a ball seen from the side: visible depth r of width 2r, centre r/2 further)."""
+    lo_, hi_ = np.percentile(Xw, [lo, hi], axis=0)
+    c = 0.5 * (lo_ + hi_)
+    d = c[:2] - np.asarray(cam_pos, np.float64)[:2]
+    if np.linalg.norm(d) < 1e-6:
+        return c
+    d = d / np.linalg.norm(d)
+    across = np.array([-d[1], d[0]])
+    a, b = Xw[:, :2] @ d, Xw[:, :2] @ across
+    seen = float(np.subtract(*np.percentile(a, [hi, lo])))
+    width = float(np.subtract(*np.percentile(b, [hi, lo])))
+    c[:2] += d * 0.5 * max(width - seen, 0.0)
+    return c
+
+
+def _avdc_grasp(px: np.ndarray, X: np.ndarray, K: np.ndarray, P: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """AVDC's grasp point: the sample nearest the mask's geometric median (2-D), median depth around it."""
+    d2 = np.linalg.norm(px[:, None] - px[None], axis=2).sum(1) if len(px) <= 600 else \
+        np.linalg.norm(px - np.median(px, axis=0), axis=1)
+    g = int(np.argmin(d2))
+    near = np.linalg.norm(px - px[g], axis=1) < 5.0 * max(scale.min() / 4, 1.0)
+    gz = float(np.median(X[near, 2]))
+    return camera_to_world(P, backproject(K, px[g], gz))
+
+
 # --- the plan's geometry ------------------------------------------------------------------
 @dataclass
 class PlanMotion:
@@ -265,13 +318,15 @@ class GeometricFlow2Action:
     module docstring for the control rules; lengths are metres, image pixels are depth pixels.
     """
 
-    def __init__(self, gain: float = 2.0, precision_m: float = 0.02, n_points: int = 500, min_points: int = 6,
+    def __init__(self, gain: float = 0.25, precision_m: float = 0.02, n_points: int = 500, min_points: int = 6,
                  motion_model: str = "se3", ray_ridge: float = 0.0, obj_move_m: float = 0.01,
                  obj_move_px: float = 1.0, hand_move_m: float = 0.01, contact_m: float = 0.05,
-                 lift_m: float = 0.015, close_steps: int = 6, hover_m: float = 0.12, reach_tol_m: float = 0.02,
-                 push_back_m: float = 0.08, push_down_m: float = 0.03, release_m: float = 0.05,
-                 stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
-                 approach: str = "plan", ee_radius_px: float = 8.0, depth_tol: float = 0.06,
+                 lift_m: float = 0.03, close_steps: int = 8, hover_m: float = 0.12, reach_tol_m: float = 0.02,
+                 grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
+                 release_m: float = 0.05, stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
+                 approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
+                 max_speed_m: float = 0.015, sampling: str = "consistent",
+                 ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
             raise SofError(f"gain must be a positive number, got {gain}")
@@ -279,6 +334,8 @@ class GeometricFlow2Action:
             raise SofError(f"motion_model must be 'translation' or 'se3', got {motion_model!r}")
         if approach not in ("plan", "mask"):
             raise SofError(f"approach must be 'plan' (follow the plan's hand) or 'mask' (go to the object), got {approach!r}")
+        if grasp_from not in ("3d", "avdc"):
+            raise SofError(f"grasp_from must be '3d' (centre of the lifted mask points) or 'avdc' (2-D median), got {grasp_from!r}")
         if n_points < 1 or min_points < 1 or not precision_m > 0:
             raise SofError("n_points and min_points must be at least 1 and precision_m positive")
         self.gain, self.precision_m = float(gain), float(precision_m)
@@ -286,10 +343,18 @@ class GeometricFlow2Action:
         self.motion_model, self.ray_ridge = motion_model, float(ray_ridge)
         self.obj_move_m, self.obj_move_px, self.hand_move_m = float(obj_move_m), float(obj_move_px), float(hand_move_m)
         self.contact_m, self.lift_m, self.close_steps = float(contact_m), float(lift_m), int(close_steps)
-        self.hover_m, self.reach_tol_m = float(hover_m), float(reach_tol_m)
+        self.hover_m, self.reach_tol_m, self.grasp_z_tol_m = float(hover_m), float(reach_tol_m), float(grasp_z_tol_m)
         self.push_back_m, self.push_down_m, self.release_m = float(push_back_m), float(push_down_m), float(release_m)
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
-        self.approach = approach
+        self.approach, self.grasp_from = approach, grasp_from
+        if tracking not in ("model", "chain"):
+            raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
+        self.tracking, self.grasp_z_frac = tracking, float(grasp_z_frac)
+        self.max_speed_m = float(max_speed_m)  # metres per control step: no planned motion is faster
+        if sampling not in ("consistent", "bilinear"):
+            raise SofError(f"sampling must be 'consistent' or 'bilinear', got {sampling!r}")
+        self.sampling = sampling
+        self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
         self.flow_noise_px = self._noise_px = float(flow_noise_px)
@@ -301,7 +366,10 @@ class GeometricFlow2Action:
         self._rng = np.random.default_rng(self.seed)
         self.grip = OPEN
         self.mode: str | None = None  # "grasp" | "push" once the object has moved in a plan
-        self.in_contact = False
+        self.in_contact = False  # grasp: the gripper closed on the object; push: the hand at the object
+        self._after_reach: np.ndarray | None = None  # push: the subgoals to follow once the approach is done
+        self._push_dir: np.ndarray | None = None  # push: the last direction a plan pushed the object
+        self.current_target: np.ndarray | None = None
         self.subgoals: np.ndarray | None = None  # (T+1, 3) world subgoals, followed in order
         self._sub = 0  # index of the subgoal being chased
         self.waypoints: list[np.ndarray] = []  # reach-phase targets (hover, contact point), in order
@@ -312,6 +380,7 @@ class GeometricFlow2Action:
         self._plan_id: object = None
         self._plan_start = 0
         self._hold = 0  # steps left holding still (gripper closing)
+        self._hold_at: np.ndarray | None = None  # where the hand presses while the gripper closes
         self._backoff = 0
         self._stall = 0
         self._prev_ee: np.ndarray | None = None
@@ -381,6 +450,7 @@ class GeometricFlow2Action:
         scale = np.array([W / w, H / h])
         self._noise_px = self.flow_noise_px * float(scale.max())  # half a working pixel, in image pixels
         steps = np.arange(T + 1) * int(frames_per_step)
+        self._fps = int(frames_per_step)
         ee_cam = world_to_camera(P, ee)
         if ee_cam[2] <= 1e-3:
             return fail("end-effector is behind the camera: zero action")
@@ -401,7 +471,8 @@ class GeometricFlow2Action:
             m &= ~robot_mask
         hand = self._hand_motion(flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, m, robot_mask)
         hand_moving = hand is not None and float(np.linalg.norm(hand, axis=1).max()) >= self.hand_move_m
-        obj = self._object_motion(flow, depth, K, P, m, scale)
+        held = robot_mask & valid if (robot_mask is not None and self.mode == "grasp" and self.in_contact) else None
+        obj = self._object_motion(flow, depth, K, P, m, scale, rigid_with=held)
         if isinstance(obj, str):
             if hand is None:
                 return fail(f"{obj}, and no hand points to follow: zero action")
@@ -409,67 +480,133 @@ class GeometricFlow2Action:
         Xw, obj_T, disp, moving, grasp = obj
         return PlanMotion(True, f"{len(Xw)} object points", steps, Xw, obj_T, moving, disp, hand, hand_moving, grasp)
 
-    def _object_motion(self, flow, depth, K, P, m, scale):
-        """The object's points, motion, planned displacement, whether it moves and AVDC's grasp
-        point -- or a string saying why there is no object to track."""
+    def _object_motion(self, flow, depth, K, P, m, scale, rigid_with=None):
+        """The object's points, motion, planned displacement, whether it moves and its grasp point --
+        or a string saying why there is no object to track. `rigid_with`: a mask of points that move
+        rigidly with the object (the hand holding it), added to the motion fit only when the object's own
+        points move (or are too few to fit alone): a plan in which the hand lets go and leaves must not
+        drag a still object along with it."""
+        if rigid_with is not None and rigid_with.any():
+            alone = self._object_motion(flow, depth, K, P, m, scale)
+            if not isinstance(alone, str) and not alone[3]:
+                return alone
         vv, uu = np.nonzero(m)
         if len(uu) < self.min_points:
             return f"only {len(uu)} object pixels with valid depth (< min_points={self.min_points})"
-        px, X, tracks = self._sample_tracks(vv, uu, flow, depth, K, scale)
+        px, X = self._sample_points(vv, uu, depth, K)
+        n_obj = len(px)
+        if rigid_with is not None and rigid_with.any():
+            hv, hu = np.nonzero(rigid_with & ~m)
+            hpx, hX = self._sample_points(hv, hu, depth, K)
+            px, X = np.concatenate([px, hpx]), np.concatenate([X, hX])
+        if self.tracking == "model":
+            obj_T, tracks = self._fit_motion_model(X, px, flow, K, P, scale)
+        else:
+            tracks = chain_tracks(flow, px, scale)
+            obj_T = None
         ok = np.all(np.isfinite(tracks[1]), axis=1)
         if ok.sum() < self.min_points:
             return f"only {int(ok.sum())} object points have finite flow (< min_points)"
-        obj_T = self._fit_motion(X, tracks, K, P)
+        if obj_T is None:
+            obj_T = self._fit_motion(X, tracks, K, P)
+        px, X, tracks = px[:n_obj], X[:n_obj], tracks[:, :n_obj]
         Xw = camera_to_world(P, X)
         centre = Xw.mean(axis=0)
         carried = obj_T[:, :3, :3] @ centre + obj_T[:, :3, 3]
         disp = carried[-1] - centre
         last = np.all(np.isfinite(tracks), axis=2)  # (T+1, N): still tracked at each frame
-        kk = int(np.max(np.flatnonzero(last.sum(1) >= self.min_points)))
-        px_move = float(np.median(np.linalg.norm(tracks[kk][last[kk]] - tracks[0][last[kk]], axis=1)))
+        kk = int(np.max(np.flatnonzero(last.sum(1) >= min(self.min_points, max(1, n_obj))))) if last.any() else 0
+        px_move = float(np.median(np.linalg.norm(tracks[kk][last[kk]] - tracks[0][last[kk]], axis=1))) if kk else 0.0
         moving = bool(np.linalg.norm(carried - centre, axis=1).max() >= self.obj_move_m and px_move >= self.obj_move_px)
-        # AVDC's grasp point: the sample nearest the mask's geometric median (2-D), median depth around it
-        d2 = np.linalg.norm(px[:, None] - px[None], axis=2).sum(1) if len(px) <= 600 else \
-            np.linalg.norm(px - np.median(px, axis=0), axis=1)
-        g = int(np.argmin(d2))
-        near = np.linalg.norm(px - px[g], axis=1) < 5.0 * max(scale.min() / 4, 1.0)
-        gz = float(np.median(X[near, 2]))
-        grasp = camera_to_world(P, backproject(K, px[g], gz))
+        grasp = object_centre(Xw, P[:3, 3]) if self.grasp_from == "3d" else _avdc_grasp(px, X, K, P, scale)
         return Xw, obj_T, disp, moving, grasp
 
-    def _sample_tracks(self, vv, uu, flow, depth, K, scale):
-        """At most n_points random pixels of (vv, uu), their camera-frame points and their chained flow
-        tracks: the one way both the object and the hand are sampled and followed."""
+    def _sample_points(self, vv, uu, depth, K):
+        """At most n_points random pixels of (vv, uu) and their camera-frame points: the one way the
+        object, the hand and the points held with the object are sampled."""
         if len(uu) > self.n_points:
             pick = self._rng.choice(len(uu), self.n_points, replace=False)
             vv, uu = vv[pick], uu[pick]
         px = np.stack([uu, vv], 1).astype(np.float64)
-        return px, backproject(K, px, depth[vv, uu]), chain_tracks(flow, px, scale)
+        return px, backproject(K, px, depth[vv, uu])
+
+    def _sample_tracks(self, vv, uu, flow, depth, K, scale):
+        """`_sample_points` and their chained flow tracks (the hand's)."""
+        px, X = self._sample_points(vv, uu, depth, K)
+        return px, X, chain_tracks(flow, px, scale)
+
+    def _fit_motion_model(self, X, px, flow, K, P, scale):
+        """AVDC's tracking: field by field, move the points' current image positions by the flow, fit
+        the rigid motion of their current 3-D positions onto them, then re-project the moved 3-D
+        points -- the tracks stay those of one rigid body, so a point that samples another surface's
+        flow at the object's border (or a bad field) is not carried on. Returns the (T+1, 4, 4)
+        world-frame motion, cumulative from the first frame, and the (T+1, N, 2) model tracks (NaN
+        where a point's flow is undefined)."""
+        T = flow.shape[0]
+        out = np.tile(np.eye(4), (T + 1, 1, 1))
+        tracks = np.full((T + 1, len(px), 2), np.nan)
+        tracks[0] = px
+        Xc, uv = X.copy(), px.copy()
+        cum = np.eye(4)
+        for k in range(T):
+            d = (sample_flow_consistent if self.sampling == "consistent" else sample_flow)(flow[k], uv, scale)
+            target = uv + d
+            fin = np.all(np.isfinite(target), axis=1)
+            if fin.sum() < self.min_points:
+                out[k + 1:] = out[k]  # nothing left to track: the object stays where last seen
+                break
+            Tc = self._bounded_fit(Xc[fin], target[fin], K, P, np.eye(4))
+            Xc = Xc @ Tc[:3, :3].T + Tc[:3, 3]
+            uv = project(K, Xc)
+            cum = Tc @ cum
+            out[k + 1] = _world_T(P, cum)
+            tracks[k + 1] = np.where(fin[:, None], uv, np.nan)
+        return out, tracks
 
     def _fit_motion(self, X, tracks, K, P) -> np.ndarray:
-        """(T+1, 4, 4) world-frame motion of the points X (camera frame) along their tracks."""
+        """(T+1, 4, 4) world-frame motion of the points X (camera frame) along their chained tracks,
+        each field's fit cumulative from the first frame."""
         T = tracks.shape[0] - 1
         out = np.tile(np.eye(4), (T + 1, 1, 1))
         guess = None
+        prev = np.eye(4)
         for k in range(1, T + 1):
             fin = np.all(np.isfinite(tracks[k]), axis=1)  # points lost to occlusion drop out
             if fin.sum() < self.min_points:
                 out[k:] = out[k - 1]  # nothing left to track: the object stays where last seen
                 break
-            Xk, uv = X[fin], tracks[k][fin]
-            Tc = None
+            Tc = self._bounded_fit(X[fin], tracks[k][fin], K, P, prev, guess)
             if self.motion_model == "se3":
-                Tc = fit_se3(Xk, uv, K, guess=guess)
-                if Tc is not None:
-                    import cv2
+                import cv2
 
-                    guess = (cv2.Rodrigues(Tc[:3, :3])[0], Tc[:3, 3].reshape(3, 1))
-            if Tc is None:
-                t, _ = fit_translation(Xk, uv, K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
-                Tc = np.eye(4)
-                Tc[:3, 3] = t
+                guess = (cv2.Rodrigues(Tc[:3, :3])[0], Tc[:3, 3].reshape(3, 1))
+            prev = Tc
             out[k] = _world_T(P, Tc)
         return out
+
+    def _bounded_fit(self, X, uv, K, P, prev: np.ndarray, guess=None) -> np.ndarray:
+        """The camera-frame rigid motion carrying X onto uv: PnP-RANSAC (motion_model "se3"), or a
+        translation with the tabletop prior where PnP fails or moves the points' centre further from
+        where `prev` (the previous field's motion) put it than the arm can move in one field
+        (`max_speed_m` per control step): along the viewing ray a small object's change of scale is
+        too weak a signal, and such a fit is its noise. A translation that is still too fast loses
+        the excess along the viewing ray."""
+        c = X.mean(axis=0)
+        c_prev = prev[:3, :3] @ c + prev[:3, 3]
+        bound = self.max_speed_m * self._fps
+        Tc = fit_se3(X, uv, K, guess=guess) if self.motion_model == "se3" else None
+        if Tc is not None and np.linalg.norm(Tc[:3, :3] @ c + Tc[:3, 3] - c_prev) <= bound:
+            return Tc
+        t, _ = fit_translation(X, uv, K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
+        d = c + t - c_prev
+        if np.linalg.norm(d) > bound:
+            r = (c + t) / np.linalg.norm(c + t)
+            dp, lam = d - (d @ r) * r, float(d @ r)
+            extra = np.sqrt(max(bound ** 2 - dp @ dp, 0.0))
+            t = t - d + dp + float(np.clip(lam, -extra, extra)) * r
+        Tc = np.eye(4)
+        Tc[:3, 3] = t
+        return Tc
 
     def _hand_motion(self, flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, obj_mask, robot_mask):
         """(T+1, 3) planned displacement of the hand (world), or None without hand points."""
@@ -512,67 +649,92 @@ class GeometricFlow2Action:
             self.subgoals = None
             self.last_reason = mot.reason
             return mot
-        has_obj = mot.obj_points is not None
-        dist = float(np.linalg.norm(mot.obj_points - ee, axis=1).min()) if has_obj else np.inf
-        lifted = has_obj and float(mot.obj_disp[2]) >= self.lift_m
-        why = ""
-        if not has_obj:
+        if mot.obj_points is None:  # the object is not seen (hidden in the hand, out of view)
             if mot.hand_disp is not None and (self.in_contact or self.approach == "plan"):
                 self.waypoints = []
-                self._set_subgoals(ee + mot.hand_disp)  # the object hidden (in the hand): follow the hand
-                why = f"{mot.reason}: hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
+                self._set_subgoals(ee + mot.hand_disp)
+                self.last_reason = f"{mot.reason}: hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
             else:
                 self.subgoals, self.waypoints = None, []
-                why = f"{mot.reason}: holding"
-        elif mot.obj_moving and (self.in_contact or (dist <= self.contact_m and not self.waypoints)):
-            if self.grip != CLOSED:
-                self._hold = self.close_steps
-            self.in_contact = True
-            self.mode = self.mode or ("grasp" if lifted else "push")
-            self.grip = CLOSED
+                self.last_reason = f"{mot.reason}: holding"
+            return mot
+        g = mot.grasp_point
+        chain = mot.carry(g)
+        if mot.obj_moving and self.mode is None:  # AVDC: a grasp when the plan lifts the object, else a push
+            self.mode = "grasp" if float(chain[:, 2].max() - g[2]) >= self.lift_m else "push"
+        near = float(np.linalg.norm(mot.obj_points - ee, axis=1).min())
+        if self.mode == "grasp":
+            why = self._plan_grasp(mot, ee, g)
+        elif self.mode == "push":
+            why = self._plan_push(mot, ee, g, chain, near)
+        elif self.approach == "plan" and mot.hand_moving:  # the object has not moved in any plan yet
             self.waypoints = []
-            if mot.hand_disp is not None:  # in contact the hand moves with the object: its own track is the
-                self._set_subgoals(ee + mot.hand_disp)  # larger, better-seen one (the object hides in a grasp)
-            else:
-                self._set_subgoals(mot.carry(ee))  # the hand carried with the object
-            why = f"object moves {np.round(mot.obj_disp, 3).tolist()} m: hand moves with it ({self.mode})"
-        elif mot.obj_moving:
-            # a plan that shows the object moving while the hand is away from it (AVDC's long plans)
-            grasp = mot.grasp_point.copy()
-            chain = mot.carry(grasp)
-            rise = float(chain[:, 2].max() - grasp[2])
-            self.mode = self.mode or ("grasp" if rise >= max(self.lift_m, 0.05) else "push")
-            contact = grasp.copy()
-            if self.mode == "push":
-                d = chain[-1, :2] - grasp[:2]
-                if np.linalg.norm(d) > 0.01:
-                    contact[:2] -= self.push_back_m * d / np.linalg.norm(d)
-                contact[2] -= self.push_down_m
-            self.waypoints = [contact + np.array([0, 0, self.hover_m]), contact]
-            self.in_contact = False
-            self.grip = OPEN if self.mode == "grasp" else CLOSED
-            self.subgoals = None
-            why = f"object moves {np.round(mot.obj_disp, 3).tolist()} m away from the hand: {self.mode} from {np.round(contact, 3).tolist()}"
+            self._set_subgoals(ee + mot.hand_disp)
+            why = f"object still; hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
         else:
-            if self.in_contact and self.grip == CLOSED and mot.hand_moving and \
-                    float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
-                self.grip = OPEN  # the plan moves the hand away from an object that stays: release
-                self.in_contact = False
-                why = "release: the plan moves the hand away from a still object; "
-            if self.approach == "plan" and mot.hand_moving:
-                self.waypoints = []
-                self._set_subgoals(ee + mot.hand_disp)
-                why += f"object still; hand follows the plan {np.round(mot.hand_disp[-1], 3).tolist()} m"
-            elif self.in_contact:
-                self._set_subgoals(ee[None])
-                why += "object still, hand in contact: holding"
-            else:
-                g = mot.grasp_point
-                self.waypoints = [g + np.array([0, 0, self.hover_m]), g]
-                self.subgoals = None
-                why += f"object still: approach the grasp point {np.round(g, 3).tolist()} from above"
+            self._approach([g + np.array([0.0, 0.0, self.hover_m]), g])
+            why = f"object still: approach the grasp point {np.round(g, 3).tolist()} from above"
         self.last_reason = why
         return mot
+
+    def _approach(self, waypoints: list[np.ndarray], then: np.ndarray | None = None) -> None:
+        """Reach `waypoints` in order (hover, contact point), then follow `then`. An approach under way
+        to about the same contact point (within 3 cm) is kept: the arm near the object hides part of
+        its mask, and a contact point that jitters with it sends the hand up and down."""
+        if not (self.waypoints and np.linalg.norm(self.waypoints[-1] - waypoints[-1]) < 0.03):
+            self.waypoints = [np.asarray(w, np.float64) for w in waypoints]
+        self._after_reach = then
+        self.subgoals = None
+
+    def _plan_grasp(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray) -> str:
+        if not self.in_contact:  # hover above the object's centre, descend, close (AVDC)
+            self.grip = OPEN
+            lo, hi = np.percentile(mot.obj_points[:, 2], [10, 90])
+            g = np.array([g[0], g[1], lo + self.grasp_z_frac * (hi - lo)])  # fingers around its lower half
+            self._approach([g + np.array([0.0, 0.0, self.hover_m]), g])
+            return f"grasp: approach the object's centre {np.round(g, 3).tolist()} from above"
+        if mot.obj_moving:  # held: the hand moves rigidly with the object
+            self.waypoints = []
+            self._set_subgoals(mot.carry(ee))
+            return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it"
+        if mot.hand_moving and self.grip == CLOSED and \
+                float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
+            self.grip, self.in_contact = OPEN, False  # the plan takes the hand away from an object that stays
+            self._set_subgoals(ee + mot.hand_disp)
+            return "release: the plan moves the hand away from a still object"
+        self._set_subgoals(ee[None])
+        return "object still in the plan, held: holding"
+
+    def _plan_push(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray, chain: np.ndarray, near: float) -> str:
+        self.grip = CLOSED  # a closed fist pushes (AVDC)
+        if not mot.obj_moving:
+            if self.in_contact or self._push_dir is None:
+                self._set_subgoals(ee[None])
+                return "object still in the plan: holding"
+            d = self._push_dir  # re-approach along the last push direction seen
+        else:
+            step = np.linalg.norm(chain - g, axis=1)
+            k = int(np.argmax(step >= 0.01)) if (step >= 0.01).any() else len(chain) - 1
+            d = chain[k] - g
+            d = d / max(np.linalg.norm(d), 1e-9)
+            self._push_dir = d
+        # the contact point: on the object's rear face along the push, lower for a sideways push (AVDC)
+        rear = g + float(np.min((mot.obj_points - g) @ d)) * d
+        down = self.push_down_m * float(np.linalg.norm(d[:2]))
+        contact = rear - np.array([0.0, 0.0, down])
+        chain_c = mot.carry(rear) - np.array([0.0, 0.0, down])
+        if self.in_contact and near <= 2 * self.contact_m and mot.obj_moving:
+            self.waypoints = []
+            self._set_subgoals(chain_c)
+            return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: pushing it from {np.round(contact, 3).tolist()}"
+        self.in_contact = False
+        start = contact - self.push_back_m * d
+        if float(np.linalg.norm(d[:2])) >= 0.5:  # sideways: hover above the start, descend, push
+            way = [start + np.array([0.0, 0.0, self.hover_m]), start]
+        else:  # mostly up or down: straight to the start point
+            way = [start]
+        self._approach(way, then=chain_c if mot.obj_moving else None)
+        return f"push along {np.round(d, 2).tolist()}: approach {np.round(start, 3).tolist()}"
 
     def _set_subgoals(self, points: np.ndarray) -> None:
         self.subgoals = np.asarray(points, dtype=np.float64)
@@ -583,19 +745,24 @@ class GeometricFlow2Action:
         if self._backoff > 0:
             return ee + np.array([0.0, 0.0, 0.02])
         if self._hold > 0:
-            return ee.copy()
+            return ee.copy() if self._hold_at is None else self._hold_at
         if self.waypoints:  # AVDC: above the contact point first, then down onto it, then close
             contact = self.waypoints[-1]
             if len(self.waypoints) > 1 and np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m:
                 return self.waypoints[0]
-            if np.linalg.norm(ee - contact) > self.reach_tol_m:
+            z_tol = self.grasp_z_tol_m if self.mode != "push" else self.reach_tol_m
+            if np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m or abs(ee[2] - contact[2]) > z_tol:
                 return contact
             self.waypoints = []
-            if self.mode == "grasp" or self.mode is None:
-                self.grip = CLOSED
-                self._hold = self.close_steps
             self.in_contact = self.mode is not None
-            return ee.copy()
+            if self.mode != "push":  # grasp (or a first touch before any plan moved the object): close,
+                self.grip = CLOSED  # still pressing towards the contact point while the fingers close
+                self._hold = self.close_steps
+                self._hold_at = contact
+                return contact
+            if self._after_reach is not None:
+                self._set_subgoals(self._after_reach)
+                self._sub = 0
         if self.subgoals is None or len(self.subgoals) == 0:
             return None
         while self._sub < len(self.subgoals) - 1 and np.linalg.norm(self.subgoals[self._sub] - ee) <= self.precision_m:
@@ -635,8 +802,9 @@ class GeometricFlow2Action:
     def _watch_stall(self, ee: np.ndarray) -> None:
         moved = np.inf if self._prev_ee is None else float(np.linalg.norm(ee - self._prev_ee))
         self._prev_ee = ee.copy()
-        if self._hold > 0 or self._backoff > 0 or moved >= self.stall_m:
-            self._stall = 0
+        far = self.current_target is not None and float(np.linalg.norm(self.current_target - ee)) > self.precision_m
+        if self._hold > 0 or self._backoff > 0 or moved >= self.stall_m or not far:
+            self._stall = 0  # moving, or still because the target is reached: not a stall
             return
         self._stall += 1
         if self._stall >= self.stall_steps:

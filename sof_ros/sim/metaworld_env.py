@@ -163,10 +163,11 @@ class MetaWorldArm:
     def success(self) -> bool:
         return self._success
 
-    def render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def render(self, rgb: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(rgb, depth, seg) of the current state; rgb=False skips the colour pass (rgb is None)."""
         r = self.renderer
         r.update_scene(self.data, camera=self.cam_id)
-        rgb = r.render().copy()
+        rgb = r.render().copy() if rgb or not self.with_depth else None
         if not self.with_depth:
             return (rgb[::-1, ::-1].copy() if self._upside_down() else rgb), None, None
         r.enable_depth_rendering()
@@ -178,7 +179,8 @@ class MetaWorldArm:
         seg = np.where(seg_raw[..., 1] == int(self._mujoco.mjtObj.mjOBJ_GEOM), seg_raw[..., 0], -1)
         seg = seg.astype(np.int32)
         if self._upside_down():
-            rgb, depth, seg = rgb[::-1, ::-1].copy(), depth[::-1, ::-1].copy(), seg[::-1, ::-1].copy()
+            depth, seg = depth[::-1, ::-1].copy(), seg[::-1, ::-1].copy()
+            rgb = None if rgb is None else rgb[::-1, ::-1].copy()
         return rgb, depth, seg
 
     def render_rgb(self) -> np.ndarray:
@@ -246,7 +248,7 @@ class MetaWorldArm:
                 obs, _, _, _, info = env.step(a.astype(np.float32))
                 success = success or bool(info.get("success", 0.0))
                 if i % every == 0:
-                    _, depth, seg = self.render()
+                    _, depth, seg = self.render(rgb=False)  # ground-truth flow needs no colour
                     out["depth"].append(depth)
                     out["seg"].append(seg)
                     out["cam_pose"].append(self.cam_pose())
