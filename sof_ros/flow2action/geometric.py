@@ -13,40 +13,44 @@ pixels [j*s, (j+1)*s) (area downsampling, s = W/w).
    (`sof_ros.geometry`). Where the mask comes from is the caller's: in simulation the segmentation
    ids of the task's objects (as AVDC), on a robot a mask topic, or, with no mask at all,
    `motion_mask`: the pixels the plan moves that are not the arm.
-2. Tracks: the points are carried through the chained flow fields (bilinear sampling).
-3. Motion per field, cumulative from the plan's first frame: the object's rigid motion that best
-   re-projects its 3-D points onto their tracks -- a 3-D translation by robust least squares
-   (`motion_model="translation"`, the default) or a full SE(3) by PnP-RANSAC (`"se3"`). Motion
-   along a viewing ray shows only as a change of scale, which a small object at flow resolution
-   barely reveals, so that component is shrunk towards zero (`ray_ridge`) unless the tracks
-   insist on it.
-4. The hand's own planned motion is fitted the same way from the robot mask (the hand and
+2. Motion per field, cumulative from the plan's first frame (`tracking="model"`, AVDC's): move the
+   points' current pixels by the field, fit the rigid motion of their current 3-D positions onto
+   them, re-project -- the tracks stay those of one rigid body. A point samples the one of its four
+   neighbouring cells whose flow is nearest the points' median (`sampling="consistent"`): a small
+   object's cells border the still background, and a bilinear blend makes its track lag. The fit is
+   PnP-RANSAC (`motion_model="se3"`); a fit that moves the object's centre faster than the arm can
+   move (`max_speed_m` per control step) is replaced by a translation fit with a tabletop prior, and
+   a translation still too fast loses the excess along the viewing ray, where a single camera sees
+   motion only as a change of scale. While the gripper holds the object, the hand's points join the
+   fit (they move rigidly with it), unless the object's own points stay still (a release).
+   `tracking="chain"` chains bilinear flow tracks and fits each field to them instead.
+3. Grasp point: the centre of the object's visible 3-D points, pushed away from the camera by half
+   of what the camera cannot see of it (`grasp_from="3d"`; `"avdc"`: the mask point nearest the
+   mask's 2-D geometric median).
+4. The hand's own planned motion: a translation fit on the robot mask's tracks (the hand and
    fingers: segmentation in simulation, the arm's rendered model on a robot; without one, the
    pixels around the projected tool centre point that are neither object nor far from its depth).
 
 Control (`act`, every control step), from 3-D subgoals (`subgoals`, also the ROS node's pose
-targets):
-* the plan moves the object and the hand is at it (within `contact_m` of an object point): the
-  subgoals are the hand position carried by the object's planned motion (AVDC: subgoals chained
-  from the grasp point). The gripper closes first (and the hand holds still `close_steps` steps
-  while it does) -- a grasp when the plan lifts the object by more than `lift_m` (AVDC's test,
-  per plan), a closed fist pushing otherwise (AVDC pushes with a closed gripper too);
-* the plan moves the object but the hand is not at it (a long plan showing the whole task, as
-  AVDC's): the subgoals are chained from a contact point -- the grasp point (mask point nearest
-  the mask's geometric median, AVDC) when the plan lifts the object, else `push_back_m` behind
-  the push direction and `push_down_m` lower -- reached by hovering `hover_m` above it,
-  descending, closing;
-* the object does not move in the plan: the hand follows its own planned motion; when the plan
-  does not move the hand either, the hand approaches the object (hover above the grasp point,
-  descend);
-* release: a closed hand in contact opens when the plan moves the hand `release_m` away from an
-  object that stays put;
-* stall: `stall_steps` control steps with under `stall_m` of hand motion while a subgoal is
-  further than that -> `needs_replan` is set (the policy draws a fresh plan with temperature) and
-  the hand backs off upward for `backoff_steps` steps.
+targets). The first plan that moves the object fixes the mode: grasp when it lifts the object by
+`lift_m` or more (AVDC's test), else push.
+* grasp: hover `hover_m` above the grasp point, descend to the object's lower part
+  (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
+  point; held, the hand is carried by the object's planned motion; a plan that takes the hand
+  `release_m` away from a still object opens the gripper;
+* push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
+  first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
+  behind it (hovering first when sideways); in contact, the hand follows that rear point as the
+  object's planned motion carries it;
+* before any plan moved the object: `approach="mask"` goes above the grasp point and down onto it,
+  `"plan"` follows the hand's own planned motion. An approach under way to about the same point is
+  kept while the arm, near the object, hides part of its mask;
+* stall: `stall_steps` control steps with under `stall_m` of hand motion while the subgoal is
+  further than `precision_m` -> `needs_replan` is set (the policy draws a fresh plan with
+  temperature) and the hand backs off upward for `backoff_steps` steps.
 
-Action: clip(gain * (subgoal(s + lookahead) - ee_pos) / 0.01, -1, 1) with the gripper command;
-MetaWorld moves the mocap by action * 1 cm per control step.
+Action: clip(gain * (subgoal - ee_pos) / 0.01, -1, 1) with the gripper command; MetaWorld moves the
+mocap by action * 1 cm per control step.
 
 Fail-safe: malformed inputs a caller can fix raise SofError; an empty or non-finite plan, no valid
 depth, an out-of-view end effector, too few trackable points give a zero motion action (the gripper
