@@ -348,7 +348,8 @@ class CommandInfo(NamedTuple):
 def command_info_msg(info: CommandInfo) -> Int64MultiArray:
     msg = Int64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label="command_info", size=len(COMMAND_INFO_FIELDS), stride=len(COMMAND_INFO_FIELDS))]
-    grip = NO_GRIPPER if info.gripper is None else int(round(float(info.gripper) * 1000))
+    g = None if info.gripper is None else float(info.gripper)
+    grip = int(round(g * 1000)) if g is not None and math.isfinite(g) else NO_GRIPPER  # a non-finite one: none
     msg.data = [int(info.command_stamp_ns), int(info.frame_stamp_ns), int(info.plan_stamp_ns), int(info.step_in_plan),
                 int(bool(info.is_zero)), grip]
     return msg

@@ -12,11 +12,11 @@ robot.base_frame, exactly as a Panda's MoveIt Servo and franka_ros2 use them.
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
 command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
 stamp of its twist, and that twist is here; the gripper applied is the one the command info carries
-(the gripper topic has no stamp, and its message may be taken before or after the info's). A frame left unanswered for `lockstep_timeout_s` (the
-graph still starting, no instruction yet, a frame the policy or Flow2Action rejected) is published
-again, with a new stamp, and the simulator does not step: the state sequence depends only on the
-commands, never on how fast the CPU brought the graph up (stepping with a zero command instead made
-the demo's trajectory depend on the machine's load).
+(the gripper topic has no stamp, and its message may be taken before or after the info's). A frame
+left unanswered for `lockstep_timeout_s` (the graph still starting, no instruction yet, a frame the
+policy or Flow2Action rejected) is published again, with a new stamp, and the simulator does not
+step: the state sequence depends only on the commands, never on how fast the CPU brought the graph
+up (stepping with a zero command instead made the demo's trajectory depend on the machine's load).
 """
 from __future__ import annotations
 
