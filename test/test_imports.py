@@ -122,10 +122,13 @@ def test_lerobot_import_errors(tmp_path, capsys, case, expected):
 FRAMES, T0, PERIOD = 8, 1_000_000_000_000, 100_000_000  # 10 Hz camera, stamps in ns
 
 
-def write_recording(path, gripper_state=True, instruction="push the block right"):
+def write_recording(path, gripper_state=True, instruction="push the block right", joint_states=False):
     """A teleoperated episode as the recorder node writes it: 48x64 frames, depth, camera_info, an
-    end-effector moving +5 mm per frame along x (poses at 20 Hz), gripper state and commands."""
+    end-effector moving +5 mm per frame along x (poses at 20 Hz), gripper state and commands.
+    joint_states: the gripper state is a real Panda's /joint_states (fingers 0.9 - 0.1 k of 0.08 m
+    open, each preceded by an arm-only message, as a second publisher on the topic sends)."""
     from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64, String
 
     from sof_ros.ros import conversions as cv
@@ -137,7 +140,7 @@ def write_recording(path, gripper_state=True, instruction="push the block right"
              Topics.CAMERA_INFO: "sensor_msgs/msg/CameraInfo", Topics.SIM_EE_POSE: "geometry_msgs/msg/PoseStamped",
              Topics.GRIPPER: "std_msgs/msg/Float64", Topics.INSTRUCTION: "std_msgs/msg/String"}
     if gripper_state:
-        types[Topics.SIM_GRIPPER_STATE] = "std_msgs/msg/Float64"
+        types[Topics.SIM_GRIPPER_STATE] = "sensor_msgs/msg/JointState" if joint_states else "std_msgs/msg/Float64"
     for topic, type_name in types.items():
         rec.add_topic(topic, type_name, msg_class(type_name))
     frames = sliding_frames(FRAMES, (1, 0), seed=3, size=64)[:, 8:56]
@@ -150,7 +153,13 @@ def write_recording(path, gripper_state=True, instruction="push the block right"
         rec.write(Topics.SIM_EE_POSE, serialize_message(pose), stamp + 1_000_000)
     for k in range(FRAMES):
         stamp = T0 + k * PERIOD
-        if gripper_state:
+        if gripper_state and joint_states:
+            arm = JointState(name=[f"panda_joint{i}" for i in range(1, 8)], position=[0.1] * 7)
+            half = 0.04 * (0.9 - 0.1 * k)
+            hand = JointState(name=["panda_finger_joint1", "panda_finger_joint2"], position=[half, half])
+            rec.write(Topics.SIM_GRIPPER_STATE, serialize_message(hand), stamp - 20_000_000)
+            rec.write(Topics.SIM_GRIPPER_STATE, serialize_message(arm), stamp - 10_000_000)
+        elif gripper_state:
             rec.write(Topics.SIM_GRIPPER_STATE, serialize_message(Float64(data=0.9 - 0.1 * k)), stamp - 10_000_000)
         rec.write(Topics.IMAGE, serialize_message(cv.image_to_msg(frames[k], "rgb8", stamp, "cam_optical")), stamp + 5_000_000)
         rec.write(Topics.DEPTH, serialize_message(cv.image_to_msg(np.full((48, 64), 1.5 + 0.01 * k, np.float32), "32FC1",
@@ -210,6 +219,22 @@ def test_mcap_without_gripper_state_says_what_to_do(tmp_path, capsys):
     ds = Dataset(tmp_path / "ds")
     (info,) = ds.episodes()
     assert info.instruction == "push" and not ds.load(info.path, ("gripper",))["gripper"].any()
+
+
+def test_mcap_gripper_state_from_a_real_arms_joint_states(tmp_path, capsys):
+    """A Panda records /joint_states, not the sim bridge's Float64: the finger opening is read as the
+    nodes read it (the --robot profile's finger joints / gripper_max_opening), arm-only messages skipped."""
+    write_recording(tmp_path / "demo.mcap", joint_states=True)
+    _import_mcap(tmp_path / "demo.mcap", "--out", tmp_path / "ds", "--robot", "panda")
+    ds = Dataset(tmp_path / "ds")
+    (info,) = ds.episodes()
+    np.testing.assert_allclose(ds.load(info.path, ("gripper",))["gripper"], 0.9 - 0.1 * np.arange(FRAMES), atol=1e-6)
+    # another arm's profile has other finger joints: named, with what to do
+    with pytest.raises(SystemExit):
+        _import_mcap(tmp_path / "demo.mcap", "--out", tmp_path / "ds2", "--robot", "sawyer")
+    err = capsys.readouterr().err
+    assert "no usable gripper state" in err and "right_gripper_l_finger_joint" in err and "--robot" in err, err
+    assert not (tmp_path / "ds2").exists()
 
 
 def test_truncated_mcap_is_named(tmp_path, capsys):

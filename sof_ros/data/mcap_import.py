@@ -4,8 +4,11 @@
     frames      the camera topic's images, each at its header stamp (resized like sof-import-videos)
     ee_pos      the end-effector PoseStamped position (robot base frame), interpolated to each
                 frame's stamp
-    gripper     the gripper state (std_msgs/Float64) last received before each frame; 0 with
-                --gripper-state-topic '' (what the nodes feed the agent when they have none)
+    gripper     the gripper state last received before each frame: a std_msgs/Float64 (the sim
+                bridge's), or a sensor_msgs/JointState (a real arm's /joint_states) read as the
+                nodes read it, the --robot profile's finger joints' opening in [0, 1] (messages
+                without them are skipped); 0 with --gripper-state-topic '' (what the nodes feed the
+                agent when they have none)
     actions     step t: (ee_pos[t+1] - ee_pos[t]) / metres_per_action_unit, the motion the arm really
                 made in that control step in the arm's action units (clipped to [-1, 1]), and the last
                 gripper command received before frame t+1 (-1 open before the first)
@@ -56,6 +59,9 @@ class _Recording:
     cam_pose: np.ndarray | None = None
     frame_id: str = ""
     raw_wh: tuple[int, int] | None = None  # (W, H) of the recorded frames, before resizing
+    finger_joints: tuple = ()  # JointState gripper states: the finger joints (robot.gripper_joint_names) ...
+    max_opening: float = 1.0  # ... and the sum of their positions when fully open (robot.gripper_max_opening)
+    gripper_skipped: str = ""  # why the last gripper-state message was not usable
 
 
 def recorded_topics(path: Path) -> set[str]:
@@ -89,7 +95,8 @@ def crop_intrinsics(K: np.ndarray, frame_wh: tuple[int, int], size: tuple[int, i
     return out
 
 
-def read_recording(path: Path, topics: RecordingTopics, size: tuple[int, int], crop: bool) -> _Recording:
+def read_recording(path: Path, topics: RecordingTopics, size: tuple[int, int], crop: bool,
+                   finger_joints: tuple = (), max_opening: float = 1.0) -> _Recording:
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
@@ -103,7 +110,7 @@ def read_recording(path: Path, topics: RecordingTopics, size: tuple[int, int], c
                     "without one: gripper proprioception is then 0, as they feed it)") if flag == "--gripper-state-topic" else ""
             raise SofError(f"{path} has no {topic} topic{hint}; recorded topics: {', '.join(sorted(present))}; "
                            f"name the right one with {flag}")
-    rec = _Recording()
+    rec = _Recording(finger_joints=tuple(finger_joints), max_opening=float(max_opening))
     wanted = [t for t in vars(topics).values() if t and t in present]
     with open(path, "rb") as f:
         messages = make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(
@@ -116,6 +123,9 @@ def read_recording(path: Path, topics: RecordingTopics, size: tuple[int, int], c
         except Exception as exc:  # noqa: BLE001 - ConversionError, truncated chunks, unknown schemas ...
             raise SofError(f"cannot use {path} ({type(exc).__name__}: {_first_line(exc)}); is it a complete "
                            "recording with the topics' usual message types?") from None
+    if topics.gripper_state and not rec.gripper_states and rec.gripper_skipped:
+        raise SofError(f"{path}: no usable gripper state on {topics.gripper_state} ({rec.gripper_skipped}); pass the "
+                       "--robot whose finger joints these are, or --gripper-state-topic '' if the nodes ran without one")
     if topics.gripper_state and not rec.gripper_states:
         raise SofError(f"{path} has a {topics.gripper_state} topic but no message on it; pass --gripper-state-topic '' "
                        "if the nodes ran without a gripper state")
@@ -139,7 +149,14 @@ def _collect(rec: _Recording, topics: RecordingTopics, topic: str, msg, log_ns: 
     elif topic == topics.ee_pose:
         rec.poses.append((cv.stamp_to_ns(msg.header.stamp), cv.pose_msg_to_matrix(msg.pose)[:3, 3]))
     elif topic == topics.gripper_state:
-        rec.gripper_states.append((log_ns, float(msg.data)))
+        if hasattr(msg, "position"):  # sensor_msgs/JointState: the finger opening, as the nodes read it
+            opening = cv.gripper_opening(msg, list(rec.finger_joints), rec.max_opening)
+            if opening is None or isinstance(opening, str):
+                rec.gripper_skipped = opening or "non-finite finger joint positions"
+                return
+            rec.gripper_states.append((log_ns, opening))
+        else:
+            rec.gripper_states.append((log_ns, float(msg.data)))
     elif topic == topics.gripper_command:
         rec.gripper_commands.append((log_ns, float(msg.data)))
     elif topic == topics.camera_info and rec.K is None:
@@ -212,8 +229,9 @@ def episode_from_recording(path: Path, rec: _Recording, metres_per_unit: float, 
 def import_mcap(recordings: list[str | Path], out: str | Path, instruction: str | None = None, task: str | None = None,
                 topics: RecordingTopics | None = None, size: tuple[int, int] = (128, 128), crop: bool = True,
                 metres_per_unit: float = 0.01, control_rate_hz: float = 0.0, max_pose_gap_s: float = 0.5,
-                success: bool = True) -> list[Path]:
-    """Import each recording as one D_act episode of dataset `out`; returns the episode files written."""
+                success: bool = True, finger_joints: tuple = (), max_opening: float = 1.0) -> list[Path]:
+    """Import each recording as one D_act episode of dataset `out`; returns the episode files written.
+    `finger_joints`, `max_opening`: how a JointState gripper state reads (the robot profile's)."""
     from sof_ros.data.dataset import Dataset
 
     size = checked_size(size)
@@ -226,7 +244,7 @@ def import_mcap(recordings: list[str | Path], out: str | Path, instruction: str 
     todo = [p for p in paths if p.name not in done]
     episodes = []
     for p in todo:  # read everything first: a bad file stops the import before anything is written
-        rec = read_recording(p, topics, size, crop)
+        rec = read_recording(p, topics, size, crop, finger_joints, max_opening)
         text = instruction or _recorded_instruction(p, rec, topics)
         arrays, actions, info = episode_from_recording(p, rec, metres_per_unit, max_pose_gap_s)
         episodes.append((p, text, arrays, actions, info, rec.frame_id))
@@ -274,9 +292,13 @@ def main(argv=None):
             p.add_argument(f"--{name.replace('_', '-')}-topic", default=default, help=f"default {default}")
         a = p.parse_args(argv)
         topics = RecordingTopics(**{name: getattr(a, f"{name}_topic") for name in vars(defaults)})
+        from sof_ros.ros.params import RobotParams
+
         metres, rate = robot_units(a)
+        robot = RobotParams.profile(a.robot)
         written = import_mcap(a.recordings, a.out, a.instruction, a.task, topics, tuple(a.size), not a.stretch,
-                              metres, rate, a.max_pose_gap, success=not a.failed)
+                              metres, rate, a.max_pose_gap, success=not a.failed,
+                              finger_joints=tuple(robot.gripper_joint_names), max_opening=robot.gripper_max_opening)
         report_import(written, a.out, "recording(s)")
 
     run_cli(body)

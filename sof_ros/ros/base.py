@@ -214,6 +214,8 @@ class SyncedFrameInputs:
         """Gripper opening from the finger joints of a sensor_msgs/JointState (robot.gripper_joint_names):
         sum of their positions / robot.gripper_max_opening, clipped to [0, 1]. A message without
         them (another publisher on the topic, the arm alone) is skipped; a non-finite one clears it."""
+        from sof_ros.ros.conversions import gripper_opening
+
         opening = gripper_opening(msg, self.p.robot.gripper_joint_names, self.p.robot.gripper_max_opening)
         if isinstance(opening, str):
             self.log_reason("input", opening, "warning", every_s=30.0)
@@ -332,18 +334,6 @@ def load_agent(ap: P.AgentParams, robot_name: str = ""):
     if robot_name and ":" not in ap.policy:
         check_embodiment(ap.checkpoint, robot_name)
     return load_policy(ap.policy, ap.checkpoint, device=ap.device)
-
-
-def gripper_opening(msg, names: list[str], max_opening: float) -> float | None | str:
-    """JointState -> opening in [0, 1] (None if non-finite), or a reason string if the joints are absent."""
-    index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
-    if missing or not names:
-        return f"joint states without finger joints {missing or names} (robot.gripper_joint_names); gripper opening not updated"
-    total = float(sum(msg.position[index[n]] for n in names))
-    if not np.isfinite(total) or not max_opening > 0:
-        return None
-    return float(np.clip(total / max_opening, 0.0, 1.0))
 
 
 def make_agent_input(rgb, depth=None, intrinsics=None, cam_pose=None, ee_pos=None, gripper=None) -> AgentInput:

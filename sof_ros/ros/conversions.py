@@ -364,3 +364,15 @@ def msg_to_command_info(msg: Int64MultiArray) -> CommandInfo:
     c, f, pl, step, zero = data[:5]
     grip = data[5] if len(data) == n else NO_GRIPPER
     return CommandInfo(c, f, pl, step, bool(zero), None if grip == NO_GRIPPER else grip / 1000.0)
+
+
+def gripper_opening(msg, names: list[str], max_opening: float) -> float | None | str:
+    """JointState -> opening in [0, 1] (None if non-finite), or a reason string if the joints are absent."""
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
+    if missing or not names:
+        return f"joint states without finger joints {missing or names} (robot.gripper_joint_names); gripper opening not updated"
+    total = float(sum(msg.position[index[n]] for n in names))
+    if not np.isfinite(total) or not max_opening > 0:
+        return None
+    return float(np.clip(total / max_opening, 0.0, 1.0))
