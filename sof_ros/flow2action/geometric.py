@@ -70,16 +70,20 @@ OPEN, CLOSED = -1.0, 1.0
 
 
 # --- small geometry helpers ---------------------------------------------------------------
-def sample_flow(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Bilinearly sample one working-resolution flow field (h, w, 2) at image-pixel points (N, 2);
-    returns image-pixel displacements (N, 2) (NaN where the field is non-finite)."""
+def _neighbour_cells(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray):
+    """Image-pixel points (N, 2) in working-cell coordinates (x, y) and their four neighbouring
+    cells' indices (x0, y0, x1, y1), clipped to the field: what both samplers below read."""
     h, w = flow.shape[:2]
     x = np.clip((pts[:, 0] + 0.5) / scale[0] - 0.5, 0.0, w - 1.0)
     y = np.clip((pts[:, 1] + 0.5) / scale[1] - 0.5, 0.0, h - 1.0)
-    x0 = np.floor(x).astype(np.int64)
-    y0 = np.floor(y).astype(np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    return x, y, x0, y0, np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+
+
+def sample_flow(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Bilinearly sample one working-resolution flow field (h, w, 2) at image-pixel points (N, 2);
+    returns image-pixel displacements (N, 2) (NaN where the field is non-finite)."""
+    x, y, x0, y0, x1, y1 = _neighbour_cells(flow, pts, scale)
     ax = (x - x0)[:, None]
     ay = (y - y0)[:, None]
     v = (flow[y0, x0] * (1 - ax) * (1 - ay) + flow[y0, x1] * ax * (1 - ay)
@@ -92,11 +96,7 @@ def sample_flow_consistent(flow: np.ndarray, pts: np.ndarray, scale: np.ndarray)
     nearest the points' median flow instead of their bilinear blend: a point of a small object sits
     next to the background in most of its cells, and a blend with the background's (zero) flow makes
     its track lag. NaN where no neighbouring cell is finite."""
-    h, w = flow.shape[:2]
-    x = np.clip((pts[:, 0] + 0.5) / scale[0] - 0.5, 0.0, w - 1.0)
-    y = np.clip((pts[:, 1] + 0.5) / scale[1] - 0.5, 0.0, h - 1.0)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    _, _, x0, y0, x1, y1 = _neighbour_cells(flow, pts, scale)
     cand = np.stack([flow[y0, x0], flow[y0, x1], flow[y1, x0], flow[y1, x1]], axis=1)  # (N, 4, 2)
     with np.errstate(invalid="ignore"):
         ref = np.nanmedian(sample_flow(flow, pts, scale), axis=0) / scale if len(pts) else np.zeros(2)
