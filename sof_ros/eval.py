@@ -10,6 +10,8 @@ episode is appended to `episodes/<row>/<task>/<camera>.jsonl`, and a re-run skip
 an interrupted run loses at most the episodes in flight. `--shard i/n` runs every n-th
 (row, task, camera) job; any invocation merges everything the work directory holds for the
 protocol into the results file (JSON, markdown, bar plot with CIs); `--merge-only` just merges.
+`--combine A.json B.json` puts the rows of results files of one protocol into one table, each row
+with the command and commit that measured it.
 
 Rows are the policies of sof_ros.policies.ROWS (sof, sof_learning_free, skill2action, bc,
 pixel_skills, expert, ...).
@@ -275,6 +277,43 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
     return entry
 
 
+def combine(paths: list[str | Path]) -> dict:
+    """The rows of several results files of one protocol in one table, each row keeping the command,
+    commit and machine of the run that measured it (`provenance`): rows measured at different commits
+    (a new solver, another row added later) are read side by side without pretending one run made
+    them. Files of different protocols, or one row in two files, are refused."""
+    if not paths:
+        raise SofError("--combine needs at least one results file")
+    loaded = []
+    for p in paths:
+        p = Path(p)
+        try:
+            res = json.loads(p.read_text())
+            res["protocol"], res["rows"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SofError(f"{p} is not a sof-eval results file ({type(e).__name__}: {e}); pass the .json "
+                           "that sof-eval --out wrote") from None
+        loaded.append((p, res))
+    ref_path, ref = loaded[0]
+    shared = ("tasks", "cameras", *_FIXED)
+    for p, res in loaded[1:]:
+        clash = {k: (ref["protocol"].get(k, 0), res["protocol"].get(k, 0)) for k in shared
+                 if ref["protocol"].get(k, 0) != res["protocol"].get(k, 0)}
+        if clash:
+            raise SofError(f"{p} was measured on another protocol than {ref_path} ({clash}); only rows of one "
+                           "protocol share a table")
+    rows = {}
+    for p, res in loaded:
+        for name, row in res["rows"].items():
+            if name in rows:
+                raise SofError(f"row '{name}' is in {rows[name]['provenance']['file']} and in {p}; combine one of them")
+            prov = row.get("provenance") or {k: res.get(k) for k in ("command", "commit", "machine")}
+            rows[name] = {**row, "provenance": {**prov, "file": prov.get("file", p.name)}}
+    order = [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
+    protocol = {**ref["protocol"], "episodes_per_task_camera": min(r["episodes_per_task_camera"] for r in rows.values())}
+    return {"protocol": protocol, "rows": {r: rows[r] for r in order}}
+
+
 # --- reports ----------------------------------------------------------------------------------
 def ties(rows: dict) -> list[str]:
     names = list(rows)
@@ -304,6 +343,11 @@ def markdown(results: dict) -> str:
     lines += ["", "| row | " + " | ".join(pr["cameras"]) + " |", "|---|" + "---|" * len(pr["cameras"])]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r['per_camera'].get(c, float('nan')):.2f}" for c in pr["cameras"]) + " |")
+    measured = {n: r["provenance"] for n, r in rows.items() if "provenance" in r}
+    if measured:
+        lines += ["", "Where each row was measured (the command above combined their results files):", "",
+                  "| row | commit | command |", "|---|---|---|"]
+        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | `{p.get('command')}` |" for n, p in measured.items()]
     lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
               f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
               f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]
@@ -366,11 +410,16 @@ def main(argv=None):
         p.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (merge sees all)")
         p.add_argument("--work", default="runs/eval/metaworld", help="work directory (resumable episode records)")
         p.add_argument("--merge-only", action="store_true", help="merge what --work holds, run nothing")
+        p.add_argument("--combine", nargs="+", metavar="RESULTS_JSON",
+                       help="run nothing: put the rows of these results files (one protocol) into --out, "
+                            "each row with the command and commit that measured it")
         p.add_argument("--out", default="benchmarks/results/metaworld.json")
         a = p.parse_args(argv)
         a.out = results_path(a.out)
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
-        if a.merge_only:
+        if a.combine:
+            results = combine(a.combine)
+        elif a.merge_only:
             results = merge(Path(a.work))
         else:
             cfg = eval_config(a.checkpoint, a.config)

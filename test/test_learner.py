@@ -299,6 +299,47 @@ def test_eval_out_is_a_results_file_or_a_directory(tmp_path):
         results_path("runs/table.md")
 
 
+def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_path):
+    """Rows measured by separate runs (another commit, another row) share one results file only on
+    one protocol, and each says which command and commit measured it."""
+    from sof_ros.eval import combine, main, markdown
+
+    proto = {"tasks": [TASK], "cameras": ["corner"], "max_steps": 500, "episodes_per_task_camera": 5,
+             "first_seed": 1000, "resolution": [128, 128], "replan_every": 0}
+
+    def results(commit, rows, **changes):
+        row = {"label": "x", "per_task": {TASK: 0.4}, "per_task_ci95": {TASK: [0.1, 0.8]}, "per_camera": {"corner": 0.4},
+               "average": 0.4, "ci95": [0.1, 0.8], "episodes": 5, "complete": True, "wall_s_per_episode": 1.0}
+        out = {"command": f"sof-eval at {commit}", "commit": commit, "machine": "m", "protocol": {**proto, **changes},
+               "rows": {r: {**row, "episodes_per_task_camera": n} for r, n in rows.items()}}
+        path = tmp_path / f"{commit}_{'_'.join(rows)}_{len(changes)}.json"
+        path.write_text(json.dumps(out))
+        return path
+
+    a = results("aaaa", {"sof": 10, "bc": 10})
+    b = results("bbbb", {"sof_learning_free_oracle": 5})
+    res = combine([a, b])
+    assert list(res["rows"]) == ["sof", "sof_learning_free_oracle", "bc"]  # the rows' canonical order
+    assert res["rows"]["bc"]["provenance"]["commit"] == "aaaa"
+    assert res["rows"]["sof_learning_free_oracle"]["provenance"] == {"command": "sof-eval at bbbb", "commit": "bbbb",
+                                                                     "machine": "m", "file": b.name}
+    assert res["protocol"]["episodes_per_task_camera"] == 5  # what every row has at least
+    out = tmp_path / "all.json"
+    main(["--combine", str(a), str(b), "--out", str(out)])
+    md = out.with_suffix(".md").read_text()
+    assert "| sof_learning_free_oracle | `bbbb` | `sof-eval at bbbb` |" in md
+    assert json.loads(out.read_text())["rows"]["sof"]["provenance"]["commit"] == "aaaa"
+    assert combine([out])["rows"]["sof"]["provenance"]["file"] == a.name  # re-combining keeps where rows came from
+    assert "Where each row" not in markdown({**json.loads(a.read_text()), "rows": json.loads(a.read_text())["rows"]})
+
+    with pytest.raises(SofError, match="another protocol.*max_steps"):
+        combine([a, results("cccc", {"expert": 5}, max_steps=200)])
+    with pytest.raises(SofError, match="row 'sof' is in"):
+        combine([a, results("dddd", {"sof": 5})])
+    with pytest.raises(SofError, match="not a sof-eval results file"):
+        combine([a, tmp_path / "missing.json"])
+
+
 def test_wilson_interval_and_ties():
     from sof_ros.eval import tied, wilson_ci
 
