@@ -329,7 +329,8 @@ class GeometricFlow2Action:
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
                  release_m: float = 0.05, stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
-                 max_speed_m: float = 0.015, sampling: str = "consistent",
+                 max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
+                 push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15,
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
@@ -358,6 +359,15 @@ class GeometricFlow2Action:
         if sampling not in ("consistent", "bilinear"):
             raise SofError(f"sampling must be 'consistent' or 'bilinear', got {sampling!r}")
         self.sampling = sampling
+        if not 0.0 < push_turn_deg <= 180.0 or push_turn_plans < 1:
+            raise SofError(f"push_turn_deg must be in (0, 180] and push_turn_plans at least 1, got {push_turn_deg}, "
+                           f"{push_turn_plans}")
+        self.push_turn_cos, self.push_turn_plans = float(np.cos(np.radians(push_turn_deg))), int(push_turn_plans)
+        if push_from not in ("contact", "hand", "size"):
+            raise SofError(f"push_from must be 'contact' (push from the object's rear point), 'hand' (move the hand by "
+                           f"the contact point's planned motion) or 'size' ('hand' for an object over large_object_m "
+                           f"across, else 'contact'), got {push_from!r}")
+        self.push_from, self.large_object_m = push_from, float(large_object_m)
         self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
@@ -373,6 +383,8 @@ class GeometricFlow2Action:
         self.in_contact = False  # grasp: the gripper closed on the object; push: the hand at the object
         self._after_reach: np.ndarray | None = None  # push: the subgoals to follow once the approach is done
         self._push_dir: np.ndarray | None = None  # push: the last direction a plan pushed the object
+        self._push_hand = False  # push: the hand pushes from where it is (push_from), decided per plan
+        self._push_turns = 0  # push: plans in a row whose direction turned more than push_turn_deg from it
         self.current_target: np.ndarray | None = None
         self.subgoals: np.ndarray | None = None  # (T+1, 3) world subgoals, followed in order
         self._sub = 0  # index of the subgoal being chased
@@ -711,6 +723,10 @@ class GeometricFlow2Action:
 
     def _plan_push(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray, chain: np.ndarray, near: float) -> str:
         self.grip = CLOSED  # a closed fist pushes (AVDC)
+        kept = False
+        lo, hi = np.percentile(mot.obj_points, [5, 95], axis=0)
+        self._push_hand = self.push_from == "hand" or (self.push_from == "size" and
+                                                      float(np.linalg.norm(hi - lo)) >= self.large_object_m)
         if not mot.obj_moving:
             if self.in_contact or self._push_dir is None:
                 self._set_subgoals(ee[None])
@@ -721,24 +737,43 @@ class GeometricFlow2Action:
             k = int(np.argmax(step >= 0.01)) if (step >= 0.01).any() else len(chain) - 1
             d = chain[k] - g
             d = d / max(np.linalg.norm(d), 1e-9)
+            if self._push_dir is not None and float(d @ self._push_dir) < self.push_turn_cos:
+                self._push_turns += 1  # one plan turning the push round is more often a mis-fit (a hinged
+                if self._push_turns < self.push_turn_plans:  # door's planar points) than a new push:
+                    d, kept = self._push_dir, True  # keep the direction until push_turn_plans plans in a row agree
+                else:
+                    self._push_turns = 0
+            else:
+                self._push_turns = 0
             self._push_dir = d
         # the contact point: on the object's rear face along the push, lower for a sideways push (AVDC)
         rear = g + float(np.min((mot.obj_points - g) @ d)) * d
         down = self.push_down_m * float(np.linalg.norm(d[:2]))
         contact = rear - np.array([0.0, 0.0, down])
-        chain_c = mot.carry(rear) - np.array([0.0, 0.0, down])
+        if kept:  # the plan's motion turned away from the kept direction: push along it, as far as the plan moves
+            chain_c = contact + np.linalg.norm(chain - g, axis=1)[:, None] * d
+        else:
+            chain_c = mot.carry(rear) - np.array([0.0, 0.0, down])
         if self.in_contact and near <= 2 * self.contact_m and mot.obj_moving:
             self.waypoints = []
-            self._set_subgoals(chain_c)
-            return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: pushing it from {np.round(contact, 3).tolist()}"
+            # "hand": the hand, already at the object, moves as the contact point does from where it is -- a
+            # large object's rear point jitters between plans and sends the hand back before each push
+            # (closing any gap to the object's face along the push first, never backing off against it)
+            gap = max(0.0, float((contact - ee) @ d)) * d
+            self._set_subgoals(ee + gap + chain_c - chain_c[0] if self._push_hand else chain_c)
+            return (f"object moves {np.round(mot.obj_disp, 3).tolist()} m: pushing it from {np.round(contact, 3).tolist()}"
+                    + (" along the kept direction" if kept else ""))
         self.in_contact = False
         start = contact - self.push_back_m * d
-        if float(np.linalg.norm(d[:2])) >= 0.5:  # sideways: hover above the start, descend, push
+        low_by_it = (self._push_hand and ee[2] < start[2] + 0.5 * self.hover_m
+                     and float(np.linalg.norm(ee[:2] - start[:2])) < self.push_back_m)
+        if float(np.linalg.norm(d[:2])) >= 0.5 and not low_by_it:  # sideways: hover above the start, descend, push
             way = [start + np.array([0.0, 0.0, self.hover_m]), start]
         else:  # mostly up or down: straight to the start point
             way = [start]
         self._approach(way, then=chain_c if mot.obj_moving else None)
-        return f"push along {np.round(d, 2).tolist()}: approach {np.round(start, 3).tolist()}"
+        return (f"push along {np.round(d, 2).tolist()}" + (" (kept: this plan turned it)" if kept else "")
+                + f": approach {np.round(start, 3).tolist()}")
 
     def _set_subgoals(self, points: np.ndarray) -> None:
         self.subgoals = np.asarray(points, dtype=np.float64)
@@ -755,7 +790,10 @@ class GeometricFlow2Action:
             if len(self.waypoints) > 1 and np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m:
                 return self.waypoints[0]
             z_tol = self.grasp_z_tol_m if self.mode != "push" else self.reach_tol_m
-            if np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m or abs(ee[2] - contact[2]) > z_tol:
+            if self.mode == "push" and self._push_hand:
+                if np.linalg.norm(ee - contact) > self.contact_m:  # a push start jitters with the object's
+                    return contact  # points between plans; within contact_m the hand pushes from where it is
+            elif np.linalg.norm(ee[:2] - contact[:2]) > self.reach_tol_m or abs(ee[2] - contact[2]) > z_tol:
                 return contact
             self.waypoints = []
             self.in_contact = self.mode is not None
