@@ -104,6 +104,54 @@ def test_known_planar_motion_gives_push_from_behind(scene):
     assert s.in_contact and a[3] == CLOSED and a[0] > 0.05, (a, s.last_reason)
 
 
+def test_one_plan_turning_the_push_round_does_not_turn_the_arm(scene):
+    """A door's planar points give PnP fits that alternate between a sideways and an upward push; the
+    arm used to chase both approach points in turn. A direction is kept until push_turn_plans plans
+    in a row turn it by more than push_turn_deg."""
+    args = (scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
+    side = rigid_plan(scene, {M(scene["mask"]): [0.10, 0, 0]})
+    up = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.10]})
+    s = GeometricFlow2Action(push_turn_deg=60, push_turn_plans=3)
+    s.new_plan(side, *args, frames_per_step=4, plan_id=0)
+    start = s.waypoints[-1].copy()
+    assert s.mode == "push" and s._push_dir[0] > 0.9
+    for i in (1, 2):  # one and two plans turning it: kept, the approach unchanged
+        s.new_plan(up, *args, frames_per_step=4, plan_id=i)
+        assert "kept" in s.last_reason and s._push_dir[0] > 0.9, s.last_reason
+        np.testing.assert_allclose(s.waypoints[-1], start, atol=0.03)
+    s.new_plan(up, *args, frames_per_step=4, plan_id=3)  # the third in a row: the plan has changed its mind
+    assert "kept" not in s.last_reason and s._push_dir[2] > 0.9, s.last_reason
+    s = GeometricFlow2Action(push_turn_deg=180)  # the rule off: every plan's direction is followed
+    s.new_plan(side, *args, frames_per_step=4, plan_id=0)
+    s.new_plan(up, *args, frames_per_step=4, plan_id=1)
+    assert s._push_dir[2] > 0.9, s.last_reason
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_a_large_object_is_pushed_from_where_the_hand_is(scene, large):
+    """For an object over large_object_m across, a hand within contact_m of the push start pushes
+    from there, by the contact point's planned motion (a large object's rear point jitters between
+    plans and sent the hand back before each push); a small object is pushed from its rear point."""
+    push = np.array([0.10, 0.0, 0.0])
+    plan = rigid_plan(scene, {M(scene["mask"]): push})
+    s = GeometricFlow2Action(large_object_m=0.0 if large else 1.0)  # the button counts as large / small
+    s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"], frames_per_step=4)
+    ee = s.waypoints[-1] + [0.0, 0.03, 0.02]  # 3.6 cm from the start, low (not above the hover height)
+    s.reset()  # the first plan seen from there
+    args = (scene["depth"], scene["K"], scene["P"], ee)
+    s.new_plan(plan, *args, scene["mask"], scene["robot"], frames_per_step=4, plan_id="near")
+    a = s.act(plan, *args, 0, scene["mask"], scene["robot"], frames_per_step=4, plan_id="near")
+    if not large:  # to the start point exactly (the hover first: it is not low enough to skip it)
+        assert not s.in_contact and len(s.waypoints) == 2 and a[2] > 0, (a, s.last_reason)
+        return
+    assert s.in_contact and a[3] == CLOSED, s.last_reason
+    s.new_plan(plan, *args, scene["mask"], scene["robot"], frames_per_step=4, plan_id="pushing")
+    assert "pushing" in s.last_reason, s.last_reason
+    moved = s.subgoals[-1] - ee
+    np.testing.assert_allclose(moved[1:], 0.0, atol=0.035)  # by the planned motion, from where the hand is
+    assert push[0] - 0.035 <= moved[0] <= push[0] + s.push_back_m + 0.035  # (plus any gap to the object's face)
+
+
 def test_grasp_then_release_toggle_the_gripper(scene):
     s = GeometricFlow2Action()
     lift = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.15]})
