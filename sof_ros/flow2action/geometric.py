@@ -330,7 +330,7 @@ class GeometricFlow2Action:
                  release_m: float = 0.05, stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
-                 push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15,
+                 push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "hand",
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
@@ -368,6 +368,10 @@ class GeometricFlow2Action:
                            f"the contact point's planned motion) or 'size' ('hand' for an object over large_object_m "
                            f"across, else 'contact'), got {push_from!r}")
         self.push_from, self.large_object_m = push_from, float(large_object_m)
+        if carry_with not in ("object", "hand"):
+            raise SofError(f"carry_with must be 'object' (the held object's fitted motion) or 'hand' (the hand's own "
+                           f"planned track), got {carry_with!r}")
+        self.carry_with = carry_with
         self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
@@ -711,6 +715,11 @@ class GeometricFlow2Action:
             return f"grasp: approach the object's centre {np.round(g, 3).tolist()} from above"
         if mot.obj_moving:  # held: the hand moves rigidly with the object
             self.waypoints = []
+            if self.carry_with == "hand" and mot.hand_disp is not None:
+                # the hand's own track: the hand is larger and better seen than a small object under it,
+                # whose fitted motion (its points hidden by the fingers) can be off by decimetres
+                self._set_subgoals(ee + mot.hand_disp)
+                return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it along its own track"
             self._set_subgoals(mot.carry(ee))
             return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it"
         if mot.hand_moving and self.grip == CLOSED and \
