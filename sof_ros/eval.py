@@ -138,15 +138,29 @@ _FIXED = ("max_steps", "first_seed", "resolution", "replan_every")  # what every
 
 
 def open_work(work: Path, protocol: dict) -> dict:
-    """The work directory's protocol (created on first use); a run with another protocol is refused."""
+    """The work directory's protocol (created on first use); a run with another protocol is refused.
+    Shards started together read and extend it one at a time (a file lock), and it is replaced
+    whole, so none reads a half-written file or drops another's tasks."""
+    import fcntl
+    import os
+
     work.mkdir(parents=True, exist_ok=True)
-    path = work / "protocol.json"
+    with open(work / ".protocol.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        protocol = _extend_protocol(work / "protocol.json", protocol)
+        tmp = work / f".protocol.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(protocol, indent=1))
+        os.replace(tmp, work / "protocol.json")
+    return protocol
+
+
+def _extend_protocol(path: Path, protocol: dict) -> dict:
     if path.is_file():
         stored = json.loads(path.read_text())
         # (work directories from before replan_every was recorded lack it: not compared there)
         clash = {k: (stored[k], protocol[k]) for k in _FIXED if k in stored and stored[k] != protocol[k]}
         if clash:
-            raise SofError(f"{work} holds an evaluation with another protocol ({clash}, stored vs asked); "
+            raise SofError(f"{path.parent} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")
         # tasks/cameras/episodes may grow across invocations (shards, extra rows): keep the union
         for k in ("tasks", "cameras"):
@@ -154,7 +168,6 @@ def open_work(work: Path, protocol: dict) -> dict:
         stored["episodes_per_task_camera"] = max(stored["episodes_per_task_camera"],
                                                  protocol["episodes_per_task_camera"])
         protocol = stored
-    path.write_text(json.dumps(protocol, indent=1))
     return protocol
 
 

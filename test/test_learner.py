@@ -268,6 +268,35 @@ def test_eval_protocol_resumes_shards_and_reports_cis(trained, tmp_path):
         evaluate(None, ["expert"], proto, work, progress=False, replan_every=2)
 
 
+def test_shards_started_together_share_one_protocol_file(tmp_path):
+    """Two shards started at once on one work directory: one read the protocol file while the other
+    had truncated it to rewrite it (a JSONDecodeError traceback), and the union of their tasks could
+    lose one's. Many concurrent openers must all succeed and every task must be kept."""
+    import threading
+
+    from sof_ros.eval import open_work
+
+    base = {"tasks": [], "cameras": ["corner"], "max_steps": 8, "episodes_per_task_camera": 1, "first_seed": 0,
+            "resolution": [64, 64], "replan_every": 0}
+    errors = []
+
+    def shard(i):
+        try:
+            for k in range(40):
+                open_work(tmp_path, {**base, "tasks": [f"task-{i}-{k}"]})
+        except Exception as e:  # noqa: BLE001 -- collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    stored = json.loads((tmp_path / "protocol.json").read_text())
+    assert len(stored["tasks"]) == 6 * 40
+
+
 def test_replan_bench_writes_success_per_interval_with_cis(trained, tmp_path):
     """`sof-bench replan`: one resumable evaluation per interval, its interval recorded in the work
     directory's protocol, success with Wilson intervals in replan.json / .md / .png."""
