@@ -36,12 +36,19 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
 `lift_m` or more (AVDC's test), else push.
 * grasp: hover `hover_m` above the grasp point, descend to the object's lower part
   (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
-  point; held, the hand is carried by the object's planned motion; a plan that takes the hand
-  `release_m` away from a still object opens the gripper;
+  point; held, the hand follows its own planned track (`carry_with="hand"`: under the fingers the
+  object is mostly hidden and its fitted motion unreliable; `"object"`: the object's fitted motion
+  carries the hand); a plan that takes the hand `release_m` away from a still object opens the
+  gripper;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
   behind it (hovering first when sideways); in contact, the hand follows that rear point as the
-  object's planned motion carries it;
+  object's planned motion carries it. A push direction is kept until `push_turn_plans` plans in a
+  row turn it by more than `push_turn_deg` (a hinged door's planar points give PnP fits that
+  alternate between two directions). For an object over `large_object_m` across
+  (`push_from="size"`), whose rear point jitters between plans, a hand within `contact_m` of the
+  start pushes from where it is, by the contact point's planned motion (closing any gap to the
+  object's face along the push, never backing off against it);
 * before any plan moved the object: `approach="mask"` goes above the grasp point and down onto it,
   `"plan"` follows the hand's own planned motion. An approach under way to about the same point is
   kept while the arm, near the object, hides part of its mask;
