@@ -767,7 +767,7 @@ class GeometricFlow2Action:
         down = self.push_down_m * float(np.linalg.norm(d[:2]))
         contact = rear - np.array([0.0, 0.0, down])
         if kept:  # the plan's motion turned away from the kept direction: push along it, as far as the plan moves
-            chain_c = contact + np.linalg.norm(chain - g, axis=1)[:, None] * d
+            chain_c = contact + step[:, None] * d  # step: how far the plan has moved the grasp point, per frame
         else:
             chain_c = mot.carry(rear) - np.array([0.0, 0.0, down])
         if self.in_contact and near <= 2 * self.contact_m and mot.obj_moving:
