@@ -29,17 +29,20 @@ pixels [j*s, (j+1)*s) (area downsampling, s = W/w).
    mask's 2-D geometric median).
 4. The hand's own planned motion: a translation fit on the robot mask's tracks (the hand and
    fingers: segmentation in simulation, the arm's rendered model on a robot; without one, the
-   pixels around the projected tool centre point that are neither object nor far from its depth).
+   pixels around the projected tool centre point that are neither object nor far from its depth),
+   bounded in speed as the object's fit is (an unbounded fit put the hand a metre off along the
+   viewing ray).
 
 Control (`act`, every control step), from 3-D subgoals (`subgoals`, also the ROS node's pose
 targets). The first plan that moves the object fixes the mode: grasp when it lifts the object by
 `lift_m` or more (AVDC's test), else push.
 * grasp: hover `hover_m` above the grasp point, descend to the object's lower part
   (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
-  point; held, the hand follows its own planned track (`carry_with="hand"`: under the fingers the
-  object is mostly hidden and its fitted motion unreliable; `"object"`: the object's fitted motion
-  carries the hand); a plan that takes the hand `release_m` away from a still object opens the
-  gripper;
+  point; held, the object's fitted motion carries the hand unless it would take the hand below
+  where it grasped, then the hand follows its own planned track (`carry_with="auto"`: a placed
+  puck is guided best by its own fit, while a wrench hidden under the fingers was fitted
+  decimetres into the table; `"object"` and `"hand"` take one source always); a plan that
+  takes the hand `release_m` away from a still object opens the gripper;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
   behind it (hovering first when sideways); in contact, the hand follows that rear point as the
@@ -337,7 +340,7 @@ class GeometricFlow2Action:
                  release_m: float = 0.05, stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
-                 push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "hand",
+                 push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
@@ -375,9 +378,9 @@ class GeometricFlow2Action:
                            f"the contact point's planned motion) or 'size' ('hand' for an object over large_object_m "
                            f"across, else 'contact'), got {push_from!r}")
         self.push_from, self.large_object_m = push_from, float(large_object_m)
-        if carry_with not in ("object", "hand"):
-            raise SofError(f"carry_with must be 'object' (the held object's fitted motion) or 'hand' (the hand's own "
-                           f"planned track), got {carry_with!r}")
+        if carry_with not in ("object", "hand", "auto"):
+            raise SofError(f"carry_with must be 'object' (the held object's fitted motion), 'hand' (the hand's own "
+                           f"planned track) or 'auto' (the object's unless it goes below the grasp), got {carry_with!r}")
         self.carry_with = carry_with
         self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
@@ -590,9 +593,10 @@ class GeometricFlow2Action:
             tracks[k + 1] = np.where(fin[:, None], uv, np.nan)
         return out, tracks
 
-    def _fit_motion(self, X, tracks, K, P) -> np.ndarray:
+    def _fit_motion(self, X, tracks, K, P, model: str | None = None) -> np.ndarray:
         """(T+1, 4, 4) world-frame motion of the points X (camera frame) along their chained tracks,
-        each field's fit cumulative from the first frame."""
+        each field's fit cumulative from the first frame (`model`: `motion_model` unless given)."""
+        model = model or self.motion_model
         T = tracks.shape[0] - 1
         out = np.tile(np.eye(4), (T + 1, 1, 1))
         guess = None
@@ -602,8 +606,8 @@ class GeometricFlow2Action:
             if fin.sum() < self.min_points:
                 out[k:] = out[k - 1]  # nothing left to track: the object stays where last seen
                 break
-            Tc = self._bounded_fit(X[fin], tracks[k][fin], K, P, prev, guess)
-            if self.motion_model == "se3":
+            Tc = self._bounded_fit(X[fin], tracks[k][fin], K, P, prev, guess, model)
+            if model == "se3":
                 import cv2
 
                 guess = (cv2.Rodrigues(Tc[:3, :3])[0], Tc[:3, 3].reshape(3, 1))
@@ -611,7 +615,7 @@ class GeometricFlow2Action:
             out[k] = _world_T(P, Tc)
         return out
 
-    def _bounded_fit(self, X, uv, K, P, prev: np.ndarray, guess=None) -> np.ndarray:
+    def _bounded_fit(self, X, uv, K, P, prev: np.ndarray, guess=None, model: str | None = None) -> np.ndarray:
         """The camera-frame rigid motion carrying X onto uv: PnP-RANSAC (motion_model "se3"), or a
         translation with the tabletop prior where PnP fails or moves the points' centre further from
         where `prev` (the previous field's motion) put it than the arm can move in one field
@@ -621,7 +625,7 @@ class GeometricFlow2Action:
         c = X.mean(axis=0)
         c_prev = prev[:3, :3] @ c + prev[:3, 3]
         bound = self.max_speed_m * self._fps
-        Tc = fit_se3(X, uv, K, guess=guess) if self.motion_model == "se3" else None
+        Tc = fit_se3(X, uv, K, guess=guess) if (model or self.motion_model) == "se3" else None
         if Tc is not None and np.linalg.norm(Tc[:3, :3] @ c + Tc[:3, 3] - c_prev) <= bound:
             return Tc
         t, _ = fit_translation(X, uv, K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0], noise_px=self._noise_px)
@@ -649,18 +653,12 @@ class GeometricFlow2Action:
         if len(uu) < self.min_points:
             return None
         _, X, tracks = self._sample_tracks(vv, uu, flow, depth, K, scale)
-        out = np.zeros((tracks.shape[0], 3))
-        for k in range(1, tracks.shape[0]):
-            fin = np.all(np.isfinite(tracks[k]), axis=1)
-            if fin.sum() < self.min_points:
-                if k == 1:
-                    return None
-                out[k:] = out[k - 1]
-                break
-            t, _ = fit_translation(X[fin], tracks[k][fin], K, self.ray_ridge, up=P[:3, :3].T @ [0, 0, 1.0],
-                                   noise_px=self._noise_px)
-            out[k] = P[:3, :3] @ t
-        return out
+        if tracks.shape[0] < 2 or np.all(np.isfinite(tracks[1]), axis=1).sum() < self.min_points:
+            return None
+        # the same speed-bounded fit as the object's: an unbounded translation fit of the hand's points
+        # can put the hand a metre off along the viewing ray, where one camera sees only a change of scale
+        Tw = self._fit_motion(X, tracks, K, P, model="translation")
+        return Tw[:, :3, :3] @ ee + Tw[:, :3, 3] - ee
 
     # --- control ---------------------------------------------------------------------------
     def new_plan(self, flow_plan, depth, intrinsics, cam_pose, ee_pos, object_mask=None, robot_mask=None,
@@ -722,12 +720,16 @@ class GeometricFlow2Action:
             return f"grasp: approach the object's centre {np.round(g, 3).tolist()} from above"
         if mot.obj_moving:  # held: the hand moves rigidly with the object
             self.waypoints = []
-            if self.carry_with == "hand" and mot.hand_disp is not None:
-                # the hand's own track: the hand is larger and better seen than a small object under it,
-                # whose fitted motion (its points hidden by the fingers) can be off by decimetres
-                self._set_subgoals(ee + mot.hand_disp)
+            carried = mot.carry(ee)
+            floor = None if self._hold_at is None else self._hold_at[2] - self.grasp_z_tol_m
+            below = floor is not None and float(carried[:, 2].min()) < floor
+            own = mot.hand_disp is not None and (self.carry_with == "hand" or (self.carry_with == "auto" and below))
+            # the hand's own track: the hand is larger and better seen than a small object under it, whose
+            # fitted motion (its points hidden by the fingers) can be off by decimetres -- "auto" takes it
+            # only when the object's fit would carry the hand below where it grasped
+            self._set_subgoals(ee + mot.hand_disp if own else carried)
+            if own:
                 return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it along its own track"
-            self._set_subgoals(mot.carry(ee))
             return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it"
         if mot.hand_moving and self.grip == CLOSED and \
                 float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
