@@ -41,9 +41,7 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
   point; held, the object's fitted motion carries the hand unless it would take the hand below
   where it grasped, then the hand follows its own planned track (`carry_with="auto"`: a placed
   puck is guided best by its own fit, while a wrench hidden under the fingers was fitted
-  decimetres into the table; `"object"` and `"hand"` take one source always); a carry that lifts
-  the object by `lift_m` runs to its highest point before a new plan replaces it (`carry_commit`:
-  each plan drawn from a grasp already made starts with its own settling); a plan that
+  decimetres into the table; `"object"` and `"hand"` take one source always); a plan that
   takes the hand `release_m` away from a still object opens the gripper;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
@@ -343,7 +341,6 @@ class GeometricFlow2Action:
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
-                 carry_commit: bool = True,
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
@@ -385,7 +382,6 @@ class GeometricFlow2Action:
             raise SofError(f"carry_with must be 'object' (the held object's fitted motion), 'hand' (the hand's own "
                            f"planned track) or 'auto' (the object's unless it goes below the grasp), got {carry_with!r}")
         self.carry_with = carry_with
-        self.carry_commit = bool(carry_commit)
         self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
@@ -403,7 +399,6 @@ class GeometricFlow2Action:
         self._push_dir: np.ndarray | None = None  # push: the last direction a plan pushed the object
         self._push_hand = False  # push: the hand pushes from where it is (push_from), decided per plan
         self._push_turns = 0  # push: plans in a row whose direction turned more than push_turn_deg from it
-        self._carry = False  # grasp: a held carry is under way (carry_commit)
         self.current_target: np.ndarray | None = None
         self.subgoals: np.ndarray | None = None  # (T+1, 3) world subgoals, followed in order
         self._sub = 0  # index of the subgoal being chased
@@ -679,10 +674,6 @@ class GeometricFlow2Action:
             self.subgoals = None
             self.last_reason = mot.reason
             return mot
-        if self._carrying(ee):
-            self.last_reason = (f"carrying: the carry under way continues, subgoal {self._sub} of "
-                                f"{len(self.subgoals) - 1} (this plan: {mot.reason})")
-            return mot
         if mot.obj_points is None:  # the object is not seen (hidden in the hand, out of view)
             if mot.hand_disp is not None and (self.in_contact or self.approach == "plan"):
                 self.waypoints = []
@@ -736,10 +727,7 @@ class GeometricFlow2Action:
             # the hand's own track: the hand is larger and better seen than a small object under it, whose
             # fitted motion (its points hidden by the fingers) can be off by decimetres -- "auto" takes it
             # only when the object's fit would carry the hand below where it grasped
-            track = ee + mot.hand_disp if own else carried
-            top = int(np.argmax(track[:, 2]))
-            self._carry = self.carry_commit and float(track[top, 2] - ee[2]) >= self.lift_m
-            self._set_subgoals(track[:top + 1] if self._carry else track)
+            self._set_subgoals(ee + mot.hand_disp if own else carried)
             if own:
                 return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it along its own track"
             return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it"
@@ -750,19 +738,6 @@ class GeometricFlow2Action:
             return "release: the plan moves the hand away from a still object"
         self._set_subgoals(ee[None])
         return "object still in the plan, held: holding"
-
-    def _carrying(self, ee: np.ndarray) -> bool:
-        """A held carry that lifts the object (`carry_commit`) runs to its highest subgoal before a new
-        plan replaces it: re-planned every few control steps, a plan drawn from a grasp already made
-        starts with its own settling (fields of several control steps each), and replacing the carry
-        with each such plan kept a held ball at table height for the whole episode. Only up to the
-        top: further along, a fitted track drifts (assembly's wrench came back down to the table)."""
-        if not (self._carry and self.in_contact and self.mode == "grasp" and self.subgoals is not None):
-            self._carry = False
-            return False
-        if np.linalg.norm(self.subgoals[-1] - ee) <= self.precision_m:  # the carry's end reached
-            self._carry = False
-        return self._carry
 
     def _plan_push(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray, chain: np.ndarray, near: float) -> str:
         self.grip = CLOSED  # a closed fist pushes (AVDC)
@@ -898,7 +873,6 @@ class GeometricFlow2Action:
             self.replans += 1
             self._backoff = self.backoff_steps
             self.waypoints = []
-            self._carry = False
             self.last_reason = f"stalled {self.stall_steps} steps: backing off and asking for a fresh plan"
 
     def _zero(self, reason: str) -> np.ndarray:
