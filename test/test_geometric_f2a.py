@@ -27,8 +27,9 @@ def scene():
 
 
 def rigid_plan(sc, motions: dict, res: int = 64, fields: int = T_FIELDS) -> np.ndarray:
-    """Flow plan of rigid translations: the surface shown by each mask in `motions` (mask -> total
-    world translation) moves the same amount per field; everything else is still. Field k holds
+    """Flow plan of rigid motions: the surface shown by each mask in `motions` (mask -> total world
+    translation, moved the same amount per field, or a function (points, fraction of the plan) ->
+    moved points) moves; everything else is still. Field k holds
     each moving point's own displacement at the pixel it occupies in frame k (dilated by a pixel,
     as a dense flow field would have it). Returned at res x res."""
     import cv2
@@ -41,10 +42,13 @@ def rigid_plan(sc, motions: dict, res: int = 64, fields: int = T_FIELDS) -> np.n
     plan = np.zeros((fields, H, W, 2))
     for mask, total in motions.items():
         m = np.asarray(mask)
-        step = np.asarray(total, dtype=np.float64) / fields
+        if callable(total):  # (points, fraction of the plan) -> the points moved that far
+            move = total
+        else:
+            move = lambda X, s, t=np.asarray(total, dtype=np.float64): X + s * t  # noqa: E731
         for k in range(fields):
-            a, _ = world_to_pixel(K, P, world[m] + k * step)
-            b, _ = world_to_pixel(K, P, world[m] + (k + 1) * step)
+            a, _ = world_to_pixel(K, P, move(world[m], k / fields))
+            b, _ = world_to_pixel(K, P, move(world[m], (k + 1) / fields))
             at = np.zeros((H, W), np.uint8)
             ui = np.clip(np.rint(a[:, 0]).astype(int), 0, W - 1)
             vi = np.clip(np.rint(a[:, 1]).astype(int), 0, H - 1)
@@ -224,6 +228,27 @@ def test_the_hands_planned_track_is_no_faster_than_the_arm_along_the_viewing_ray
     np.testing.assert_allclose(mot.hand_disp[-1], [0, 0, 0.04], atol=0.015)
 
 
+def test_a_held_object_is_fitted_as_translating_with_the_hand(scene):
+    """The solver commands the hand's position only, so the hand does not turn, nor does what it holds:
+    a held object's fit is a translation, and a rotation in a poorly seen object's fit cannot swing the
+    carried hand about. Here the plan turns the held object 40 degrees about a vertical axis through
+    its centre while lifting it 8 cm: the hand is carried up, not round."""
+    s, g, _ = _closed_on_the_object(scene)
+    c = g  # the hand is at the grasp point, near the object's centre
+    th = np.radians(40.0)
+
+    def turn_and_lift(X, f):
+        ct, st = np.cos(th * f), np.sin(th * f)
+        R = np.array([[ct, -st, 0.0], [st, ct, 0.0], [0.0, 0.0, 1.0]])
+        return (X - c) @ R.T + c + f * np.array([0.0, 0.0, 0.08])
+
+    plan = rigid_plan(scene, {M(scene["mask"]): turn_and_lift}, fields=8)
+    mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], g, scene["mask"], None, plan_id="turned")
+    assert mot.obj_moving and "carries it" in s.last_reason, s.last_reason
+    np.testing.assert_allclose(mot.obj_T[:, :3, :3], np.tile(np.eye(3), (9, 1, 1)), atol=1e-9)
+    np.testing.assert_allclose(s.subgoals[-1] - g, [0.0, 0.0, 0.08], atol=0.03)
+
+
 def test_grasp_then_release_toggle_the_gripper(scene):
     s = GeometricFlow2Action(carry_with="object")
     lift = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.15]})
@@ -252,6 +277,23 @@ def test_grasp_then_release_toggle_the_gripper(scene):
     away = rigid_plan(scene, {M(hand): [0, 0, 0.10]})
     s.new_plan(away, scene["depth"], scene["K"], scene["P"], g + [0, 0, 0.03], scene["mask"], hand, plan_id="leave")
     assert s.grip == OPEN and not s.in_contact, s.last_reason
+
+
+def test_an_object_that_slipped_out_of_the_hand_is_grasped_again(scene):
+    """Held means at the hand: a gripper closed on an object that is now drop_m or more from the
+    hand has lost it (a hammer slips out on a fast lift), and holding still with a closed empty
+    gripper would wait out the episode. The solver opens and approaches the object again; an object
+    still at the hand is held as before."""
+    s, g, _ = _closed_on_the_object(scene)
+    still = np.zeros((T_FIELDS, 64, 64, 2))
+    s.new_plan(still, scene["depth"], scene["K"], scene["P"], g, scene["mask"], None, plan_id="at-hand")
+    assert s.grip == CLOSED and s.in_contact and "holding" in s.last_reason, s.last_reason
+    up = g + [0.0, 0.0, 0.25]  # the hand went up, the object stayed on the table
+    s.new_plan(still, scene["depth"], scene["K"], scene["P"], up, scene["mask"], None, plan_id="slipped")
+    assert s.grip == OPEN and not s.in_contact and s.last_reason.startswith("dropped"), s.last_reason
+    assert s.waypoints and np.linalg.norm(s.waypoints[-1][:2] - g[:2]) < 0.02, s.waypoints
+    a = s.act(still, scene["depth"], scene["K"], scene["P"], up, 0, scene["mask"], None, plan_id="slipped")
+    assert a[3] == OPEN and np.linalg.norm(a[:3]) > 0.1, a  # on its way back, open
 
 
 def test_stall_asks_for_a_fresh_plan(scene):

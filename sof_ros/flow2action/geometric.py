@@ -38,11 +38,13 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
 `lift_m` or more (AVDC's test), else push.
 * grasp: hover `hover_m` above the grasp point, descend to the object's lower part
   (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
-  point; held, the object's fitted motion carries the hand unless it would take the hand below
-  where it grasped, then the hand follows its own planned track (`carry_with="auto"`: a placed
+  point; held, the object's fitted motion (a translation, `held_motion`: the hand is commanded in
+  position only and does not turn, so neither does what it holds) carries the hand unless it
+  would take the hand below where it grasped, then the hand follows its own planned track (`carry_with="auto"`: a placed
   puck is guided best by its own fit, while a wrench hidden under the fingers was fitted
   decimetres into the table; `"object"` and `"hand"` take one source always); a plan that
-  takes the hand `release_m` away from a still object opens the gripper;
+  takes the hand `release_m` away from a still object opens the gripper; a held object seen
+  `drop_m` or more from the hand has slipped out: the gripper opens and the grasp starts again;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
   behind it (hovering first when sideways); in contact, the hand follows that rear point as the
@@ -337,10 +339,12 @@ class GeometricFlow2Action:
                  obj_move_px: float = 1.0, hand_move_m: float = 0.01, contact_m: float = 0.05,
                  lift_m: float = 0.03, close_steps: int = 8, hover_m: float = 0.12, reach_tol_m: float = 0.02,
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
-                 release_m: float = 0.05, stall_steps: int = 15, stall_m: float = 0.001, backoff_steps: int = 6,
+                 release_m: float = 0.05, drop_m: float = 0.10, stall_steps: int = 15, stall_m: float = 0.001,
+                 backoff_steps: int = 6,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
+                 held_motion: str = "translation",
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
@@ -360,6 +364,7 @@ class GeometricFlow2Action:
         self.contact_m, self.lift_m, self.close_steps = float(contact_m), float(lift_m), int(close_steps)
         self.hover_m, self.reach_tol_m, self.grasp_z_tol_m = float(hover_m), float(reach_tol_m), float(grasp_z_tol_m)
         self.push_back_m, self.push_down_m, self.release_m = float(push_back_m), float(push_down_m), float(release_m)
+        self.drop_m = float(drop_m)
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
@@ -382,6 +387,10 @@ class GeometricFlow2Action:
             raise SofError(f"carry_with must be 'object' (the held object's fitted motion), 'hand' (the hand's own "
                            f"planned track) or 'auto' (the object's unless it goes below the grasp), got {carry_with!r}")
         self.carry_with = carry_with
+        if held_motion not in ("translation", "se3"):
+            raise SofError(f"held_motion must be 'translation' (the hand does not turn, so neither does what it holds) "
+                           f"or 'se3', got {held_motion!r}")
+        self.held_motion = held_motion
         self._fps = 1
         self.ee_radius_px, self.depth_tol = float(ee_radius_px), float(depth_tol)
         self.max_plan_steps = int(max_plan_steps)
@@ -501,8 +510,10 @@ class GeometricFlow2Action:
             m &= ~robot_mask
         hand = self._hand_motion(flow, depth, K, P, ee, ee_cam, ee_px, scale, valid, m, robot_mask)
         hand_moving = hand is not None and float(np.linalg.norm(hand, axis=1).max()) >= self.hand_move_m
-        held = robot_mask & valid if (robot_mask is not None and self.mode == "grasp" and self.in_contact) else None
-        obj = self._object_motion(flow, depth, K, P, m, scale, rigid_with=held)
+        holding = self.mode == "grasp" and self.in_contact
+        held = robot_mask & valid if (robot_mask is not None and holding) else None
+        obj = self._object_motion(flow, depth, K, P, m, scale, rigid_with=held,
+                                  model=self.held_motion if holding else None)
         if isinstance(obj, str):
             if hand is None:
                 return fail(f"{obj}, and no hand points to follow: zero action")
@@ -510,12 +521,12 @@ class GeometricFlow2Action:
         Xw, obj_T, disp, moving, grasp = obj
         return PlanMotion(True, f"{len(Xw)} object points", steps, Xw, obj_T, moving, disp, hand, hand_moving, grasp)
 
-    def _object_motion(self, flow, depth, K, P, m, scale, rigid_with=None):
+    def _object_motion(self, flow, depth, K, P, m, scale, rigid_with=None, model: str | None = None):
         """The object's points, motion, planned displacement, whether it moves and its grasp point --
         or a string saying why there is no object to track. `rigid_with`: a mask of points that move
         rigidly with the object (the hand holding it), added to the motion fit only when the object's own
         points move (or are too few to fit alone): a plan in which the hand lets go and leaves must not
-        drag a still object along with it."""
+        drag a still object along with it. `model`: the motion model of the fit (default motion_model)."""
         if rigid_with is not None and rigid_with.any():
             alone = self._object_motion(flow, depth, K, P, m, scale)
             if not isinstance(alone, str) and not alone[3]:
@@ -530,7 +541,7 @@ class GeometricFlow2Action:
             hpx, hX = self._sample_points(hv, hu, depth, K)
             px, X = np.concatenate([px, hpx]), np.concatenate([X, hX])
         if self.tracking == "model":
-            obj_T, tracks = self._fit_motion_model(X, px, flow, K, P, scale)
+            obj_T, tracks = self._fit_motion_model(X, px, flow, K, P, scale, model)
         else:
             tracks = chain_tracks(flow, px, scale)
             obj_T = None
@@ -538,7 +549,7 @@ class GeometricFlow2Action:
         if ok.sum() < self.min_points:
             return f"only {int(ok.sum())} object points have finite flow (< min_points)"
         if obj_T is None:
-            obj_T = self._fit_motion(X, tracks, K, P)
+            obj_T = self._fit_motion(X, tracks, K, P, model)
         px, X, tracks = px[:n_obj], X[:n_obj], tracks[:, :n_obj]
         Xw = camera_to_world(P, X)
         centre = Xw.mean(axis=0)
@@ -565,7 +576,7 @@ class GeometricFlow2Action:
         px, X = self._sample_points(vv, uu, depth, K)
         return px, X, chain_tracks(flow, px, scale)
 
-    def _fit_motion_model(self, X, px, flow, K, P, scale):
+    def _fit_motion_model(self, X, px, flow, K, P, scale, model: str | None = None):
         """AVDC's tracking: field by field, move the points' current image positions by the flow, fit
         the rigid motion of their current 3-D positions onto them, then re-project the moved 3-D
         points -- the tracks stay those of one rigid body, so a point that samples another surface's
@@ -585,7 +596,7 @@ class GeometricFlow2Action:
             if fin.sum() < self.min_points:
                 out[k + 1:] = out[k]  # nothing left to track: the object stays where last seen
                 break
-            Tc = self._bounded_fit(Xc[fin], target[fin], K, P, np.eye(4))
+            Tc = self._bounded_fit(Xc[fin], target[fin], K, P, np.eye(4), model=model)
             Xc = Xc @ Tc[:3, :3].T + Tc[:3, 3]
             uv = project(K, Xc)
             cum = Tc @ cum
@@ -688,8 +699,13 @@ class GeometricFlow2Action:
         if mot.obj_moving and self.mode is None:  # AVDC: a grasp when the plan lifts the object, else a push
             self.mode = "grasp" if float(chain[:, 2].max() - g[2]) >= self.lift_m else "push"
         near = float(np.linalg.norm(mot.obj_points - ee, axis=1).min())
+        dropped = self.mode == "grasp" and self.in_contact and self._hold <= 0 and near > self.drop_m
+        if dropped:  # a held object is at the hand: one drop_m away it slipped out, so grasp it again
+            self.grip, self.in_contact, self._hold_at = OPEN, False, None
         if self.mode == "grasp":
             why = self._plan_grasp(mot, ee, g)
+            if dropped:
+                why = f"dropped: the object is {near:.2f} m from the hand; {why}"
         elif self.mode == "push":
             why = self._plan_push(mot, ee, g, chain, near)
         elif self.approach == "plan" and mot.hand_moving:  # the object has not moved in any plan yet
