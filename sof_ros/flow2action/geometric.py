@@ -38,13 +38,15 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
 `lift_m` or more (AVDC's test), else push.
 * grasp: hover `hover_m` above the grasp point, descend to the object's lower part
   (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
-  point; held, the object's fitted motion (a translation, `held_motion`: the hand is commanded in
-  position only and does not turn, so neither does what it holds) carries the hand unless it
-  would take the hand below where it grasped, then the hand follows its own planned track (`carry_with="auto"`: a placed
+  point. Held, the object's fitted motion carries the hand unless it would take the hand below
+  where it grasped; then the hand follows its own planned track (`carry_with="auto"`: a placed
   puck is guided best by its own fit, while a wrench hidden under the fingers was fitted
-  decimetres into the table; `"object"` and `"hand"` take one source always); a plan that
-  takes the hand `release_m` away from a still object opens the gripper; a held object seen
-  `drop_m` or more from the hand has slipped out: the gripper opens and the grasp starts again;
+  decimetres into the table; `"object"` and `"hand"` take one source always). Once the object
+  has been seen `lift_m` above where it was first held it hangs in the hand, and its fit is a
+  translation (`held_motion`: the hand is commanded in position only and does not turn; a door
+  or faucet handle, never lifted, turns about its hinge). A plan that takes the hand `release_m`
+  away from a still object opens the gripper; a lifted object seen `drop_m` or more from the
+  hand has slipped out: the gripper opens and the grasp starts again;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
   behind it (hovering first when sideways); in contact, the hand follows that rear point as the
@@ -404,6 +406,8 @@ class GeometricFlow2Action:
         self.grip = OPEN
         self.mode: str | None = None  # "grasp" | "push" once the object has moved in a plan
         self.in_contact = False  # grasp: the gripper closed on the object; push: the hand at the object
+        self._held_z: float | None = None  # grasp: the held object's median height when first seen held
+        self.lifted = False  # grasp: the held object has been seen lift_m above that height
         self._after_reach: np.ndarray | None = None  # push: the subgoals to follow once the approach is done
         self._push_dir: np.ndarray | None = None  # push: the last direction a plan pushed the object
         self._push_hand = False  # push: the hand pushes from where it is (push_from), decided per plan
@@ -513,7 +517,7 @@ class GeometricFlow2Action:
         holding = self.mode == "grasp" and self.in_contact
         held = robot_mask & valid if (robot_mask is not None and holding) else None
         obj = self._object_motion(flow, depth, K, P, m, scale, rigid_with=held,
-                                  model=self.held_motion if holding else None)
+                                  model=self.held_motion if holding and self.lifted else None)
         if isinstance(obj, str):
             if hand is None:
                 return fail(f"{obj}, and no hand points to follow: zero action")
@@ -699,9 +703,17 @@ class GeometricFlow2Action:
         if mot.obj_moving and self.mode is None:  # AVDC: a grasp when the plan lifts the object, else a push
             self.mode = "grasp" if float(chain[:, 2].max() - g[2]) >= self.lift_m else "push"
         near = float(np.linalg.norm(mot.obj_points - ee, axis=1).min())
-        dropped = self.mode == "grasp" and self.in_contact and self._hold <= 0 and near > self.drop_m
-        if dropped:  # a held object is at the hand: one drop_m away it slipped out, so grasp it again
+        dropped = False
+        if self.mode == "grasp" and self.in_contact and self._hold <= 0:
+            z = float(np.median(mot.obj_points[:, 2]))
+            self._held_z = z if self._held_z is None else self._held_z
+            self.lifted = self.lifted or z - self._held_z >= self.lift_m  # seen, not planned: it hangs in the hand
+            # a lifted object is at the hand: one drop_m away it slipped out, so grasp it again (a door or
+            # faucet handle, never lifted, is left behind by a mis-fitted carry instead: not a drop)
+            dropped = self.lifted and near > self.drop_m
+        if dropped:
             self.grip, self.in_contact, self._hold_at = OPEN, False, None
+            self._held_z, self.lifted = None, False
         if self.mode == "grasp":
             why = self._plan_grasp(mot, ee, g)
             if dropped:
@@ -750,6 +762,7 @@ class GeometricFlow2Action:
         if mot.hand_moving and self.grip == CLOSED and \
                 float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
             self.grip, self.in_contact = OPEN, False  # the plan takes the hand away from an object that stays
+            self._held_z, self.lifted = None, False
             self._set_subgoals(ee + mot.hand_disp)
             return "release: the plan moves the hand away from a still object"
         self._set_subgoals(ee[None])
