@@ -234,7 +234,7 @@ def test_a_held_object_is_fitted_as_translating_with_the_hand(scene):
     a lifted object's fit is a translation, and a rotation in a poorly seen object's fit cannot swing the
     carried hand about. Here the plan turns the held object 40 degrees about a vertical axis through
     its centre while lifting it 8 cm: the hand is carried up, not round."""
-    s, g, _ = _closed_on_the_object(scene)
+    s, g, _ = _closed_on_the_object(scene, held_motion="translation")
     s.lifted = True  # seen lifted before (the slipped-object test drives that detection)
     c = g  # the hand is at the grasp point, near the object's centre
     th = np.radians(40.0)

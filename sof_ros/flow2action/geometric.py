@@ -346,7 +346,7 @@ class GeometricFlow2Action:
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
-                 held_motion: str = "translation",
+                 held_motion: str = "se3",
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
                  flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
         if not (np.isfinite(gain) and gain > 0):
