@@ -229,11 +229,12 @@ def test_the_hands_planned_track_is_no_faster_than_the_arm_along_the_viewing_ray
 
 
 def test_a_held_object_is_fitted_as_translating_with_the_hand(scene):
-    """The solver commands the hand's position only, so the hand does not turn, nor does what it holds
-    once it hangs in the hand (seen lifted; a door or a faucet handle turns about its hinge instead):
-    a lifted object's fit is a translation, and a rotation in a poorly seen object's fit cannot swing the
-    carried hand about. Here the plan turns the held object 40 degrees about a vertical axis through
-    its centre while lifting it 8 cm: the hand is carried up, not round."""
+    """held_motion="translation" (an option; the default fits SE(3) as for any object): the solver
+    commands the hand's position only, so once a held object hangs in the hand (seen lifted; a door
+    or a faucet handle turns about its hinge instead) its fit is a translation, and a rotation in a
+    poorly seen object's fit cannot swing the carried hand about. Here the plan turns the held object
+    40 degrees about a vertical axis through its centre while lifting it 8 cm: the hand is carried
+    up, not round."""
     s, g, _ = _closed_on_the_object(scene, held_motion="translation")
     s.lifted = True  # seen lifted before (the slipped-object test drives that detection)
     c = g  # the hand is at the grasp point, near the object's centre
@@ -287,7 +288,6 @@ def test_a_lifted_object_that_slipped_out_of_the_hand_is_grasped_again(scene):
     so the solver opens and approaches it again. A handle that was never seen lifted (a faucet, a door
     taken for a grasp) is not dropped: the hand left it on a mis-fitted carry."""
     still = np.zeros((T_FIELDS, 64, 64, 2))
-    up = None
     for lifted in (False, True):
         s, g, _ = _closed_on_the_object(scene)
         up = g + [0.0, 0.0, 0.25]  # the hand 25 cm above an object on the table

@@ -42,11 +42,11 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
   where it grasped; then the hand follows its own planned track (`carry_with="auto"`: a placed
   puck is guided best by its own fit, while a wrench hidden under the fingers was fitted
   decimetres into the table; `"object"` and `"hand"` take one source always). Once the object
-  has been seen `lift_m` above where it was first held it hangs in the hand, and its fit is a
-  translation (`held_motion`: the hand is commanded in position only and does not turn; a door
-  or faucet handle, never lifted, turns about its hinge). A plan that takes the hand `release_m`
-  away from a still object opens the gripper; a lifted object seen `drop_m` or more from the
-  hand has slipped out: the gripper opens and the grasp starts again;
+  has been seen `lift_m` above where it was first held it hangs in the hand (a door or faucet
+  handle, never lifted, does not), and its fit uses `held_motion` (default "se3", as any object;
+  "translation", since the hand is commanded in position only, measured no better). A plan that
+  takes the hand `release_m` away from a still object opens the gripper; a lifted object seen
+  `drop_m` or more from the hand has slipped out: the gripper opens and the grasp starts again;
 * push (a closed fist, as AVDC): the contact point is the object's rear face along the plan's
   first centimetre of motion, `push_down_m` lower for a sideways push, reached from `push_back_m`
   behind it (hovering first when sideways); in contact, the hand follows that rear point as the
@@ -712,8 +712,8 @@ class GeometricFlow2Action:
             # faucet handle, never lifted, is left behind by a mis-fitted carry instead: not a drop)
             dropped = self.lifted and near > self.drop_m
         if dropped:
-            self.grip, self.in_contact, self._hold_at = OPEN, False, None
-            self._held_z, self.lifted = None, False
+            self._let_go()
+            self._hold_at = None
         if self.mode == "grasp":
             why = self._plan_grasp(mot, ee, g)
             if dropped:
@@ -739,6 +739,11 @@ class GeometricFlow2Action:
         self._after_reach = then
         self.subgoals = None
 
+    def _let_go(self) -> None:
+        """Forget the grasp (a release or a drop): open, not in contact, no held height seen."""
+        self.grip, self.in_contact = OPEN, False
+        self._held_z, self.lifted = None, False
+
     def _plan_grasp(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray) -> str:
         if not self.in_contact:  # hover above the object's centre, descend, close (AVDC)
             self.grip = OPEN
@@ -761,8 +766,7 @@ class GeometricFlow2Action:
             return f"object moves {np.round(mot.obj_disp, 3).tolist()} m: the hand carries it"
         if mot.hand_moving and self.grip == CLOSED and \
                 float(np.linalg.norm(mot.obj_points - (ee + mot.hand_disp[-1]), axis=1).min()) >= self.release_m:
-            self.grip, self.in_contact = OPEN, False  # the plan takes the hand away from an object that stays
-            self._held_z, self.lifted = None, False
+            self._let_go()  # the plan takes the hand away from an object that stays
             self._set_subgoals(ee + mot.hand_disp)
             return "release: the plan moves the hand away from a still object"
         self._set_subgoals(ee[None])
