@@ -1092,6 +1092,8 @@ def test_a_peer_with_incompatible_qos_is_named_and_nodes_carry_no_per_endpoint_e
     assert not [h for e in (*pol.subscriptions, *pol.publishers) for h in e.event_handlers]
     ros.publisher(String, Topics.INSTRUCTION, latched_qos())  # compatible: never reported
     ros.publisher(String, Topics.POLICY_STATUS, latched_qos())  # another publisher: ours is a publisher there
+    ros.collect(String, Topics.POLICY_STATUS, latched_qos())  # a subscriber of ours (the graph reports its
+    ros.collect(Image, Topics.FLOW_PLAN, command_qos())  # QoS resolved: deadline infinite, not "default")
     time.sleep(2.5)
     assert pol._qos_watch.problems == []
     ros.publisher(String, Topics.INSTRUCTION, command_qos())  # volatile, as `ros2 topic pub` by default

@@ -96,6 +96,31 @@ def latched_qos() -> QoSProfile:
 QOS_CHECK_PERIOD_S = 1.0
 
 
+def as_graph_reports(qos: QoSProfile) -> QoSProfile:
+    """`qos` with the middleware defaults resolved as the ROS graph reports a peer's endpoint (a
+    "default" deadline, lifespan or liveliness lease is infinite, "system default" liveliness is
+    automatic, reliability reliable, durability volatile: rmw's default profile, as Fast DDS and
+    Cyclone DDS apply it). qos_check_compatible on an unresolved profile of ours against a peer's
+    resolved one saw a deadline on the subscriber's side only, and called every subscriber of every
+    publisher of ours incompatible."""
+    from rclpy.duration import Infinite
+    from rclpy.qos import LivelinessPolicy
+
+    out = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability, durability=qos.durability,
+                     deadline=qos.deadline, lifespan=qos.lifespan, liveliness=qos.liveliness,
+                     liveliness_lease_duration=qos.liveliness_lease_duration)
+    for name in ("deadline", "lifespan", "liveliness_lease_duration"):
+        if getattr(out, name).nanoseconds == 0:
+            setattr(out, name, Infinite)
+    if out.liveliness == LivelinessPolicy.SYSTEM_DEFAULT:
+        out.liveliness = LivelinessPolicy.AUTOMATIC
+    if out.reliability == ReliabilityPolicy.SYSTEM_DEFAULT:
+        out.reliability = ReliabilityPolicy.RELIABLE
+    if out.durability == DurabilityPolicy.SYSTEM_DEFAULT:
+        out.durability = DurabilityPolicy.VOLATILE
+    return out
+
+
 class QosWatch:
     """Warns about peers whose QoS can never match ours (no message would pass), as rclpy's default
     QoS event callbacks do -- e.g. `ros2 topic pub` (volatile) on the transient-local instruction
@@ -110,12 +135,14 @@ class QosWatch:
 
     def __init__(self):
         self.endpoints: list[tuple[str, str, QoSProfile]] = []  # (our kind, topic, our QoS)
+        self._resolved: list[QoSProfile] = []  # our QoS as the graph reports a peer's, per endpoint
         self._peer_counts: dict[int, int] = {}
         self._reported: set[tuple] = set()
         self.problems: list[str] = []
 
     def add(self, kind: str, topic: str, qos: QoSProfile) -> None:
         self.endpoints.append((kind, topic, qos))
+        self._resolved.append(as_graph_reports(qos))
 
     def check(self, node: Node) -> list[str]:
         """Incompatibilities found since the last call, each peer endpoint reported once."""
@@ -131,7 +158,8 @@ class QosWatch:
             peers = node.get_publishers_info_by_topic(topic) if ours_subscribes else node.get_subscriptions_info_by_topic(topic)
             for peer in peers:
                 key = (i, bytes(peer.endpoint_gid))
-                pub_qos, sub_qos = (peer.qos_profile, qos) if ours_subscribes else (qos, peer.qos_profile)
+                ours = self._resolved[i]
+                pub_qos, sub_qos = (peer.qos_profile, ours) if ours_subscribes else (ours, peer.qos_profile)
                 compatibility, reason = qos_check_compatible(pub_qos, sub_qos)
                 if compatibility != QoSCompatibility.ERROR or key in self._reported:
                     continue
