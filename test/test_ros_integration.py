@@ -171,3 +171,44 @@ def test_loop_bench_writes_the_results_schema(ros_env, tmp_path):
     assert isinstance(r["sim_bridge_hz"], float) and r["sim_bridge_hz"] > 0
     md = (tmp_path / "loop.md").read_text()
     assert "| 128x128 |" in md and "| 640x480 |" in md and "sim_bridge_hz" in md
+
+
+HANGS_ON_SHUTDOWN = """
+import time
+from rclpy.node import Node
+from sof_ros.ros.base import run_node
+
+class HangsOnShutdown(Node):
+    def __init__(self):
+        super().__init__("hangs_on_shutdown")
+        print("spinning", flush=True)
+
+    def close(self):
+        time.sleep(60)  # stuck in shutdown, as a node blocked in a middleware call would be
+
+raise SystemExit(run_node(HangsOnShutdown, []))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_node_that_hangs_on_shutdown_is_killed_with_its_stacks_in_its_log(ros_env, tmp_path):
+    """sof-bringup SIGINTs its node processes and kills one still running after the grace period;
+    before that it asks it (SIGUSR1, faulthandler registered by run_node) where it hangs, so the
+    log says more than exit code -9."""
+    from sof_ros.ros.bringup import _stop_processes
+
+    log = tmp_path / "hangs.log"
+    out = open(log, "w")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", HANGS_ON_SHUTDOWN], cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    import time
+
+    t0 = time.monotonic()
+    while "spinning" not in log.read_text() and proc.poll() is None and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    assert proc.poll() is None, log.read_text()
+    codes = _stop_processes([("hangs", proc, out)], grace_s=2.0)
+    text = log.read_text()
+    assert codes == {"hangs": -9}, (codes, text)
+    assert "most recent call first" in text and "in close" in text, text

@@ -3,7 +3,9 @@ logging, agent loading, frame synchronisation and the `main()` runner."""
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -453,6 +455,8 @@ def run_node(node_cls: type, args: list[str] | None = None, executor_threads: in
 
     from sof_ros.ros import dds
 
+    if hasattr(signal, "SIGUSR1"):  # sof-bringup asks a node that hangs on shutdown where it hangs
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:  # before rclpy.init: large camera frames over shared memory; DDS on this machine unless SOF_ROS_NETWORK=lan
         dds.configure()
     except SofError as exc:

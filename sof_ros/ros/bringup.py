@@ -273,16 +273,27 @@ def run_processes(ns, specs, overrides_file: Path, instruction: str) -> tuple[di
     return summary, (1 if died else 0)
 
 
-def _stop_processes(procs) -> dict[str, int | None]:
+STOP_GRACE_S = 10.0
+
+
+def _stop_processes(procs, grace_s: float = STOP_GRACE_S) -> dict[str, int | None]:
+    """SIGINT every node process; one still running after grace_s is asked for its Python stacks
+    (SIGUSR1: `run_node` registers faulthandler on it, so they land at the end of its log), then
+    killed -- a node that hangs on shutdown leaves a trace of where, not only exit code -9."""
     for _, proc, _ in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    end = time.monotonic() + 10.0
+    end = time.monotonic() + grace_s
     codes: dict[str, int | None] = {}
     for name, proc, out in procs:
         try:
             proc.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"[bringup] {name} did not stop within {grace_s:g} s of SIGINT: killed; its Python stacks "
+                  "at that moment are at the end of its log", file=sys.stderr)
+            if hasattr(signal, "SIGUSR1"):
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
             proc.kill()
             proc.wait()
         codes[name] = proc.returncode
