@@ -78,22 +78,30 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
         return self._plan(tokens, flow, size)  # frames_per_step = skill.stride, as every flow-skill plan
 
 
+# Control steps between two oracle plans: two of the plan's fields. Re-planning every 8 steps (less
+# than one 12-step field) executed only each plan's first field, in which the expert, from a grasp
+# not its own, first re-centres the hand (traced: basketball/corner3), so a held object crept to the
+# workspace's edge; every 24 steps: oracle 0.79 against 0.68 on the protocol (docs/learning_free.md).
+ORACLE_REPLAN_EVERY = 24
+
+
 class SofLearningFreeOraclePolicy(_SolverMixin):
     """The same solver on ground-truth flow of the scripted expert's future from the current state
     (simulation only: `AgentInput.oracle` is the MetaWorldArm). Plan format: `fields` flow fields
-    `frames_per_step` control steps apart at `flow_res` -- by default that of the shipped
-    checkpoint's plans (8 fields, 1 step apart, 32x32)."""
+    `frames_per_step` control steps apart at `flow_res` (default: the render resolution), re-planned
+    every `replan_every` control steps."""
 
     name = "sof_learning_free_oracle"
 
-    def __init__(self, fields: int = 8, frames_per_step: int = 12, flow_res: int | None = None, replan_every: int = 8):
+    def __init__(self, fields: int = 8, frames_per_step: int = 12, flow_res: int | None = None,
+                 replan_every: int = ORACLE_REPLAN_EVERY):
         self.fields, self.frames_per_step, self.flow_res = int(fields), int(frames_per_step), flow_res
         self.replan_every = int(replan_every)
         self._new_solver()
 
     @classmethod
     def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
-        return cls(replan_every=replan_every or 8)
+        return cls(replan_every=replan_every or ORACLE_REPLAN_EVERY)
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         from sof_ros.flow2action.oracle import expert_flow_plan
