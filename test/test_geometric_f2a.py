@@ -1,6 +1,8 @@
 """Learning-free Flow2Action with MetaWorld's camera model: a known object motion gives the right 3-D
 subgoals, grasp and release toggle the gripper, a stall asks for a fresh (sampled) plan, and bad
 plans give a safe zero with the reason."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -401,3 +403,26 @@ def test_malformed_inputs_are_clear_errors(scene):
         s.act(plan, depth, K, P, ee, frames_per_step=0)
     with pytest.raises(SofError, match="object mask"):
         s.act(plan, depth, K, P, ee, object_mask=np.ones((3, 3), bool))
+
+
+def test_the_oracle_row_presses_a_button_from_ground_truth_plans():
+    """The oracle row end to end on MetaWorld (corner camera, simulator masks and depth): the scripted
+    expert's future runs on a snapshot of the simulator that is restored exactly, its ground-truth flow
+    is the plan, and the solver, re-planning every two of the plan's fields, presses the button."""
+    pytest.importorskip("metaworld")
+    from sof_ros.eval import eval_config, rollout
+    from sof_ros.policies import load_policy
+    from sof_ros.policies.learning_free import ORACLE_REPLAN_EVERY
+    from sof_ros.sim import make_arm
+
+    ckpt = str(Path(__file__).resolve().parents[1] / "models" / "sof_metaworld")
+    policy = load_policy("sof_learning_free_oracle", ckpt, "cpu", None, task="button-press-topdown")
+    assert policy.replan_every == ORACLE_REPLAN_EVERY == 2 * policy.frames_per_step
+    arm = make_arm("button-press-topdown", eval_config(ckpt, None).sim, camera="corner", with_depth=True)
+    obs = arm.reset(500)
+    qpos, qvel = arm.data.qpos.copy(), arm.data.qvel.copy()
+    plan = policy.plan(obs.agent_input(), arm.instruction)
+    assert np.array_equal(arm.data.qpos, qpos) and np.array_equal(arm.data.qvel, qvel)  # the future was a copy
+    assert plan.flow.shape[0] == policy.fields and np.isfinite(plan.flow).any()
+    success, steps, _, _ = rollout(arm, 500, 200, policy)
+    assert success, f"not pressed in {steps} steps: {policy.last_reason}"
