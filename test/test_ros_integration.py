@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -205,8 +206,6 @@ def test_a_node_that_hangs_on_shutdown_is_killed_with_its_stacks_in_its_log(ros_
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-c", HANGS_ON_SHUTDOWN], cwd=ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
-    import time
-
     t0 = time.monotonic()
     while "spinning" not in log.read_text() and proc.poll() is None and time.monotonic() - t0 < 30:
         time.sleep(0.1)

@@ -79,9 +79,9 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
 
 
 # Control steps between two oracle plans: two of the plan's fields. Re-planning every 8 steps (less
-# than one 12-step field) executed only each plan's first field, in which the expert, from a grasp
-# not its own, first re-centres the hand (traced: basketball/corner3), so a held object crept to the
-# workspace's edge; every 24 steps: oracle 0.79 against 0.68 on the protocol (docs/learning_free.md).
+# than one 12-step field) executed only each plan's first field, in which the expert first moves the
+# hand it holds sideways and down before lifting (traced: basketball/corner3), so a held object crept
+# to the workspace's edge; every 24 steps: oracle 0.79 against 0.68 on the protocol (docs/learning_free.md).
 ORACLE_REPLAN_EVERY = 24
 
 

@@ -2,6 +2,7 @@
 logging, agent loading, frame synchronisation and the `main()` runner."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import faulthandler
 import os
@@ -108,9 +109,7 @@ def as_graph_reports(qos: QoSProfile) -> QoSProfile:
     from rclpy.duration import Infinite
     from rclpy.qos import LivelinessPolicy
 
-    out = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability, durability=qos.durability,
-                     deadline=qos.deadline, lifespan=qos.lifespan, liveliness=qos.liveliness,
-                     liveliness_lease_duration=qos.liveliness_lease_duration)
+    out = copy.copy(qos)
     for name in ("deadline", "lifespan", "liveliness_lease_duration"):
         if getattr(out, name).nanoseconds == 0:
             setattr(out, name, Infinite)
@@ -136,15 +135,13 @@ class QosWatch:
     frame -> command latency on a 2-core machine (docs/benchmarks.md, "ROS control loop")."""
 
     def __init__(self):
-        self.endpoints: list[tuple[str, str, QoSProfile]] = []  # (our kind, topic, our QoS)
-        self._resolved: list[QoSProfile] = []  # our QoS as the graph reports a peer's, per endpoint
+        self.endpoints: list[tuple[str, str, QoSProfile]] = []  # (our kind, topic, our QoS as the graph reports it)
         self._peer_counts: dict[int, int] = {}
         self._reported: set[tuple] = set()
         self.problems: list[str] = []
 
     def add(self, kind: str, topic: str, qos: QoSProfile) -> None:
-        self.endpoints.append((kind, topic, qos))
-        self._resolved.append(as_graph_reports(qos))
+        self.endpoints.append((kind, topic, as_graph_reports(qos)))
 
     def check(self, node: Node) -> list[str]:
         """Incompatibilities found since the last call, each peer endpoint reported once."""
@@ -160,8 +157,7 @@ class QosWatch:
             peers = node.get_publishers_info_by_topic(topic) if ours_subscribes else node.get_subscriptions_info_by_topic(topic)
             for peer in peers:
                 key = (i, bytes(peer.endpoint_gid))
-                ours = self._resolved[i]
-                pub_qos, sub_qos = (peer.qos_profile, ours) if ours_subscribes else (ours, peer.qos_profile)
+                pub_qos, sub_qos = (peer.qos_profile, qos) if ours_subscribes else (qos, peer.qos_profile)
                 compatibility, reason = qos_check_compatible(pub_qos, sub_qos)
                 if compatibility != QoSCompatibility.ERROR or key in self._reported:
                     continue
