@@ -319,3 +319,34 @@ def test_action_stages_reuse_saved_tokens(tmp_path):
     third.encode_tokens = lambda space="flow": calls.append(space)
     third._ensure_tokens("flow")
     assert calls == ["flow"]
+
+
+def test_train_speed_bench_times_every_stage_in_steady_state(tmp_path):
+    """sof-bench train: seconds per step from the clock in the training history, after the warm-up
+    steps, for each stage asked; the results file names the device and the dataset's size."""
+    import json
+
+    import yaml
+
+    from sof_ros.bench.cli import main as bench
+    from sof_ros.bench.train_speed import steady_seconds_per_step
+    from sof_ros.errors import SofError
+
+    hist = [{"step": 5, "wall_s": 9.0}, {"step": 10, "wall_s": 10.0}, {"step": 20, "wall_s": 12.0}]
+    assert steady_seconds_per_step(hist, warmup=10) == pytest.approx(0.2)  # the 9 s of start-up left out
+    with pytest.raises(SofError, match="warm-up"):
+        steady_seconds_per_step(hist, warmup=20)
+    ds = _strided_dataset(tmp_path, t=20)
+    cfg = yaml.safe_load(open("config/tiny.yaml"))
+    cfg["train"]["val_fraction"] = 0.0
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "speed.json"
+    bench(["train", "--config", str(tmp_path / "tiny.yaml"), "--dataset", str(ds.root), "--stages", "skill", "bc",
+           "--steps", "15", "--warmup", "5", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert list(r["stages"]) == ["skill", "bc"] and r["device"] == "cpu" and r["dataset"]["episodes"] == 1
+    for stage, v in r["stages"].items():
+        assert v["seconds_per_step"] > 0 and v["stage_wall_s"] >= 10 * v["seconds_per_step"], stage
+        assert v["projected_optimiser_s_at_config_steps"] == pytest.approx(v["seconds_per_step"] * v["config_steps"], rel=0.01)
+    assert r["stages"]["skill"]["config_steps"] == cfg["train"]["skill_steps"]
+    assert "| skill |" in out.with_suffix(".md").read_text()

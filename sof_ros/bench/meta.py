@@ -16,7 +16,10 @@ def git_commit() -> str:
                                text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
+        # a copy of the tree without .git (a container image, a machine the tree was copied to) says
+        # which commit it is a copy of through SOF_ROS_COMMIT, and the stamp says where it came from
+        told = os.environ.get("SOF_ROS_COMMIT", "").strip()
+        return f"{told} (from SOF_ROS_COMMIT, not a git checkout)" if told else "unknown (not a git checkout)"
 
 
 def machine() -> str:

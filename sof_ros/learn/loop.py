@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -66,6 +67,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[st
             history = json.loads(hist_path.read_text())
     model.train()
     running: dict[str, float] = {}
+    t0 = time.perf_counter()  # wall_s in the history: steps per second on this device (sof-bench train)
     bar = tqdm(range(start, steps), desc=name, initial=start, total=steps, disable=not (progress and rank == 0))
     for step in bar:
         metrics = loss_fn(train_model, step)
@@ -78,10 +80,11 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[st
             running[k] = running.get(k, 0.0) + float(v)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
-            row = {"step": step + 1, **{k: v / n for k, v in running.items()}}
+            row = {"step": step + 1, **{k: v / n for k, v in running.items()},
+                   "wall_s": round(time.perf_counter() - t0, 4)}
             history.append(row)
             running = {}
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "wall_s")})
         if rank == 0 and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
             torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
                         "step": step + 1}, ckpt_path)

@@ -20,7 +20,7 @@ def loss_curves(histories: dict[str, list[dict]], path: Path) -> None:
         hist = histories[name]
         steps = [r["step"] for r in hist]
         for key in hist[0]:
-            if key != "step":
+            if key not in ("step", "wall_s"):  # wall_s is a clock, not a loss
                 ax.plot(steps, [r[key] for r in hist], label=key)
         ax.set_title(name)
         ax.set_xlabel("step")
