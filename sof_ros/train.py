@@ -253,7 +253,7 @@ class Trainer:
             "zero_flow_epe_moving_px_working": float(flow.norm(dim=-1)[moving].mean()) if moving.any() else None,
             "codebook_size": model.codebook_size, **{f"train_{k}": v for k, v in usage.items()},
         }
-        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
+        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4].cpu()  # img is on the CPU
         reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
                                      rec[energetic].cpu().numpy(), self.plots / "skill_reconstructions.png")
         reports.token_usage(d.tokens[torch.from_numpy(d.starts("train"))].numpy(), model.codebook_size,
@@ -353,7 +353,7 @@ class Trainer:
             "zero_plan_epe_moving_px_working": m(torch.zeros_like(flow)),
         }.items()}}
         plan, img = out["plan"], d.rgb[s]
-        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4]
+        energetic = torch.argsort(flow.norm(dim=-1).mean((1, 2, 3)), descending=True)[:4].cpu()  # img is on the CPU
         reports.flow_reconstructions(img[energetic].cpu().numpy(), flow[energetic].cpu().numpy(),
                                      plan[energetic].cpu().numpy(), self.plots / "policy_flow_plans.png",
                                      title="real future flow (top) vs flow plan from predicted tokens (bottom)")

@@ -119,14 +119,14 @@ def random_shift(image: torch.Tensor, plan: torch.Tensor | None, pad: int, gener
     b = image.shape[0]
     r = plan.shape[2] if plan is not None else image.shape[1]
     ratio = image.shape[1] / r
-    dx = torch.randint(-pad, pad + 1, (b,), generator=generator)
-    dy = torch.randint(-pad, pad + 1, (b,), generator=generator)
+    dx = torch.randint(-pad, pad + 1, (b,), generator=generator).to(image.device)
+    dy = torch.randint(-pad, pad + 1, (b,), generator=generator).to(image.device)
 
     def shift(x: torch.Tensor, scale: float) -> torch.Tensor:  # x (B, S, S, ...)
-        s = x.shape[1]
-        rows = (torch.arange(s)[None] - (dy[:, None] * scale).round().long()).clamp(0, s - 1)  # (B, S)
-        cols = (torch.arange(s)[None] - (dx[:, None] * scale).round().long()).clamp(0, s - 1)
-        bi = torch.arange(b)[:, None, None]
+        s, dev = x.shape[1], x.device  # indices on the tensor's device (CUDA training)
+        rows = (torch.arange(s, device=dev)[None] - (dy[:, None] * scale).round().long()).clamp(0, s - 1)  # (B, S)
+        cols = (torch.arange(s, device=dev)[None] - (dx[:, None] * scale).round().long()).clamp(0, s - 1)
+        bi = torch.arange(b, device=dev)[:, None, None]
         return x[bi, rows[:, :, None], cols[:, None, :]]
 
     image = shift(image, ratio)

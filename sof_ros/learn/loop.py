@@ -77,7 +77,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[st
         opt.step()
         sched.step()
         for k, v in metrics.items():
-            running[k] = running.get(k, 0.0) + float(v)
+            running[k] = running.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
             row = {"step": step + 1, **{k: v / n for k, v in running.items()},
