@@ -9,6 +9,12 @@ import sys
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty for uncommitted changes), or what SOF_ROS_COMMIT says: a copy of the tree on
+    another machine (a GPU box, a container image) may carry no .git or a stale one, so the run that
+    copied it names the commit, and the stamp says it was told."""
+    told = os.environ.get("SOF_ROS_COMMIT", "").strip()
+    if told:
+        return f"{told} (from SOF_ROS_COMMIT)"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
@@ -16,10 +22,7 @@ def git_commit() -> str:
                                text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without .git (a container image, a machine the tree was copied to) says
-        # which commit it is a copy of through SOF_ROS_COMMIT, and the stamp says where it came from
-        told = os.environ.get("SOF_ROS_COMMIT", "").strip()
-        return f"{told} (from SOF_ROS_COMMIT, not a git checkout)" if told else "unknown (not a git checkout)"
+        return "unknown (not a git checkout)"
 
 
 def machine() -> str:

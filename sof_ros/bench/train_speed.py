@@ -63,6 +63,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--work", help="output directory of the short training (default: a temporary one)")
     p.add_argument("--out", default="benchmarks/results/train_speed.json", help="results .json (a .md beside it)")
+    p.add_argument("--note", default="", help="a sentence on how this run differs from a plain one, kept in the results")
     a = p.parse_args(argv)
     if a.warmup < 0 or a.steps < a.warmup + 10:
         raise SofError(f"--steps ({a.steps}) must exceed --warmup ({a.warmup}) by at least 10 steps")
@@ -102,7 +103,7 @@ def main(argv=None):
               "dataset": {"path": cfg.train.dataset, "episodes": len(d.episodes), "frames": int(len(d.rgb))},
               "batch_size": cfg.train.batch_size, "num_threads": cfg.train.num_threads, "steps": a.steps,
               "warmup": a.warmup, "dataset_load_s": round(load_s, 2),
-              "load_avg_1min_end": round(os.getloadavg()[0], 2), "stages": rows}
+              "load_avg_1min_end": round(os.getloadavg()[0], 2), "note": a.note, "stages": rows}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -120,6 +121,7 @@ def markdown(r: dict) -> str:
         f"(loaded in {r['dataset_load_s']} s)",
         f"- {r['steps']} optimiser steps per stage; seconds per step over the steps after the first {r['warmup']}; "
         f"1-minute load average at the end: {r['load_avg_1min_end']}",
+        *([f"- note: {r['note']}"] if r.get("note") else []),
         "", "| stage | ms per step | stage wall at this budget, s | config's steps | projected optimiser time at the "
         "config's steps, s | loss first -> last logged |", "|---|---|---|---|---|---|"]
     for stage, v in r["stages"].items():
