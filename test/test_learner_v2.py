@@ -347,6 +347,7 @@ def test_train_speed_bench_times_every_stage_in_steady_state(tmp_path):
     assert list(r["stages"]) == ["skill", "bc"] and r["device"] == "cpu" and r["dataset"]["episodes"] == 1
     for stage, v in r["stages"].items():
         assert v["seconds_per_step"] > 0 and v["stage_wall_s"] >= 10 * v["seconds_per_step"], stage
-        assert v["projected_optimiser_s_at_config_steps"] == pytest.approx(v["seconds_per_step"] * v["config_steps"], rel=0.01)
+        assert v["projected_optimiser_s_at_config_steps"] == pytest.approx(  # written to 0.1 s
+            v["seconds_per_step"] * v["config_steps"], rel=0.01, abs=0.06)
     assert r["stages"]["skill"]["config_steps"] == cfg["train"]["skill_steps"]
     assert "| skill |" in out.with_suffix(".md").read_text()
