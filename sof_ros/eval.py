@@ -435,6 +435,10 @@ def main(argv=None):
         elif a.merge_only:
             results = merge(Path(a.work))
         else:
+            for flag, value in (("--episodes", a.episodes), ("--max-steps", a.max_steps),
+                                ("--replan-every", a.replan_every), ("--workers", a.workers)):
+                if value is not None and value < 1:  # 0 used to fall back to the default silently
+                    raise SofError(f"{flag} must be at least 1, got {value}; leave it out for the protocol's own")
             cfg = eval_config(a.checkpoint, a.config)
             e = cfg.eval
             for key in ("tasks", "cameras", "first_seed", "max_steps"):

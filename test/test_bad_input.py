@@ -171,3 +171,24 @@ def test_config_accepts_well_typed_lists(tmp_path):
     cfg = load_config(tmp_path / "c.yaml", {"train": {"lr": 1}})
     assert cfg.skill.fsq_levels == [7, 5, 5] and cfg.eval.tasks == ["door-open"]
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+
+
+@pytest.mark.parametrize("flag", ["--episodes", "--max-steps", "--replan-every", "--workers"])
+def test_sof_eval_refuses_counts_below_one(flag, capsys, tmp_path):
+    """0 used to mean 'the protocol's own' without a word (`if a.episodes:`), so --replan-every 0
+    ran at the default interval and the results file said 0."""
+    from sof_ros.eval import main as eval_main
+
+    with pytest.raises(SystemExit) as exc:
+        eval_main(["--rows", "expert", flag, "0", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: {flag} must be at least 1, got 0; leave it out for the protocol's own"
+    assert not (tmp_path / "w").exists()
+
+
+def test_load_policy_refuses_a_non_positive_replan_interval():
+    from sof_ros.policies import load_policy
+
+    with pytest.raises(SofError, match="replan_every must be a positive number of control steps, got 0"):
+        load_policy("sof_learning_free_oracle", replan_every=0)

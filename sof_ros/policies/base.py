@@ -118,7 +118,11 @@ def stages_for(rows) -> tuple[str, ...]:
 def load_policy(name: str, checkpoint: str | None = None, device: str = "cpu", replan_every: int | None = None,
                 task: str | None = None) -> Policy:
     """The policy for row `name` (or a "module:Class" with the same `load` signature, e.g. a test
-    double), loaded from `checkpoint`. `task` is only read by the scripted expert."""
+    double), loaded from `checkpoint`. `task` is only read by the scripted expert. `replan_every`
+    None keeps the row's own interval; 0 or less is refused (it used to mean the default silently)."""
+    if replan_every is not None and int(replan_every) < 1:
+        raise SofError(f"replan_every must be a positive number of control steps, got {replan_every}; "
+                       "leave it out for the row's own interval")
     if ":" in name:
         mod, _, cls_name = name.partition(":")
         try:
