@@ -105,6 +105,7 @@ def _run_job(job: dict) -> dict:
     todo = [s for s in job["seeds"] if s not in read_episodes(path)]
     if not todo:
         return {**job, "ran": 0}
+    use_solver_overrides(job.get("solver") or {})
     policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
                    with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
@@ -125,16 +126,48 @@ def _run_job(job: dict) -> dict:
 
 
 # --- protocol / work directory ----------------------------------------------------------------
-def protocol_of(cfg: SofConfig, replan_every: int | None = None) -> dict:
+def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | None = None) -> dict:
     """What every episode of an evaluation shares; replan_every is the --replan-every override (None:
-    each checkpoint's own eval.replan_every, recorded as 0)."""
+    each checkpoint's own eval.replan_every, recorded as 0); solver the --solver overrides of the
+    learning-free rows, recorded only when there are some."""
     e = cfg.eval
-    return {"tasks": list(e.tasks), "cameras": list(e.cameras), "max_steps": int(e.max_steps),
-            "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
-            "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0)}
+    protocol = {"tasks": list(e.tasks), "cameras": list(e.cameras), "max_steps": int(e.max_steps),
+                "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
+                "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0)}
+    return {**protocol, "solver": dict(sorted(solver.items()))} if solver else protocol
 
 
-_FIXED = ("max_steps", "first_seed", "resolution", "replan_every")  # what every episode of one work directory must share
+_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver")  # what every episode of one work directory must share
+_ABSENT = {"replan_every": 0, "solver": {}}  # a protocol without the key (older files; no override) means this
+
+
+def solver_overrides(items: list[str] | None) -> dict:
+    """--solver KEY=VALUE ... -> keyword arguments of the geometric solver (values read as YAML:
+    numbers, words, true/false), each checked by building a solver with them."""
+    import inspect
+
+    import yaml
+
+    from sof_ros.flow2action.geometric import GeometricFlow2Action
+
+    known = [k for k in inspect.signature(GeometricFlow2Action.__init__).parameters if k != "self"]
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SofError(f"--solver takes KEY=VALUE with KEY a setting of the geometric solver, got '{item}'; "
+                           f"settings: {', '.join(known)}")
+        out[key] = yaml.safe_load(value)
+    GeometricFlow2Action(**out)  # a bad value is named here, by the solver's own checks
+    return out
+
+
+def use_solver_overrides(overrides: dict) -> None:
+    """Make `overrides` the learning-free rows' solver settings in this process (workers included)."""
+    from sof_ros.policies import learning_free
+
+    learning_free.SOLVER_DEFAULTS.clear()
+    learning_free.SOLVER_DEFAULTS.update(overrides)
 
 
 def open_work(work: Path, protocol: dict) -> dict:
@@ -157,8 +190,10 @@ def open_work(work: Path, protocol: dict) -> dict:
 def _extend_protocol(path: Path, protocol: dict) -> dict:
     if path.is_file():
         stored = json.loads(path.read_text())
-        # (work directories from before replan_every was recorded lack it: not compared there)
-        clash = {k: (stored[k], protocol[k]) for k in _FIXED if k in stored and stored[k] != protocol[k]}
+        # (work directories from before replan_every was recorded lack it: not compared there; a
+        # missing solver is the default solver, so it is compared)
+        clash = {k: (stored.get(k, _ABSENT.get(k)), protocol.get(k, _ABSENT.get(k))) for k in _FIXED
+                 if (k in stored or k == "solver") and stored.get(k, _ABSENT.get(k)) != protocol.get(k, _ABSENT.get(k))}
         if clash:
             raise SofError(f"{path.parent} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")
@@ -173,50 +208,61 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
 
 def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str | Path, device: str = "cpu",
              replan_every: int | None = None, progress: bool = True, workers: int = 1, shard: tuple[int, int] = (0, 1),
-             episodes: int | None = None) -> dict:
-    """Run what is missing of rows x tasks x cameras x seeds in `work`, then merge it all."""
+             episodes: int | None = None, solver: dict | None = None) -> dict:
+    """Run what is missing of rows x tasks x cameras x seeds in `work`, then merge it all. `solver`:
+    settings of the learning-free rows' geometric solver (sof-eval --solver), part of the protocol."""
     from sof_ros.policies import load_policy, row_spec
 
     for row in rows:
         row_spec(row)
-    if workers < 1:
-        raise SofError(f"--workers must be >= 1, got {workers}")
-    e = cfg.eval
-    if not e.tasks or not e.cameras:
-        raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
-    from sof_ros.sim import make_arm
+    solver = dict(solver or {})
+    if solver and not any(r.startswith("sof_learning_free") for r in rows):
+        raise SofError("--solver sets the geometric solver of the learning-free rows; none of them is in --rows")
+    from sof_ros.policies import learning_free
 
-    for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
-        make_arm(e.tasks[0], cfg.sim, camera=cam).close()
-    for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
-        load_policy(row, checkpoint, device, task=e.tasks[0])
-    work = Path(work)
-    protocol = open_work(work, protocol_of(cfg, replan_every))
-    n = int(episodes or e.episodes_per_task_camera)
-    seeds = list(range(e.first_seed, e.first_seed + n))
-    jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
-                 sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
-            for r in rows for t in e.tasks for c in e.cameras]
-    i, n_shards = shard
-    jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
-    bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
+    before = dict(learning_free.SOLVER_DEFAULTS)
+    use_solver_overrides(solver)
+    try:
+        if workers < 1:
+            raise SofError(f"--workers must be >= 1, got {workers}")
+        e = cfg.eval
+        if not e.tasks or not e.cameras:
+            raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
+        from sof_ros.sim import make_arm
 
-    def done(res):
-        bar.update(1)
-        bar.set_postfix(row=res["row"], task=res["task"], camera=res["camera"], ran=res["ran"])
+        for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
+            make_arm(e.tasks[0], cfg.sim, camera=cam).close()
+        for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
+            load_policy(row, checkpoint, device, task=e.tasks[0])
+        work = Path(work)
+        protocol = open_work(work, protocol_of(cfg, replan_every, solver))
+        n = int(episodes or e.episodes_per_task_camera)
+        seeds = list(range(e.first_seed, e.first_seed + n))
+        jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
+                     solver=solver, sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
+                for r in rows for t in e.tasks for c in e.cameras]
+        i, n_shards = shard
+        jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
+        bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
 
-    if workers == 1:
-        for job in jobs:
-            done(_run_job(job))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        def done(res):
+            bar.update(1)
+            bar.set_postfix(row=res["row"], task=res["task"], camera=res["camera"], ran=res["ran"])
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
-                done(fut.result())
-    bar.close()
-    return merge(work, protocol)
+        if workers == 1:
+            for job in jobs:
+                done(_run_job(job))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
+                    done(fut.result())
+        bar.close()
+        return merge(work, protocol)
+    finally:
+        use_solver_overrides(before)  # in-process callers (tests, sof-bench) keep their own settings
 
 
 def merge(work: Path, protocol: dict | None = None) -> dict:
@@ -310,8 +356,8 @@ def combine(paths: list[str | Path]) -> dict:
     ref_path, ref = loaded[0]
     shared = ("tasks", "cameras", *_FIXED)
     for p, res in loaded[1:]:
-        clash = {k: (ref["protocol"].get(k, 0), res["protocol"].get(k, 0)) for k in shared
-                 if ref["protocol"].get(k, 0) != res["protocol"].get(k, 0)}
+        ref_pr, pr = ({k: x.get(k, _ABSENT.get(k, 0)) for k in shared} for x in (ref["protocol"], res["protocol"]))
+        clash = {k: (ref_pr[k], pr[k]) for k in shared if ref_pr[k] != pr[k]}
         if clash:
             raise SofError(f"{p} was measured on another protocol than {ref_path} ({clash}); only rows of one "
                            "protocol share a table")
@@ -341,6 +387,8 @@ def markdown(results: dict) -> str:
         f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
         f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
         "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
+        + ("learning-free solver settings " + ", ".join(f"{k}={v}" for k, v in pr["solver"].items()) + "; "
+           if pr.get("solver") else "")
         + "score = mean over task x camera with its 95% Wilson interval",
         "",
         "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",
@@ -417,6 +465,9 @@ def main(argv=None):
         p.add_argument("--first-seed", type=int)
         p.add_argument("--max-steps", type=int)
         p.add_argument("--replan-every", type=int)
+        p.add_argument("--solver", nargs="+", metavar="KEY=VALUE",
+                       help="learning-free rows: a setting of the geometric solver, e.g. held_motion=translation "
+                            "(sof_ros/flow2action/geometric.py); recorded in the protocol")
         p.add_argument("--device", default="cpu")
         p.add_argument("--workers", type=int, default=1,
                        help="processes running (row, task, camera) jobs in parallel, one thread each")
@@ -439,6 +490,7 @@ def main(argv=None):
                                 ("--replan-every", a.replan_every), ("--workers", a.workers)):
                 if value is not None and value < 1:  # 0 used to fall back to the default silently
                     raise SofError(f"{flag} must be at least 1, got {value}; leave it out for the protocol's own")
+            solver = solver_overrides(a.solver)
             cfg = eval_config(a.checkpoint, a.config)
             e = cfg.eval
             for key in ("tasks", "cameras", "first_seed", "max_steps"):
@@ -452,7 +504,7 @@ def main(argv=None):
             except (ValueError, AssertionError):
                 raise SofError(f"--shard must be i/n with 0 <= i < n, got '{a.shard}'") from None
             results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, a.replan_every,
-                               workers=a.workers, shard=(i, n))
+                               workers=a.workers, shard=(i, n), solver=solver)
         if not results["rows"]:
             raise SofError(f"nothing to report: {a.work} holds no finished episodes")
         results = {**provenance, **results}

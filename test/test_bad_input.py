@@ -192,3 +192,21 @@ def test_load_policy_refuses_a_non_positive_replan_interval():
 
     with pytest.raises(SofError, match="replan_every must be a positive number of control steps, got 0"):
         load_policy("sof_learning_free_oracle", replan_every=0)
+
+
+def test_sof_eval_solver_settings_are_checked_before_any_rollout(capsys, tmp_path):
+    from sof_ros.eval import main as eval_main, solver_overrides
+
+    assert solver_overrides(["held_motion=translation", "gain=0.3", "n_points=200"]) == {
+        "held_motion": "translation", "gain": 0.3, "n_points": 200}
+    with pytest.raises(SofError, match="'helt_motion=se3'.*settings: gain, precision_m"):
+        solver_overrides(["helt_motion=se3"])
+    with pytest.raises(SofError, match="motion_model must be 'translation' or 'se3', got 'affine'"):
+        solver_overrides(["motion_model=affine"])
+    for rows, flag, expected in ((["sof_learning_free_oracle"], "gain=-1", "gain must be a positive number, got -1"),
+                                 (["expert"], "gain=0.3", "--solver sets the geometric solver of the learning-free rows")):
+        with pytest.raises(SystemExit):
+            eval_main(["--rows", *rows, "--solver", flag, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and expected in err.splitlines()[-1], err
+        assert not (tmp_path / "w").exists()

@@ -426,3 +426,41 @@ def test_the_oracle_row_presses_a_button_from_ground_truth_plans():
     assert plan.flow.shape[0] == policy.fields and np.isfinite(plan.flow).any()
     success, steps, _, _ = rollout(arm, 500, 200, policy)
     assert success, f"not pressed in {steps} steps: {policy.last_reason}"
+
+
+def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, monkeypatch):
+    """sof-eval --solver: the learning-free row is built with the settings, the work directory's
+    protocol records them (a run with other settings is refused there, and by --combine), the table
+    states them, and the caller's own solver settings are back afterwards."""
+    pytest.importorskip("metaworld")
+    import json
+
+    from sof_ros.eval import combine, main as eval_main
+    from sof_ros.flow2action import geometric
+    from sof_ros.policies import learning_free
+
+    import functools
+
+    built = []
+    real_init = geometric.GeometricFlow2Action.__init__
+
+    @functools.wraps(real_init)  # sof-eval reads the solver's settings off its signature
+    def spy(self, **kw):
+        built.append(kw)
+        real_init(self, **kw)
+
+    monkeypatch.setattr(learning_free.GeometricFlow2Action, "__init__", spy)
+    ckpt = str(Path(__file__).resolve().parents[1] / "models" / "sof_metaworld")
+    base = ["--checkpoint", ckpt, "--rows", "sof_learning_free_oracle", "--tasks", "button-press-topdown",
+            "--cameras", "corner", "--episodes", "1", "--max-steps", "2", "--work", str(tmp_path / "w")]
+    eval_main(base + ["--solver", "gain=0.3", "held_motion=translation", "--out", str(tmp_path / "a.json")])
+    assert built and all(kw == {"gain": 0.3, "held_motion": "translation"} for kw in built)
+    assert learning_free.SOLVER_DEFAULTS == {}
+    protocol = json.loads((tmp_path / "w" / "protocol.json").read_text())
+    assert protocol["solver"] == {"gain": 0.3, "held_motion": "translation"}
+    assert "learning-free solver settings gain=0.3, held_motion=translation" in (tmp_path / "a.md").read_text()
+    with pytest.raises(SystemExit):  # the default solver into the same work directory
+        eval_main(base + ["--out", str(tmp_path / "b.json")])
+    eval_main(base[:-1] + [str(tmp_path / "w2"), "--out", str(tmp_path / "b.json")])
+    with pytest.raises(SofError, match="another protocol.*solver"):
+        combine([tmp_path / "a.json", tmp_path / "b.json"])
