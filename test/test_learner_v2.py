@@ -351,3 +351,29 @@ def test_train_speed_bench_times_every_stage_in_steady_state(tmp_path):
             v["seconds_per_step"] * v["config_steps"], rel=0.01, abs=0.06)
     assert r["stages"]["skill"]["config_steps"] == cfg["train"]["skill_steps"]
     assert "| skill |" in out.with_suffix(".md").read_text()
+
+
+def test_learning_free_row_replays_its_sampled_replans_after_a_reset():
+    """After a stall the learning-free row samples its next plan (temperature 1). The samples come
+    from the policy's own stream, re-seeded at reset: the same episode gives the same plans, so two
+    runs of a row can be compared episode for episode (they could not when it drew from torch's
+    global stream)."""
+    from sof_ros.policies import load_policy
+    from sof_ros.policies.base import AgentInput
+
+    policy = load_policy("sof_learning_free", str(pathlib.Path(__file__).resolve().parents[1] / "models" / "sof_metaworld"))
+    obs = AgentInput(rgb=np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    instruction = policy.instructions[0]
+
+    def episode():
+        policy.reset()
+        tokens = []
+        for _ in range(4):
+            policy.solver.needs_replan = True  # as after a stall
+            tokens.append(policy.plan(obs, instruction).tokens.tolist())
+        return tokens
+
+    first = episode()
+    torch.manual_seed(123)  # torch's global stream moved on: no influence
+    assert episode() == first
+    assert len({tuple(t) for t in first}) > 1  # sampled, not greedy: the plans differ within an episode

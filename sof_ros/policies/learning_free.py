@@ -69,11 +69,17 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
         super().__init__(*args, **kwargs)
         self._new_solver()
 
+    def reset(self) -> None:
+        """The solver's state and the sampling stream of re-plans after a stall: an episode replays exactly."""
+        _SolverMixin.reset(self)
+        _FlowSkillPolicy.reset(self)
+
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
         temperature = self.replan_temperature if self.solver.needs_replan else 0.0
-        tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature)
+        tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature,
+                                                generator=self._gen)
         flow = self.models["skill"].decode_ids(tokens, img)
         return self._plan(tokens, flow, size)  # frames_per_step = skill.stride, as every flow-skill plan
 

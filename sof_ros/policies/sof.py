@@ -39,6 +39,8 @@ class CheckpointPolicy:
         self.ensemble = float(getattr(cfg.eval, "ensemble", 0.0))
         self._chunks: list[tuple[int, np.ndarray]] = []  # (step planned at, actions) for temporal ensembling
         self._step = 0
+        # sampled decoding draws from this, re-seeded at every reset: an episode replays exactly
+        self._gen = torch.Generator(device=device).manual_seed(0)
 
     @classmethod
     def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
@@ -97,7 +99,7 @@ class CheckpointPolicy:
     def _sampling(self) -> dict:
         """Stage 2's run-time decoding (policy.temperature, policy.top_k), for every token policy."""
         p = self.cfg.policy
-        return {"temperature": float(p.temperature), "top_k": int(p.top_k)}
+        return {"temperature": float(p.temperature), "top_k": int(p.top_k), "generator": self._gen}
 
     def _policy_proprio(self, obs: AgentInput) -> torch.Tensor | None:
         """What Stage 2 reads besides frame and instruction: proprioception when policy.use_proprio."""
@@ -125,8 +127,10 @@ class CheckpointPolicy:
     # --- Policy -------------------------------------------------------------------------
     def reset(self) -> None:
         """Start of an episode or a new instruction: nothing is carried between plans (except the
-        running chunks of temporal ensembling, cleared here)."""
+        running chunks of temporal ensembling, cleared here). Sampled decoding starts its random
+        stream again, so the same episode gives the same plans."""
         self._chunks, self._step = [], 0
+        self._gen.manual_seed(0)
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -169,13 +173,15 @@ class _SofPlanGraph(torch.nn.Module):
     """SOF's whole plan as one module (tokens -> flow plan -> action chunk), so it can be traced."""
 
     def __init__(self, models: dict[str, torch.nn.Module], head: str = "f2a", use_proprio: bool = False,
-                 temperature: float = 0.0, top_k: int = 0):
+                 temperature: float = 0.0, top_k: int = 0, generator: torch.Generator | None = None):
         super().__init__()
         self.policy, self.skill, self.f2a = models["policy"], models["skill"], models[head]
         self.use_proprio, self.temperature, self.top_k = use_proprio, temperature, top_k
+        self.generator = generator  # sampled decoding only (greedy plans, the traced ones, draw nothing)
 
     def forward(self, img: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor):
-        tokens = self.policy.generate(img, text, proprio if self.use_proprio else None, self.temperature, self.top_k)
+        tokens = self.policy.generate(img, text, proprio if self.use_proprio else None, self.temperature, self.top_k,
+                                      self.generator)
         flow = self.skill.decode_ids(tokens, img)
         return tokens, flow, self.f2a(flow, img, proprio)
 

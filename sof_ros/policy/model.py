@@ -70,9 +70,10 @@ class SkillPolicy(nn.Module):
 
     @torch.no_grad()
     def generate(self, image: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor | None = None,
-                 temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
+                 temperature: float = 0.0, top_k: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
         """Autoregressive tokens (B, n); greedy when temperature is 0, else sampled at that temperature
-        (among the top_k most likely tokens when top_k > 0)."""
+        (among the top_k most likely tokens when top_k > 0) from `generator` (torch's global stream
+        when None)."""
         prefix = self._prefix(image, text, proprio)
         bos = torch.full((image.shape[0], 1), self.codebook_size, dtype=torch.long, device=image.device)
         n = prefix.shape[1] + 1
@@ -84,7 +85,7 @@ class SkillPolicy(nn.Module):
                 if top_k > 0:
                     kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1)
+                nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=generator)
             else:
                 nxt = logits.argmax(-1, keepdim=True)
             tokens.append(nxt)
