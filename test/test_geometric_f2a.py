@@ -331,7 +331,7 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
     cfg = load_config(None)  # the default (v1) recipe: Stage 2 without proprioception, stride 1
 
     class Gen(torch.nn.Module):
-        def generate(self, img, text, proprio=None, temperature=0.0):
+        def generate(self, img, text, proprio=None, temperature=0.0, generator=None):
             seen.append(temperature)
             return torch.zeros((1, 4), dtype=torch.long)
 
@@ -341,6 +341,7 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
 
     pol = SofLearningFreePolicy.__new__(SofLearningFreePolicy)
     pol.cfg, pol.models, pol.device = cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
+    pol._gen = torch.Generator()
     pol.text = lambda s: np.zeros(384, np.float32)
     pol._new_solver()
     from sof_ros.policies import AgentInput
