@@ -2,8 +2,10 @@
 
 What a lab does: train on a GPU box, run the checkpoint on the robot's CPU. So every stage trains on
 CUDA from one small synthetic dataset, and each learned row then plans and acts from the same frame
-on CUDA and on the CPU with the same weights: the same tokens, and flow plans and actions within
-float tolerance (cuDNN may use TF32 for convolutions).
+on CUDA and on the CPU with the same weights: the same tokens, and flow plans and actions within float
+tolerance. The comparison runs with TF32 off (PyTorch lets cuDNN use it for convolutions by
+default): its 10-bit mantissa can flip the argmax of two nearly tied tokens on one GPU and not on
+another, which is not a fault of the code.
 """
 import zlib
 
@@ -53,7 +55,7 @@ def cuda_checkpoint(tmp_path, monkeypatch):
     return cfg, trainer, ds
 
 
-def test_every_stage_trains_on_cuda_and_its_checkpoint_plans_alike_on_cpu(cuda_checkpoint):
+def test_every_stage_trains_on_cuda_and_its_checkpoint_plans_alike_on_cpu(cuda_checkpoint, monkeypatch):
     from sof_ros.policies import load_policy
     from sof_ros.policies.base import AgentInput
 
@@ -63,6 +65,8 @@ def test_every_stage_trains_on_cuda_and_its_checkpoint_plans_alike_on_cpu(cuda_c
     for name, hist in trainer.histories.items():
         assert all(np.isfinite(r["loss"]) for r in hist), name
     assert next(trainer.models["skill"].parameters()).is_cuda
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     obs = AgentInput(rgb=sliding_frames(1, seed=99)[0], ee_pos=np.array([0.05, 0.05, 0.05]), gripper=0.0)
     for row in ("sof", "sof_plan_only", "skill2action", "bc", "pixel_skills"):
         plans, actions = {}, {}
