@@ -98,6 +98,7 @@ def read_episodes(path: Path) -> dict[int, dict]:
 def _run_job(job: dict) -> dict:
     """The seeds of one (row, task, camera) not yet in its episode file: the unit a worker takes."""
     from sof_ros.policies import load_policy
+    from sof_ros.policies.learning_free import solver_settings
     from sof_ros.sim import make_arm
 
     torch.set_num_threads(1)  # small models: one thread is as fast and immune to contention
@@ -105,8 +106,8 @@ def _run_job(job: dict) -> dict:
     todo = [s for s in job["seeds"] if s not in read_episodes(path)]
     if not todo:
         return {**job, "ran": 0}
-    use_solver_overrides(job.get("solver") or {})
-    policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
+    with solver_settings(job.get("solver") or {}):
+        policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
                    with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,12 +163,9 @@ def solver_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def use_solver_overrides(overrides: dict) -> None:
-    """Make `overrides` the learning-free rows' solver settings in this process (workers included)."""
-    from sof_ros.policies import learning_free
-
-    learning_free.SOLVER_DEFAULTS.clear()
-    learning_free.SOLVER_DEFAULTS.update(overrides)
+def _protocol_value(protocol: dict, key: str):
+    """The protocol's value for `key`; a file that lacks the key (older, or no override) means _ABSENT's."""
+    return protocol.get(key, _ABSENT.get(key, 0))
 
 
 def open_work(work: Path, protocol: dict) -> dict:
@@ -192,8 +190,8 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
         stored = json.loads(path.read_text())
         # (work directories from before replan_every was recorded lack it: not compared there; a
         # missing solver is the default solver, so it is compared)
-        clash = {k: (stored.get(k, _ABSENT.get(k)), protocol.get(k, _ABSENT.get(k))) for k in _FIXED
-                 if (k in stored or k == "solver") and stored.get(k, _ABSENT.get(k)) != protocol.get(k, _ABSENT.get(k))}
+        clash = {k: (_protocol_value(stored, k), _protocol_value(protocol, k)) for k in _FIXED
+                 if (k in stored or k == "solver") and _protocol_value(stored, k) != _protocol_value(protocol, k)}
         if clash:
             raise SofError(f"{path.parent} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")
@@ -212,57 +210,52 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     """Run what is missing of rows x tasks x cameras x seeds in `work`, then merge it all. `solver`:
     settings of the learning-free rows' geometric solver (sof-eval --solver), part of the protocol."""
     from sof_ros.policies import load_policy, row_spec
+    from sof_ros.policies.learning_free import solver_settings
 
     for row in rows:
         row_spec(row)
     solver = dict(solver or {})
     if solver and not any(r.startswith("sof_learning_free") for r in rows):
         raise SofError("--solver sets the geometric solver of the learning-free rows; none of them is in --rows")
-    from sof_ros.policies import learning_free
+    if workers < 1:
+        raise SofError(f"--workers must be >= 1, got {workers}")
+    e = cfg.eval
+    if not e.tasks or not e.cameras:
+        raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
+    from sof_ros.sim import make_arm
 
-    before = dict(learning_free.SOLVER_DEFAULTS)
-    use_solver_overrides(solver)
-    try:
-        if workers < 1:
-            raise SofError(f"--workers must be >= 1, got {workers}")
-        e = cfg.eval
-        if not e.tasks or not e.cameras:
-            raise SofError("the protocol needs at least one task and one camera (eval.tasks, eval.cameras)")
-        from sof_ros.sim import make_arm
-
-        for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
-            make_arm(e.tasks[0], cfg.sim, camera=cam).close()
-        for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
+    for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
+        make_arm(e.tasks[0], cfg.sim, camera=cam).close()
+    for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
+        with solver_settings(solver):
             load_policy(row, checkpoint, device, task=e.tasks[0])
-        work = Path(work)
-        protocol = open_work(work, protocol_of(cfg, replan_every, solver))
-        n = int(episodes or e.episodes_per_task_camera)
-        seeds = list(range(e.first_seed, e.first_seed + n))
-        jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
-                     solver=solver, sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
-                for r in rows for t in e.tasks for c in e.cameras]
-        i, n_shards = shard
-        jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
-        bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
+    work = Path(work)
+    protocol = open_work(work, protocol_of(cfg, replan_every, solver))
+    n = int(episodes or e.episodes_per_task_camera)
+    seeds = list(range(e.first_seed, e.first_seed + n))
+    jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
+                 solver=solver, sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
+            for r in rows for t in e.tasks for c in e.cameras]
+    i, n_shards = shard
+    jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
+    bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
 
-        def done(res):
-            bar.update(1)
-            bar.set_postfix(row=res["row"], task=res["task"], camera=res["camera"], ran=res["ran"])
+    def done(res):
+        bar.update(1)
+        bar.set_postfix(row=res["row"], task=res["task"], camera=res["camera"], ran=res["ran"])
 
-        if workers == 1:
-            for job in jobs:
-                done(_run_job(job))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+    if workers == 1:
+        for job in jobs:
+            done(_run_job(job))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
-                    done(fut.result())
-        bar.close()
-        return merge(work, protocol)
-    finally:
-        use_solver_overrides(before)  # in-process callers (tests, sof-bench) keep their own settings
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
+                done(fut.result())
+    bar.close()
+    return merge(work, protocol)
 
 
 def merge(work: Path, protocol: dict | None = None) -> dict:
@@ -356,8 +349,8 @@ def combine(paths: list[str | Path]) -> dict:
     ref_path, ref = loaded[0]
     shared = ("tasks", "cameras", *_FIXED)
     for p, res in loaded[1:]:
-        ref_pr, pr = ({k: x.get(k, _ABSENT.get(k, 0)) for k in shared} for x in (ref["protocol"], res["protocol"]))
-        clash = {k: (ref_pr[k], pr[k]) for k in shared if ref_pr[k] != pr[k]}
+        clash = {k: (_protocol_value(ref["protocol"], k), _protocol_value(res["protocol"], k)) for k in shared
+                 if _protocol_value(ref["protocol"], k) != _protocol_value(res["protocol"], k)}
         if clash:
             raise SofError(f"{p} was measured on another protocol than {ref_path} ({clash}); only rows of one "
                            "protocol share a table")

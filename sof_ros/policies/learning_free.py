@@ -9,6 +9,8 @@ the plan's moving pixels that are not the arm (`geometric.motion_mask`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -17,7 +19,21 @@ from sof_ros.flow2action.geometric import GeometricFlow2Action
 from sof_ros.policies.base import AgentInput, FlowPlan
 from sof_ros.policies.sof import _FlowSkillPolicy
 
-SOLVER_DEFAULTS: dict = {}
+SOLVER_DEFAULTS: dict = {}  # solver settings for the rows built in this process (sof-eval --solver)
+
+
+@contextmanager
+def solver_settings(overrides: dict):
+    """SOLVER_DEFAULTS are `overrides` for the rows built inside the block (a row reads them once,
+    when it builds its solver), and what they were afterwards."""
+    saved = dict(SOLVER_DEFAULTS)
+    SOLVER_DEFAULTS.clear()
+    SOLVER_DEFAULTS.update(overrides)
+    try:
+        yield
+    finally:
+        SOLVER_DEFAULTS.clear()
+        SOLVER_DEFAULTS.update(saved)
 
 
 def _need_geometry(obs: AgentInput) -> None:
