@@ -43,6 +43,10 @@ from sof_ros.text import InstructionEncoder
 STAGES = ("skill", "policy", "f2a", "f2a_plan_only", "skill2action", "bc", "pixel_skill", "pixel_policy",
           "pixel2action")
 PLAN_SOURCES = ("encoder", "predicted")
+STEP_BUDGET = {  # the train.* step budget each stage runs for (both skill spaces alike; sof-bench train reads it)
+    "skill": "skill_steps", "pixel_skill": "skill_steps", "policy": "policy_steps", "pixel_policy": "policy_steps",
+    "f2a": "f2a_steps", "f2a_plan_only": "f2a_steps", "pixel2action": "f2a_steps",
+    "skill2action": "baseline_steps", "bc": "baseline_steps"}
 # Per skill space (the method's flow, the pixel-space ablation): Stage-1 model, Stage-2 model and the
 # SegmentData attribute holding the token ids of every segment.
 SPACES = {"flow": ("skill", "policy", "tokens"), "pixel": ("pixel_skill", "pixel_policy", "pixel_tokens")}
@@ -160,7 +164,9 @@ class Trainer:
     def _to(self, *tensors):
         return [t.to(self.device) for t in tensors]
 
-    def _fit(self, name, model, loss_fn, steps):
+    def _fit(self, name, model, loss_fn):
+        """Train stage `name` for its step budget (STEP_BUDGET)."""
+        steps = getattr(self.cfg.train, STEP_BUDGET[name])
         t0 = time.time()
         hist = fit(name, model, loss_fn, steps, self.out, self.cfg.train.lr, self.cfg.train.weight_decay,
                    self.cfg.train.log_every, self.cfg.train.ckpt_every, self.progress)
@@ -194,7 +200,7 @@ class Trainer:
             return {"loss": loss,
                     err: (epe(rec, target) if space == "flow" else (rec - target).abs().mean()).detach()}
 
-        self._fit(name, model, loss_fn, self.cfg.train.skill_steps)  # same budget for both spaces
+        self._fit(name, model, loss_fn)
         self.encode_tokens(space)
 
     def train_skill(self) -> None:
@@ -288,7 +294,7 @@ class Trainer:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
             return {"loss": loss, "acc": (logits.argmax(-1) == tok).float().mean().detach()}
 
-        self._fit(name, model, loss_fn, self.cfg.train.policy_steps)
+        self._fit(name, model, loss_fn)
         self.metrics.setdefault("data", {})[name] = {"train_samples": int(len(starts)),
                                                      "excludes_d_act": bool(pc.exclude_d_act)}
 
@@ -459,8 +465,7 @@ class Trainer:
             pred = forward(m, s, img, prop, tok)
             return {"loss": F.mse_loss(pred, act)}
 
-        self._fit(name, self.models[name], loss_fn, self.cfg.train.baseline_steps
-                  if name in ("skill2action", "bc") else self.cfg.train.f2a_steps)
+        self._fit(name, self.models[name], loss_fn)
         self.metrics.setdefault("actions", {}).setdefault(name, {}).update(
             {"train_samples": int(len(starts)), "d_act_episodes_per_task_camera": per,
              "d_act_episodes": len(d.d_act_episodes(per)), "plan_source": fc.plan_source if plans else None})

@@ -24,12 +24,6 @@ from pathlib import Path
 
 from sof_ros.errors import SofError
 
-BUDGET_OF_STAGE = {  # which train.* budget each stage runs for (sof_ros/train.py)
-    "skill": "skill_steps", "pixel_skill": "skill_steps", "policy": "policy_steps", "pixel_policy": "policy_steps",
-    "f2a": "f2a_steps", "f2a_plan_only": "f2a_steps", "pixel2action": "f2a_steps",
-    "skill2action": "baseline_steps", "bc": "baseline_steps"}
-
-
 def steady_seconds_per_step(history: list[dict], warmup: int) -> float:
     """Seconds per step between the first history row at or after `warmup` steps and the last row."""
     rows = [r for r in history if "wall_s" in r]
@@ -51,7 +45,7 @@ def main(argv=None):
     from sof_ros.bench.meta import command_line, git_commit, machine
     from sof_ros.config import load_config
     from sof_ros.policies import stages_for
-    from sof_ros.train import STAGES, Trainer
+    from sof_ros.train import STAGES, STEP_BUDGET, Trainer
 
     p = argparse.ArgumentParser(prog="sof-bench train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +66,7 @@ def main(argv=None):
         cfg.train.dataset = a.dataset
     if not Path(cfg.train.dataset).is_dir():
         raise SofError(f"dataset {cfg.train.dataset} does not exist; pass --dataset DIR (sof-collect, then sof-flow)")
-    budgets = {k: getattr(cfg.train, k) for k in set(BUDGET_OF_STAGE.values())}
+    budgets = {k: getattr(cfg.train, k) for k in set(STEP_BUDGET.values())}
     for k in budgets:
         setattr(cfg.train, k, a.steps)
     log_every = 5 if a.warmup % 5 == 0 else 1
@@ -93,7 +87,7 @@ def main(argv=None):
             wall = time.perf_counter() - t0
             hist = trainer.histories[stage]
             sps = steady_seconds_per_step(hist, a.warmup)
-            budget = budgets[BUDGET_OF_STAGE[stage]]
+            budget = budgets[STEP_BUDGET[stage]]
             rows[stage] = {"seconds_per_step": round(sps, 5), "stage_wall_s": round(wall, 2),
                            "config_steps": budget, "projected_optimiser_s_at_config_steps": round(sps * budget, 1),
                            "first_loss": hist[0]["loss"], "last_loss": hist[-1]["loss"]}
