@@ -429,6 +429,29 @@ def test_the_oracle_row_presses_a_button_from_ground_truth_plans():
     assert success, f"not pressed in {steps} steps: {policy.last_reason}"
 
 
+def test_the_shipped_v2_skills_press_a_button_through_the_learning_free_row():
+    """models/sof_metaworld_v2 (the v2 recipe's Stages 1-2, learned from three cameras of videos, no
+    action labels) plans, and the geometric solver turns its predicted plans into a button press:
+    the learning-free row end to end, as sof-eval runs it (button-press, corner, held-out seeds of
+    the protocol, all three pressed there within 80 steps). Two of three are asked for, so one
+    greedy token decided differently by another CPU's arithmetic does not fail the test; v1's
+    8-step 32x32 plans press this button in 1 of 15 protocol episodes."""
+    pytest.importorskip("metaworld")
+    from sof_ros.eval import eval_config, rollout
+    from sof_ros.policies import load_policy
+    from sof_ros.sim import make_arm
+
+    ckpt = str(Path(__file__).resolve().parents[1] / "models" / "sof_metaworld_v2")
+    policy = load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press")
+    assert policy.replan_every == 16  # the checkpoint's own interval (config.yaml eval.replan_every)
+    arm = make_arm("button-press", eval_config(ckpt, None).sim, camera="corner", with_depth=True)
+    plan = policy.plan(arm.reset(1000).agent_input(), arm.instruction)
+    assert plan.flow.shape == (16, 64, 64, 2) and plan.frames_per_step == 2  # 32 control steps ahead
+    pressed = [rollout(arm, seed, 150, policy)[0] for seed in (1000, 1001, 1002)]
+    arm.close()
+    assert sum(pressed) >= 2, f"pressed in {pressed}; last reason: {policy.last_reason}"
+
+
 def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, monkeypatch):
     """sof-eval --solver: the learning-free row is built with the settings, the work directory's
     protocol records them (a run with other settings is refused there, and by --combine), the table

@@ -31,6 +31,8 @@ def test_data_files_are_regular_files_and_cover_launch_config_models(monkeypatch
         assert installed.get(cfg) == "share/sof_ros/config", cfg
     for name in ("skill.pt", "policy.pt", "f2a.pt", "config.yaml", "instructions.pt"):
         assert installed.get(f"models/sof_metaworld/{name}") == "share/sof_ros/models/sof_metaworld", name
+    for name in ("skill.pt", "policy.pt", "config.yaml", "instructions.pt"):  # Stages 1-2 for the learning-free row
+        assert installed.get(f"models/sof_metaworld_v2/{name}") == "share/sof_ros/models/sof_metaworld_v2", name
     assert not any(f.endswith(".ckpt") for f in installed)
 
 
