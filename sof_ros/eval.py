@@ -11,7 +11,7 @@ an interrupted run loses at most the episodes in flight. `--shard i/n` runs ever
 (row, task, camera) job; any invocation merges everything the work directory holds for the
 protocol into the results file (JSON, markdown, bar plot with CIs); `--merge-only` just merges.
 `--combine A.json B.json` puts the rows of results files of one protocol into one table, each row
-with the command and commit that measured it.
+with the command and commit that measured it; with `--rows`, only those rows.
 
 Rows are the policies of sof_ros.policies.ROWS (sof, sof_learning_free, skill2action, bc,
 pixel_skills, expert, ...).
@@ -329,11 +329,13 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
     return entry
 
 
-def combine(paths: list[str | Path]) -> dict:
+def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
     """The rows of several results files of one protocol in one table, each row keeping the command,
     commit and machine of the run that measured it (`provenance`): rows measured at different commits
     (a new solver, another row added later) are read side by side without pretending one run made
-    them. Files of different protocols, or one row in two files, are refused."""
+    them. Files of different protocols, or one row in two files, are refused. `only` keeps just those
+    rows (a table whose row is replaced by a new run: combine it with `only` the rows it keeps, then
+    with the new file); a row of `only` that no file holds is refused."""
     if not paths:
         raise SofError("--combine needs at least one results file")
     loaded = []
@@ -357,10 +359,16 @@ def combine(paths: list[str | Path]) -> dict:
     rows = {}
     for p, res in loaded:
         for name, row in res["rows"].items():
+            if only is not None and name not in only:
+                continue
             if name in rows:
                 raise SofError(f"row '{name}' is in {rows[name]['provenance']['file']} and in {p}; combine one of them")
             prov = row.get("provenance") or {k: res.get(k) for k in ("command", "commit", "machine")}
             rows[name] = {**row, "provenance": {**prov, "file": prov.get("file", p.name)}}
+    missing = [r for r in only or [] if r not in rows]
+    if missing:
+        raise SofError(f"--rows {' '.join(missing)}: no such row in {', '.join(str(p) for p, _ in loaded)}; "
+                       "name rows these files hold")
     order = [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
     protocol = {**ref["protocol"], "episodes_per_task_camera": min(r["episodes_per_task_camera"] for r in rows.values())}
     return {"protocol": protocol, "rows": {r: rows[r] for r in order}}
@@ -451,7 +459,7 @@ def main(argv=None):
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--checkpoint", default="models/sof_metaworld", help="trained checkpoint directory")
         p.add_argument("--config", help="YAML whose eval/sim keys override the checkpoint's protocol")
-        p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROWS)}")
+        p.add_argument("--rows", nargs="+", help=f"rows to run: {list(ROWS)}; with --combine, the rows to keep")
         p.add_argument("--tasks", nargs="+")
         p.add_argument("--cameras", nargs="+", help="MetaWorld cameras (protocol: corner corner2 corner3)")
         p.add_argument("--episodes", type=int, help="held-out seeds per task and camera")
@@ -475,7 +483,7 @@ def main(argv=None):
         a.out = results_path(a.out)
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         if a.combine:
-            results = combine(a.combine)
+            results = combine(a.combine, a.rows)
         elif a.merge_only:
             results = merge(Path(a.work))
         else:

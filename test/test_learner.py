@@ -361,6 +361,19 @@ def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_pat
     assert combine([out])["rows"]["sof"]["provenance"]["file"] == a.name  # re-combining keeps where rows came from
     assert "Where each row" not in markdown({**json.loads(a.read_text()), "rows": json.loads(a.read_text())["rows"]})
 
+    # a row replaced by a new run: keep the others (--rows), then add the new file
+    kept = tmp_path / "kept.json"
+    main(["--combine", str(out), "--rows", "sof", "bc", "--out", str(kept)])
+    assert list(json.loads(kept.read_text())["rows"]) == ["sof", "bc"]
+    new_oracle = results("eeee", {"sof_learning_free_oracle": 5})
+    with pytest.raises(SofError, match="row 'sof_learning_free_oracle' is in"):
+        combine([out, new_oracle])
+    res = combine([kept, new_oracle])
+    assert res["rows"]["sof_learning_free_oracle"]["provenance"]["commit"] == "eeee"
+    assert res["rows"]["sof"]["provenance"]["file"] == a.name
+    with pytest.raises(SofError, match="--rows expert: no such row"):
+        combine([a, b], only=["sof", "expert"])
+
     with pytest.raises(SofError, match="another protocol.*max_steps"):
         combine([a, results("cccc", {"expert": 5}, max_steps=200)])
     with pytest.raises(SofError, match="row 'sof' is in"):
