@@ -294,6 +294,12 @@ def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
     a = Dataset(tmp_path / "both").load(eps[3].path, ("rgb", "ee_pos"))
     b = Dataset(tmp_path / "one").load(one[1].path, ("rgb", "ee_pos"))
     assert np.array_equal(a["rgb"], b["rgb"]) and np.allclose(a["ee_pos"], b["ee_pos"])
+    # the other camera's process writes into the same dataset, in its own block of episode numbers
+    main(["--out", str(tmp_path / "one"), "--config", str(cfg), "--tasks", "button-press", "--episodes", "2",
+          "--cameras", "corner", "--camera-index", "0"])
+    shared = Dataset(tmp_path / "one").episodes()
+    assert [(e.index, e.camera) for e in shared] == [(0, "corner"), (1, "corner"), (100000, "corner3"),
+                                                      (100001, "corner3")]
 
 
 def test_action_stages_reuse_saved_tokens(tmp_path):

@@ -55,14 +55,16 @@ def episode_arrays(observations, geom_body: np.ndarray) -> dict[str, np.ndarray]
 
 def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: SimConfig,
             act_fraction: float = 0.2, noise: float = 0.1, camera: str | list[str] | None = None,
-            only_successful: bool = False, progress: bool = True, depth: bool = True) -> dict[str, float]:
+            only_successful: bool = False, progress: bool = True, depth: bool = True,
+            index_block: int | None = None) -> dict[str, float]:
     """Collect episodes; returns per-task expert success rate (over all cameras).
 
     `camera` may be a list: every camera gets its own episodes (its own seeds, never another
     camera's scene seen from elsewhere): camera i of the list uses seeds `seed + i * episodes_per_task + k`,
     its expert noise drawn from its own generator, so collecting the cameras one by one (`--cameras X
-    --camera-index i`) gives the same episodes as collecting them together. The first `act_fraction`
-    of every (task, camera) are flagged in_d_act. `depth=False` renders RGB only (no depth/seg)."""
+    --camera-index i`) gives the same episodes as collecting them together; those processes may
+    share `out`, each numbering its episodes in its own block (`index_block` = i). The first
+    `act_fraction` of every (task, camera) are flagged in_d_act. `depth=False` renders RGB only."""
     if episodes_per_task < 1:
         raise SofError("--episodes must be at least 1")
     if not 0.0 <= act_fraction <= 1.0:
@@ -71,7 +73,7 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
 
     cameras = list(enumerate(camera if isinstance(camera, list) else [camera or sim.camera]))
     ds = Dataset.create(out)
-    index = ds.next_index()
+    index = ds.next_index(index_block)
     n_act = math.ceil(act_fraction * episodes_per_task)
     rates: dict[str, list[int]] = {}
     bar = tqdm(total=len(tasks) * episodes_per_task * len(cameras), desc="collect", unit="ep", disable=not progress)
@@ -114,7 +116,8 @@ def main(argv=None):
         p.add_argument("--cameras", "--camera", nargs="+", help="MetaWorld cameras (corner, corner2, corner3, "
                        "topview, ...); default: the config's collect.cameras")
         p.add_argument("--camera-index", type=int, help="with one camera: its place in the full camera list "
-                       "(seeds seed + index * episodes), to collect cameras in parallel processes")
+                       "(seeds seed + index * episodes), to collect cameras in parallel processes, into one --out "
+                       "(episodes numbered from index * 100000)")
         p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="image size")
         p.add_argument("--act-fraction", type=float, help="share of episodes per task marked as D_act")
         p.add_argument("--only-successful", action="store_true", help="drop failed expert episodes")
@@ -133,7 +136,7 @@ def main(argv=None):
         rates = collect(a.out, a.tasks or c.tasks, n, seed, cfg.sim,
                         c.act_fraction if a.act_fraction is None else a.act_fraction,
                         c.expert_noise, list(cameras), a.only_successful or c.only_successful,
-                        depth=c.depth)
+                        depth=c.depth, index_block=a.camera_index)
         print("expert success per task:")
         for task, rate in rates.items():
             print(f"  {task:24s} {rate:.2f}")

@@ -35,6 +35,9 @@ FORMAT_VERSION = 1
 _GAP_SUFFIX = re.compile(r"_k(\d+)$")
 
 
+INDEX_BLOCK = 100_000  # episode numbers per block: ep_<block * INDEX_BLOCK + k>.h5 (file names hold 6 digits)
+
+
 def flow_key(estimator_key: str, gap: int = 1) -> str:
     """Name under `flow/` of an estimator's flow over `gap` frames: `dis` for consecutive frames,
     `dis_k2` for t -> t+2 (what `sof-flow --gap` writes and sof-train reads at skill.stride)."""
@@ -130,9 +133,18 @@ class Dataset:
                 ))
         return infos
 
-    def next_index(self) -> int:
-        paths = self.episode_paths()
-        return int(paths[-1].stem.split("_")[1]) + 1 if paths else 0
+    def next_index(self, block: int | None = None) -> int:
+        """The number for the next episode; within `block` (episodes block * INDEX_BLOCK onwards), so
+        processes that each own a block (`sof-collect --camera-index`) can write one dataset at once."""
+        lo = 0 if block is None else int(block) * INDEX_BLOCK
+        hi = None if block is None else lo + INDEX_BLOCK
+        taken = [int(p.stem.split("_")[1]) for p in self.episode_paths()]
+        taken = [i for i in taken if i >= lo and (hi is None or i < hi)]
+        nxt = max(taken) + 1 if taken else lo
+        if hi is not None and nxt >= hi:
+            raise DatasetError(f"{self.root}: block {block} holds {INDEX_BLOCK} episodes already; collect into "
+                               "another --out")
+        return nxt
 
     # --- writing -----------------------------------------------------------------------
     def write_episode(self, index: int, attrs: dict, arrays: dict[str, np.ndarray],
