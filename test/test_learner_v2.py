@@ -300,6 +300,9 @@ def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
     shared = Dataset(tmp_path / "one").episodes()
     assert [(e.index, e.camera) for e in shared] == [(0, "corner"), (1, "corner"), (100000, "corner3"),
                                                       (100001, "corner3")]
+    for bad in (-1, 10):  # a negative or seventh-digit episode number would sort out of order
+        with pytest.raises(DatasetError, match="--camera-index takes 0 to 9"):
+            Dataset(tmp_path / "one").next_index(bad)
 
 
 def test_action_stages_reuse_saved_tokens(tmp_path):

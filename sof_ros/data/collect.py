@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sof_ros.config import SimConfig, load_config
-from sof_ros.data.dataset import Dataset
+from sof_ros.data.dataset import INDEX_BLOCK, Dataset
 from sof_ros.errors import SofError, run_cli
 
 POST_SUCCESS_FRAMES = 5  # keep a few frames after success so the video shows the finished task
@@ -117,7 +117,7 @@ def main(argv=None):
                        "topview, ...); default: the config's collect.cameras")
         p.add_argument("--camera-index", type=int, help="with one camera: its place in the full camera list "
                        "(seeds seed + index * episodes), to collect cameras in parallel processes, into one --out "
-                       "(episodes numbered from index * 100000)")
+                       f"(episodes numbered from index * {INDEX_BLOCK})")
         p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="image size")
         p.add_argument("--act-fraction", type=float, help="share of episodes per task marked as D_act")
         p.add_argument("--only-successful", action="store_true", help="drop failed expert episodes")
