@@ -224,3 +224,20 @@ def test_real_arm_configs_ship_no_simulation_checkpoint(robot):
     if robot == "panda":
         sim = {s.name: s.effective() for s in graph.plan("panda", sim="libero")}
         assert sim["sof_flow2action"]["agent.checkpoint"].endswith("models/sof_libero")
+
+
+def test_the_sim_bridge_renders_as_the_checkpoint_was_trained_and_sends_masks_in_simulation():
+    """models/sof_metaworld_v2 learned from frames without antialiasing: a bridge rendering them
+    antialiased fed Stage 2 other images, and the graph's plans differed from sof-eval's."""
+    bridge = lambda specs: next(s for s in specs if s.name == "sof_sim_bridge").effective()  # noqa: E731
+    assert bridge(graph.plan("sim", checkpoint="models/sof_metaworld_v2"))["antialias"] is False
+    assert bridge(graph.plan("sim", checkpoint="models/sof_metaworld"))["antialias"] is True
+    forced = graph.plan("sim", checkpoint="models/sof_metaworld_v2", params={"sof_sim_bridge.antialias": True})
+    assert bridge(forced)["antialias"] is True  # an explicit choice wins
+    for specs in (graph.plan("sim"), graph.plan("panda", sim="libero")):
+        eff = {s.name: s.effective() for s in specs}
+        for name in ("object_mask", "robot_mask"):
+            assert eff["sof_flow2action"][f"{name}_topic"] == eff["sof_sim_bridge"][f"{name}_topic"] != ""
+    for robot in ("panda", "fr3", "sawyer"):  # a real arm has no segmentation unless the lab adds one
+        f2a = next(s for s in graph.plan(robot) if s.name == "sof_flow2action").effective()
+        assert f2a["object_mask_topic"] == f2a["robot_mask_topic"] == ""

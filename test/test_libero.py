@@ -135,8 +135,10 @@ def test_panda_sim_mode_is_the_panda_graph_plus_the_bridge():
     assert bridge["image_topic"] == real["sof_camera"]["image_in_topic"]  # the realsense2_camera topics
     changed = {n: sorted(k for k in sim[n] if sim[n][k] != real[n][k]) for n in real}
     assert changed["sof_policy"] == []
+    # ... and the masks: the simulator's segmentation stands in for a lab's segmentation node
     assert set(changed["sof_flow2action"]) <= {"robot.workspace_min", "robot.workspace_max", "wait_for_replan",
-                                               "frame_timeout_s", "plan_timeout_s", "command_timeout_s", "pose_timeout_s"}
+                                               "frame_timeout_s", "plan_timeout_s", "command_timeout_s", "pose_timeout_s",
+                                               "object_mask_topic", "robot_mask_topic"}
     with pytest.raises(SofError, match="no simulation mode"):
         graph.plan("sawyer", sim="libero")
     with pytest.raises(SofError, match="trained for the sawyer"):

@@ -108,6 +108,27 @@ def test_sim_task_success_with_the_shipped_checkpoint(ros_env, tmp_path):
     assert any(s["success"] for s in results.values()), {t: (s["counts"], s["last_status"]) for t, s in results.items()}
 
 
+V2 = ROOT / "models" / "sof_metaworld_v2"
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(not V2.is_dir(), reason=f"shipped checkpoint {V2} is missing")
+def test_the_learning_free_row_presses_the_button_through_the_graph(ros_env, tmp_path):
+    """The learning-free row as separate processes: Flow2Action tracks the object the sim bridge's
+    segmentation marks, on frames rendered as the checkpoint's were -- the episode sof-eval presses
+    in 41 steps (button-press, corner, seed 1000). Without the masks the graph did not press it
+    in 200 steps (docs/learning_free.md, benchmarks/results/graph_parity.md)."""
+    row = "sof_learning_free"
+    proc, s = run_bringup(["sim", "--task", "button-press", "--until-done", "--seconds", "150", "--checkpoint", str(V2),
+                           "--param", f"sof_policy.agent.policy={row}", "--param", f"sof_flow2action.agent.policy={row}",
+                           "--param", "sof_sim_bridge.seed=1000", "--param", "sof_sim_bridge.max_steps=120",
+                           "--param", "sof_sim_bridge.rate_hz=30.0", "--param", "sof_flow2action.robot.control_rate_hz=30.0",
+                           "--param", "sof_flow2action.robot.max_linear_speed=0.6", *FAST_START], tmp_path, 180)
+    logs = s.pop("_logs")
+    assert not s["died"], logs
+    assert s["success"] and s["sim_steps"] is not None and s["sim_steps"] <= 60, (s, logs)
+
+
 _LARGE_PUB = r"""
 import sys, time
 import numpy as np

@@ -74,11 +74,22 @@ def test_sim_bridge_publishes_frames_and_follows_twists(ros):
     ees = ros.collect(PoseStamped, Topics.SIM_EE_POSE, sq)
     success = ros.collect(Bool, Topics.SIM_SUCCESS, latched_qos())
     cam_pose = ros.collect(PoseStamped, Topics.SIM_CAMERA_POSE, latched_qos())
+    objects = ros.collect(Image, Topics.SIM_OBJECT_MASK, sq)
+    hands = ros.collect(Image, Topics.SIM_ROBOT_MASK, sq)
+    steps = ros.collect(Int32, Topics.SIM_STEPS, latched_qos())
     twist_pub = ros.publisher(TwistStamped, Topics.TWIST, command_qos())
     reset_pub = ros.publisher(Int32, Topics.SIM_RESET, command_qos())
     sim = ros.add(SimBridgeNode(context=ros.ctx, parameter_overrides=ov(rate_hz=20.0, lockstep=False)))
 
-    assert ros.wait_for(lambda: len(imgs) >= 3 and len(depths) >= 3 and ees and joints and success, 15)
+    assert ros.wait_for(lambda: len(imgs) >= 3 and len(depths) >= 3 and ees and joints and success and steps, 15)
+    # the segmentation of the task's object (the button) and of the hand, with the frame's stamp
+    assert ros.wait_for(lambda: {cv.stamp_to_ns(m.header.stamp) for m in objects} & {cv.stamp_to_ns(m.header.stamp) for m in hands}
+                        & {cv.stamp_to_ns(m.header.stamp) for m in imgs}, 5)
+    both = sorted({cv.stamp_to_ns(m.header.stamp) for m in objects} & {cv.stamp_to_ns(m.header.stamp) for m in hands})[-1]
+    obj = cv.msg_to_mask(next(m for m in objects if cv.stamp_to_ns(m.header.stamp) == both))
+    hand = cv.msg_to_mask(next(m for m in hands if cv.stamp_to_ns(m.header.stamp) == both))
+    assert obj.shape == (128, 128) and 5 < obj.sum() < 0.2 * obj.size and hand.sum() > 5 and not (obj & hand).any()
+    assert steps[-1].data >= 1
     img = imgs[-1]
     assert (img.encoding, img.width, img.height) == ("rgb8", 128, 128)
     rgb = cv.msg_to_rgb(img)
@@ -1110,3 +1121,76 @@ def test_an_unknown_plan_runtime_is_refused_whatever_the_row(ros, fake_agent):
 
     with pytest.raises(SofError, match="agent.runtime must be one of"):
         PolicyNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(agent__runtime="tensorrt"))
+
+
+def test_frame_sync_completes_a_frame_only_with_every_mask():
+    from sof_ros.ros.base import FrameSync
+
+    rgb, depth, m = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32), np.eye(2, dtype=bool)
+    sync = FrameSync(use_depth=True, masks=("object_mask", "robot_mask"), keep=3)
+    assert sync.add_rgb(100, rgb) is None and sync.add_depth(100, depth) is None
+    assert sync.add_mask("object_mask", 100, m) is None
+    assert sync.add_mask("robot_mask", 99, ~m) is None  # another frame's mask does not complete this one
+    assert sync.add_mask("other", 100, m) is None  # not a channel of this sync: ignored
+    f = sync.add_mask("robot_mask", 100, m)
+    assert f is not None and f.stamp_ns == 100 and f.depth is not None
+    assert set(f.masks) == {"object_mask", "robot_mask"} and f.masks["object_mask"][0, 0] and f.masks["robot_mask"][1, 1]
+    assert sync.add_mask("object_mask", 100, m) is None  # already used
+    # masks first, colour last (the sim bridge publishes them before the frame)
+    sync.add_mask("object_mask", 200, m)
+    sync.add_mask("robot_mask", 200, m)
+    sync.add_depth(200, depth)
+    assert sync.add_rgb(200, rgb).stamp_ns == 200
+    # nothing publishes robot masks: colour frames pile up to `keep` and the sync says what they wait for
+    assert sync.starved() == []
+    for s in (300, 400, 500):
+        sync.add_depth(s, depth)
+        sync.add_mask("object_mask", s, m)
+        assert sync.add_rgb(s, rgb) is None
+    assert sync.starved() == ["robot_mask"]
+    plain = FrameSync(use_depth=False)
+    assert plain.add_rgb(1, rgb).masks == {}  # no masks asked for: a colour image is a frame
+
+
+def test_masks_travel_as_mono8_images():
+    mask = np.zeros((3, 4), bool)
+    mask[1, 2] = True
+    msg = cv.mask_to_msg(mask, 7, "cam")
+    assert (msg.encoding, msg.width, msg.height, cv.stamp_to_ns(msg.header.stamp)) == ("mono8", 4, 3, 7)
+    np.testing.assert_array_equal(cv.msg_to_mask(msg), mask)
+    with pytest.raises(cv.ConversionError, match="mono8"):
+        cv.msg_to_mask(cv.image_to_msg(np.zeros((3, 4), np.float32), "32FC1"))
+
+
+def test_flow2action_acts_on_a_frame_with_its_masks(ros, fake_agent, monkeypatch):
+    """With mask topics set, a frame waits for its object and robot masks, and the agent sees them (the
+    learning-free solver tracks the object they mark); a mask of another size stops the arm."""
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(
+        depth_topic="", object_mask_topic="/sof_test/object_mask", robot_mask_topic="/sof_test/robot_mask")))
+    seen = []
+    act = fake_agent.act
+    monkeypatch.setattr(fake_agent, "act", lambda plan, obs, step: (seen.append(obs), act(plan, obs, step))[1])
+    node._on_info(cv.camera_info_msg(np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]]), 64, 48, 1, "cam"))
+    s = node.now_ns()
+    node._on_ee(cv.matrix_to_pose_stamped(np.eye(4), s, "world"))
+    node._on_flow_plan(cv.flow_plan_to_msg(np.zeros((8, 4, 4, 2), np.float32), s, "cam"))
+    node._on_actions(cv.actions_to_msg(None, s))
+    node._on_tokens(cv.tokens_to_msg(np.array([1, 2]), s, 8, (64, 48)))
+    obj = np.zeros((48, 64), bool)
+    obj[10:20, 30:40] = True
+    node._on_image(cv.image_to_msg(np.zeros((48, 64, 3), np.uint8), "rgb8", s, "cam"))
+    node._on_mask("object_mask", cv.mask_to_msg(obj, s, "cam"))
+    assert not seen and node.commands_published == 0  # the robot mask is still missing
+    node._on_mask("robot_mask", cv.mask_to_msg(~obj, s, "cam"))
+    assert len(seen) == 1 and node.commands_published == 1
+    np.testing.assert_array_equal(seen[0].object_mask, obj)
+    np.testing.assert_array_equal(seen[0].robot_mask, ~obj)
+    s2 = s + 100_000_000
+    node._on_mask("object_mask", cv.mask_to_msg(np.zeros((24, 32), bool), s2, "cam"))
+    node._on_mask("robot_mask", cv.mask_to_msg(np.zeros((48, 64), bool), s2, "cam"))
+    zeros = node.zero_twists_published
+    node._on_image(cv.image_to_msg(np.zeros((48, 64, 3), np.uint8), "rgb8", s2, "cam"))
+    assert len(seen) == 1 and node.zero_twists_published == zeros + 1
+    assert "object_mask 32x24 does not match the image 64x48" in node.last_reason

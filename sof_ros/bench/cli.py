@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "libero": "sof_ros.bench.libero",  # LIBERO-GOAL / LIBERO-10 success per task and row (Franka Panda)
     "transfer": "sof_ros.bench.transfer",  # cross-embodiment: Stages 1-2 from one arm's videos drive another arm
     "replan": "sof_ros.bench.replan",  # MetaWorld success vs the number of control steps between plans
+    "graph": "sof_ros.bench.graph_parity",  # the same episodes in process and through the ROS graph (masks, rendering)
     "train": "sof_ros.bench.train_speed",  # seconds per training step and stage, on CPU or CUDA
 }
 

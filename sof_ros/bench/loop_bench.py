@@ -509,6 +509,8 @@ def main(argv=None):
             "sof_flow2action.robot.control_rate_hz": rate, "sof_sim_bridge.rate_hz": rate,
             "sof_flow2action.robot.max_linear_speed": 0.02 * rate,  # the bench measures time, not motion limits
             "sof_sim_bridge.max_steps": 0, "sof_sim_bridge.lockstep_timeout_s": 1.0,
+            # the bench plays colour and depth only: no segmentation for Flow2Action to wait for
+            "sof_flow2action.object_mask_topic": "", "sof_flow2action.robot_mask_topic": "",
             **bringup.parse_params(a.param),
         }
         specs = G.plan("sim", checkpoint=checkpoint, task=a.task, params=params)

@@ -222,6 +222,11 @@ class SyncedFrameInputs:
             dh, dw = frame.depth.shape[:2]
             return (f"depth {dw}x{dh} does not match the image {w}x{h}; publish depth aligned to the colour "
                     "image (realsense2_camera: aligned_depth_to_color, align_depth.enable:=true)")
+        for name, mask in frame.masks.items():
+            if mask.shape[:2] != (h, w):
+                mh, mw = mask.shape[:2]
+                return (f"{name} {mw}x{mh} does not match the image {w}x{h}; publish the mask at the size of the "
+                        "frames this node receives (after the camera node's working_width/working_height)")
         if self.info_size is None:
             return f"no camera_info yet on {self.p.camera_info_topic}; frames are checked against it"
         if self.info_size != (w, h):
@@ -255,6 +260,23 @@ class SyncedFrameInputs:
             frame = self.sync.add_rgb(cv.stamp_to_ns(msg.header.stamp), cv.msg_to_rgb(msg), msg.header.frame_id)
         except cv.ConversionError as exc:
             self.log_reason("input", f"dropping frame: {exc}", "warning")
+            return
+        if frame is not None:
+            self._deliver(frame)
+        elif self.sync.starved():
+            topics = {"depth": "depth_topic", **{m: f"{m}_topic" for m in self.sync.masks}}
+            waiting = ", ".join(f"{c} ({getattr(self.p, topics[c], '?')})" for c in self.sync.starved())
+            self.log_reason("input", f"frames are dropped waiting for {waiting}: is anything publishing it, with the "
+                                     "frames' stamps?", "warning", every_s=10.0)
+
+    def _on_mask(self, name: str, msg) -> None:
+        """A mask image (mono8) for the frame with its stamp: `name` is its FrameSync channel."""
+        from sof_ros.ros import conversions as cv
+
+        try:
+            frame = self.sync.add_mask(name, cv.stamp_to_ns(msg.header.stamp), cv.msg_to_mask(msg))
+        except cv.ConversionError as exc:
+            self.log_reason("input", f"dropping {name}: {exc}", "warning")
             return
         if frame is not None:
             self._deliver(frame)
@@ -362,10 +384,11 @@ def load_agent(ap: P.AgentParams, robot_name: str = ""):
     return load_policy(ap.policy, ap.checkpoint, device=ap.device)
 
 
-def make_agent_input(rgb, depth=None, intrinsics=None, cam_pose=None, ee_pos=None, gripper=None) -> AgentInput:
+def make_agent_input(rgb, depth=None, intrinsics=None, cam_pose=None, ee_pos=None, gripper=None,
+                     object_mask=None, robot_mask=None) -> AgentInput:
     """What the node knows at one frame; a gripper state that never arrived reads as 0 (as trained)."""
     return AgentInput(rgb=rgb, depth=depth, intrinsics=intrinsics, cam_pose=cam_pose, ee_pos=ee_pos,
-                      gripper=0.0 if gripper is None else float(gripper))
+                      gripper=0.0 if gripper is None else float(gripper), object_mask=object_mask, robot_mask=robot_mask)
 
 
 # --- frame synchronisation ------------------------------------------------------------------------
@@ -375,54 +398,74 @@ class Frame:
     rgb: np.ndarray
     depth: np.ndarray | None = None
     frame_id: str = ""
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # FrameSync.masks channel -> (H, W) bool
 
 
 @dataclass
 class FrameSync:
-    """Pairs colour and depth images whose stamps differ by at most `tolerance_ns` (nearest first;
-    0 = identical stamps, as the camera node publishes them; a driver such as realsense2_camera may
-    stamp the aligned depth a few ms off the colour frame). The frame carries the colour stamp.
-    With `use_depth` False, every colour image is a frame on its own."""
+    """Pairs a colour image with the depth image and the masks (`masks`: channel names, e.g.
+    object_mask) whose stamps differ from it by at most `tolerance_ns` (nearest first; 0 = identical
+    stamps, as the camera node and the sim bridge publish them; a driver such as realsense2_camera may
+    stamp the aligned depth a few ms off the colour frame). A frame is complete once every channel has
+    arrived; it carries the colour stamp. With `use_depth` False and no masks, every colour image is
+    a frame on its own."""
 
     use_depth: bool = True
     keep: int = 8
     tolerance_ns: int = 0
-    _rgb: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict)
-    _depth: dict[int, np.ndarray] = field(default_factory=dict)
-    _done_rgb: int = -1
-    _done_depth: int = -1
+    masks: tuple[str, ...] = ()
+    _bufs: dict[str, dict[int, Any]] = field(default_factory=dict)
+    _done: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return ("rgb",) + (("depth",) if self.use_depth else ()) + tuple(self.masks)
 
     def add_rgb(self, stamp_ns: int, rgb: np.ndarray, frame_id: str = "") -> Frame | None:
-        if stamp_ns <= self._done_rgb:
-            return None
-        if not self.use_depth:
-            self._done_rgb = stamp_ns
-            return Frame(stamp_ns, rgb, None, frame_id)
-        self._rgb[stamp_ns] = (rgb, frame_id)
-        return self._match(stamp_ns, self._depth, rgb_first=True)
+        return self._add("rgb", stamp_ns, (rgb, frame_id))
 
     def add_depth(self, stamp_ns: int, depth: np.ndarray) -> Frame | None:
-        if not self.use_depth or stamp_ns <= self._done_depth:
-            return None
-        self._depth[stamp_ns] = depth
-        return self._match(stamp_ns, self._rgb, rgb_first=False)
+        return self._add("depth", stamp_ns, depth) if self.use_depth else None
 
-    def _match(self, s: int, others: dict, rgb_first: bool) -> Frame | None:
-        near = [o for o in others if abs(o - s) <= self.tolerance_ns]
-        if near:
-            o = min(near, key=lambda o: (abs(o - s), o))
-            r, d = (s, o) if rgb_first else (o, s)
-            rgb, fid = self._rgb.pop(r)
-            depth = self._depth.pop(d)
-            self._done_rgb, self._done_depth = r, d
-            for buf, done in ((self._rgb, r), (self._depth, d)):  # anything older can never complete
-                for k in [k for k in buf if k <= done]:
-                    del buf[k]
-            return Frame(r, rgb, depth, fid)
-        for buf in (self._rgb, self._depth):
+    def add_mask(self, name: str, stamp_ns: int, mask: np.ndarray) -> Frame | None:
+        return self._add(name, stamp_ns, mask) if name in self.masks else None
+
+    def _add(self, channel: str, s: int, data: Any) -> Frame | None:
+        if s <= self._done.get(channel, -1):
+            return None  # older than what the last frame used: it can never complete a frame
+        bufs = {c: self._bufs.setdefault(c, {}) for c in self.channels}
+        bufs[channel][s] = data
+        rgb_stamps = [s] if channel == "rgb" else \
+            sorted((r for r in bufs["rgb"] if abs(r - s) <= self.tolerance_ns), key=lambda r: (abs(r - s), r))
+        for r in rgb_stamps:  # the colour frames this message may complete, nearest first
+            match = {"rgb": r}
+            for c in self.channels[1:]:
+                near = [o for o in bufs[c] if abs(o - r) <= self.tolerance_ns]
+                if not near:
+                    break
+                match[c] = min(near, key=lambda o: (abs(o - r), o))
+            else:
+                return self._emit(match)
+        for buf in bufs.values():
             while len(buf) > self.keep:
                 del buf[min(buf)]
         return None
+
+    def starved(self) -> list[str]:
+        """The channels colour frames are being dropped for: nothing of theirs is waiting while
+        `keep` colour images are (empty while frames complete)."""
+        if len(self._bufs.get("rgb", {})) < self.keep:
+            return []
+        return [c for c in self.channels[1:] if not self._bufs.get(c)]
+
+    def _emit(self, match: dict[str, int]) -> Frame:
+        got = {c: self._bufs[c].pop(t) for c, t in match.items()}
+        for c, t in match.items():
+            self._done[c] = t
+            for k in [k for k in self._bufs[c] if k <= t]:  # anything older can never complete
+                del self._bufs[c][k]
+        rgb, fid = got["rgb"]
+        return Frame(match["rgb"], rgb, got.get("depth"), fid, {c: got[c] for c in self.masks})
 
 
 class PoseCache:

@@ -2,7 +2,7 @@
 
     sof-bringup sim|panda|sawyer [--instruction TEXT] [--task T] [--seconds N] [--record FILE.mcap]
                                  [--composed] [--camera-source S] [--checkpoint DIR]
-                                 [--param NODE.KEY=VALUE ...] [--until-success] [--until-commands N]
+                                 [--param NODE.KEY=VALUE ...] [--until-success | --until-done] [--until-commands N]
                                  [--summary FILE.json]
                                  [--log-dir DIR] [--dry-run]
 
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--param", action="append", default=[], metavar="NODE.KEY=VALUE",
                     help="extra parameter override, value in YAML syntax (repeatable), e.g. sof_sim_bridge.seed=3")
     ap.add_argument("--until-success", action="store_true", help="sim: stop as soon as the task succeeds")
+    ap.add_argument("--until-done", action="store_true", help="sim: stop at success or when the episode reached the "
+                    "sim bridge's max_steps (one whole episode, whatever the CPU's speed; summary: success, sim_steps)")
     ap.add_argument("--until-commands", type=int, default=0,
                     help="stop once this many non-zero commands were seen (--seconds is then the limit): a run "
                          "measured in work done, not in wall-clock time, which depends on how busy the CPU is")
@@ -137,7 +139,7 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
     from geometry_msgs.msg import TwistStamped
     from rclpy.node import Node
     from sensor_msgs.msg import Image
-    from std_msgs.msg import Bool, Int64MultiArray, String
+    from std_msgs.msg import Bool, Int32, Int64MultiArray, String
     from visualization_msgs.msg import MarkerArray
 
     from sof_ros.ros import conversions as cv
@@ -171,8 +173,13 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
             self.create_subscription(TwistStamped, f2a["twist_topic"], self._on_twist, cq)
             self.create_subscription(Int64MultiArray, f2a["command_info_topic"], self._on_command_info, cq)
             self.create_subscription(String, f2a["status_topic"], self._on_status, cq)
+            self.sim_steps = None  # control steps of the simulated episode, as the sim bridge last said
+            self.episode_over = False
             if "sof_sim_bridge" in eff:
-                self.create_subscription(Bool, eff["sof_sim_bridge"]["success_topic"], self._on_success, latched_qos())
+                bridge = eff["sof_sim_bridge"]
+                self.max_steps = int(bridge["max_steps"])
+                self.create_subscription(Bool, bridge["success_topic"], self._on_success, latched_qos())
+                self.create_subscription(Int32, bridge["steps_topic"], self._on_steps, latched_qos())
 
         def _count(self, key):
             self.counts[key] += 1
@@ -207,6 +214,12 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
         def _on_status(self, msg):
             self.last_status = msg.data
 
+        def _on_steps(self, msg):
+            self.sim_steps = int(msg.data)
+            if self.max_steps and self.sim_steps >= self.max_steps and not self.episode_over:
+                self.episode_over = True
+                self.get_logger().info(f"episode over after {self.sim_steps} steps")
+
         def _on_success(self, msg):
             if msg.data and not self.success:
                 self.success = True
@@ -219,6 +232,7 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
                 "counts": dict(self.counts),
                 "success": self.success,
                 "success_after_s": self.success_after_s,
+                "sim_steps": self.sim_steps,
                 "latency_ms": ({"p50": round(float(np.percentile(lat, 50)), 2), "p95": round(float(np.percentile(lat, 95)), 2),
                                 "n": int(lat.size)} if lat.size else None),
                 "last_status": self.last_status,
@@ -230,7 +244,9 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
 
 # --- running ------------------------------------------------------------------------------------
 def _should_stop(ns, monitor, deadline) -> bool:
-    if ns.until_success and monitor.success:
+    if (ns.until_success or ns.until_done) and monitor.success:
+        return True
+    if ns.until_done and monitor.episode_over:
         return True
     if ns.until_commands > 0 and monitor.counts["nonzero_commands"] >= ns.until_commands:
         return True

@@ -155,6 +155,18 @@ def msg_to_depth(msg: Image, uint16_scale: float = 0.001) -> np.ndarray:
     return depth
 
 
+def mask_to_msg(mask: np.ndarray, stamp_ns: int = 0, frame_id: str = "") -> Image:
+    """(H, W) bool mask -> mono8 image, 255 inside: what any segmentation node publishes."""
+    return image_to_msg(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, "mono8", stamp_ns, frame_id)
+
+
+def msg_to_mask(msg: Image) -> np.ndarray:
+    """mono8 / 8UC1 mask image -> (H, W) bool, True where nonzero."""
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ConversionError(f"a mask must be mono8 (nonzero = inside the mask), got '{msg.encoding}'")
+    return msg_to_image(msg) != 0
+
+
 # --- camera model -----------------------------------------------------------------------------
 def camera_info_msg(K: np.ndarray, width: int, height: int, stamp_ns: int = 0, frame_id: str = "",
                     distortion: np.ndarray | None = None, model: str = "plumb_bob") -> CameraInfo:

@@ -14,6 +14,11 @@ the frame the plan was made from), turns the action [dx, dy, dz, grip] into
           (the learning-free rows: the solver's current 3-D subgoal, `policy.pose_target`),
           optionally planned + executed through moveit_py (lazy import, `use_moveit_py`).
 
+Object / robot masks (object_mask_topic, robot_mask_topic; mono8, the frame's stamp): when set, a
+frame waits for them (FrameSync) and the learning-free rows track the masked object, as in the
+offline eval (sim: the sim bridge's segmentation); unset, the solver falls back to the plan's moving
+pixels that are not the arm (docs/learning_free.md).
+
 MoveIt Servo (Jazzy): the node switches Servo to TWIST commands at start-up through
 servo_command_type_service (moveit_msgs/srv/ServoCommandType, retried until Servo answers). Servo
 drops a twist once now - stamp >= its incoming_command_timeout (default 0.1 s); a twist comes every
@@ -25,7 +30,7 @@ this one was computed (wait_for_replan false), is answered again with the new on
 
 Fail safe: anything odd -> zero twist, never motion. A watchdog timer publishes zero twists while
 a frame / plan / end-effector pose / command is stale; a frame whose size disagrees with its depth,
-its camera_info or the checkpoint is rejected; std_msgs/Bool true on the e-stop topic latches a stop
+its camera_info or the checkpoint is rejected (so is a mask of another size); std_msgs/Bool true on the e-stop topic latches a stop
 until true is published on the clear topic -- on disk too (estop_state_dir, fsynced before the stop
 is acknowledged on the status topic), so a restarted node starts e-stopped whatever the e-stop topic
 holds by then. Every decision's reason is published on the status topic and logged when it changes.
@@ -100,7 +105,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_pose = self.create_publisher(PoseStamped, p.pose_target_topic, cq)
         self.pub_status = self.create_publisher(String, p.status_topic, cq)
         self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
-        self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
+        masks = tuple(name for name in ("object_mask", "robot_mask") if getattr(p, f"{name}_topic"))
+        self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9), masks=masks)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
         self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
         self.create_subscription(PoseStamped, p.ee_pose_topic, self._on_ee, sq)
@@ -113,6 +119,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.create_subscription(Image, p.image_topic, self._on_image, sq)
         if p.depth_topic:
             self.create_subscription(Image, p.depth_topic, self._on_depth, sq)
+        for name in masks:  # a frame is complete with its masks (FrameSync)
+            self.create_subscription(Image, getattr(p, f"{name}_topic"), lambda msg, n=name: self._on_mask(n, msg), sq)
         self.create_subscription(Int64MultiArray, p.tokens_topic, self._on_tokens, cq)
         self.create_subscription(Image, p.flow_plan_topic, self._on_flow_plan, cq)
         self.create_subscription(Float64MultiArray, p.action_chunk_topic, self._on_actions, cq)
@@ -257,7 +265,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
                           frame.stamp_ns, plan.stamp_ns, step)
             return
         obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
-                               ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state)
+                               ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state,
+                               object_mask=frame.masks.get("object_mask"), robot_mask=frame.masks.get("robot_mask"))
         try:
             action = np.asarray(self.agent.act(plan.plan, obs, step), dtype=np.float64).reshape(-1)
         except Exception as exc:  # a learner failure must stop the arm, not the node

@@ -193,6 +193,11 @@ def plan(robot: str, camera_source: str = "", checkpoint: str = "", task: str = 
     for n in ("sof_policy", "sof_flow2action"):
         ck = checkpoint or file_params.get(n, {}).get("agent.checkpoint", P.AgentParams().checkpoint)
         specs[n].overrides["agent.checkpoint"] = resolve_checkpoint(ck)
+    if "sof_sim_bridge" in specs and "antialias" not in {**file_params.get("sof_sim_bridge", {}),
+                                                          **specs["sof_sim_bridge"].overrides}:
+        rendering = checkpoint_antialias(specs["sof_policy"].overrides["agent.checkpoint"])
+        if rendering is not None:  # the simulator renders frames as the checkpoint was trained on
+            specs["sof_sim_bridge"].overrides["antialias"] = rendering
     for key, value in (params or {}).items():
         node, _, pkey = key.partition(".")
         if node not in specs or not pkey:
@@ -204,6 +209,17 @@ def plan(robot: str, camera_source: str = "", checkpoint: str = "", task: str = 
     check_consistency(robot, out)
     check_embodiment(out)
     return out
+
+
+def checkpoint_antialias(checkpoint: str) -> bool | None:
+    """Whether the checkpoint's training frames were antialiased (its config.yaml sim.antialias);
+    None where that cannot be read (no checkpoint there: the nodes report it)."""
+    from sof_ros.config import load_checkpoint_config
+
+    try:
+        return bool(load_checkpoint_config(checkpoint).sim.antialias) if checkpoint else None
+    except SofError:
+        return None
 
 
 def check_embodiment(specs: list[NodeSpec]) -> None:

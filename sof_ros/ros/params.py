@@ -38,6 +38,9 @@ class Topics:
     SIM_EE_POSE = "/sof/sim/ee_pose"
     SIM_GRIPPER_STATE = "/sof/sim/gripper_state"
     SIM_SUCCESS = "/sof/sim/success"
+    SIM_STEPS = "/sof/sim/steps"
+    SIM_OBJECT_MASK = "/sof/sim/object_mask"
+    SIM_ROBOT_MASK = "/sof/sim/robot_mask"
     SIM_RESET = "/sof/sim/reset"
     SIM_TASK = "/sof/sim/task"
     # camera node outputs
@@ -234,7 +237,13 @@ class Flow2ActionNodeParams:
     gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "std_msgs/Float64 gripper opening for the agent's proprioception; empty = not used")
     joint_states_topic: str = P("", "sensor_msgs/JointState with the finger joints (robot.gripper_joint_names): the gripper "
                                 "opening for the agent's proprioception on a real arm (franka_ros2: /joint_states); empty = not used")
-    sync_tolerance_s: float = P(0.015, "colour and depth images pair when their stamps differ by at most this")
+    sync_tolerance_s: float = P(0.015, "colour and depth images (and masks) pair when their stamps differ by at most this")
+    object_mask_topic: str = P("", "sensor_msgs/Image mono8 (nonzero = the objects the instruction is about) stamped as "
+                               "the frame it segments, at the frames' size: the learning-free rows' object mask (sim: "
+                               "the sim bridge's segmentation; a robot: any segmentation node). A frame waits for its "
+                               "mask. Empty = no mask source: the solver tracks the plan's moving pixels that are not the arm")
+    robot_mask_topic: str = P("", "sensor_msgs/Image mono8 (nonzero = the arm's hand and fingers) stamped as the frame, "
+                              "for the learning-free rows (sim: the sim bridge's segmentation); a frame waits for it. Empty = none")
     tokens_topic: str = P(Topics.TOKENS, "skill tokens from the policy node")
     flow_plan_topic: str = P(Topics.FLOW_PLAN, "flow plan from the policy node")
     action_chunk_topic: str = P(Topics.ACTION_CHUNK, "the plan's action chunk from the policy node")
@@ -285,6 +294,9 @@ class SimBridgeParams:
     max_steps: int = P(500, "steps per episode before the sim holds still; 0 = unlimited")
     command_timeout_s: float = P(0.5, "a twist older than this counts as zero motion")
     render_shadows: bool = P(False, "MuJoCo shadows/reflections (slow on CPU)")
+    antialias: bool = P(True, "MetaWorld: MuJoCo's 4x multisampling of the colour frames. Render as the checkpoint's "
+                        "training frames were: sof-bringup and the launch files set it from the policy's checkpoint "
+                        "(config.yaml sim.antialias) unless a parameter file or override sets it")
     image_topic: str = P(Topics.SIM_IMAGE, "output: rgb8 frames, stamped at render time")
     depth_topic: str = P(Topics.SIM_DEPTH, "output: 32FC1 depth, metres")
     camera_info_topic: str = P(Topics.SIM_CAMERA_INFO, "output: camera model")
@@ -293,6 +305,12 @@ class SimBridgeParams:
     ee_pose_topic: str = P(Topics.SIM_EE_POSE, "output: end-effector PoseStamped, world frame")
     gripper_state_topic: str = P(Topics.SIM_GRIPPER_STATE, "output: std_msgs/Float64 gripper opening (MetaWorld obs[3])")
     success_topic: str = P(Topics.SIM_SUCCESS, "output: std_msgs/Bool task success so far this episode (transient local)")
+    steps_topic: str = P(Topics.SIM_STEPS, "output: std_msgs/Int32 control steps taken this episode, with every frame "
+                         "(transient local): max_steps there means the episode is over")
+    object_mask_topic: str = P(Topics.SIM_OBJECT_MASK, "output: mono8 segmentation of the task's objects (255 inside), "
+                               "stamped as the frame; not published for a scene without an object list. Empty = off")
+    robot_mask_topic: str = P(Topics.SIM_ROBOT_MASK, "output: mono8 segmentation of the arm's hand and fingers, stamped as "
+                              "the frame. Empty = off")
     twist_topic: str = P(Topics.TWIST, "input: TwistStamped end-effector velocity, world frame")
     command_info_topic: str = P(Topics.COMMAND_INFO, "input: flow2action's command info; lockstep steps once the command "
                                 "answering the last frame (and its twist) arrived")

@@ -1,6 +1,8 @@
 """A simulated arm as a ROS robot -- MetaWorld's Sawyer (`sim: metaworld`) or LIBERO's Franka Panda
 (`sim: libero`) -- taking the same TwistStamped + gripper commands a real arm's MoveIt Servo would
-take, with camera topics like a real RGB-D camera, joint states, end-effector pose and success.
+take, with camera topics like a real RGB-D camera, joint states, end-effector pose and success, and the
+segmentation of the task's objects and of the arm's hand (mono8 masks, the frame's stamp: what a
+segmentation node gives a real robot's learning-free Flow2Action).
 
 Twist -> action: both simulators move the end-effector (MetaWorld's mocap, LIBERO's OSC target,
 sof_ros.sim.libero_env) by `action * metres_per_action_unit` (0.01 m) per control step, and the
@@ -52,6 +54,9 @@ class SimBridgeNode(SofNode):
         self.pub_grip_state = self.create_publisher(Float64, p.gripper_state_topic, sq)
         self.pub_cam_pose = self.create_publisher(PoseStamped, p.camera_pose_topic, lq)
         self.pub_success = self.create_publisher(Bool, p.success_topic, lq)
+        self.pub_steps = self.create_publisher(Int32, p.steps_topic, lq)
+        self.pub_masks = {name: self.create_publisher(Image, getattr(p, f"{name}_topic"), sq)
+                          for name in ("object_mask", "robot_mask") if getattr(p, f"{name}_topic")}
         self.create_subscription(TwistStamped, p.twist_topic, self._on_twist, cq)
         self.create_subscription(Int64MultiArray, p.command_info_topic, self._on_command_info, cq)
         self.create_subscription(Float64, p.gripper_topic, self._on_gripper, cq)
@@ -89,7 +94,7 @@ class SimBridgeNode(SofNode):
 
         p = self.p
         cfg = SimConfig(backend=p.sim, suite=p.suite, camera=p.camera, width=p.width, height=p.height,
-                        max_steps=p.max_steps or 10**9, render_shadows=p.render_shadows)
+                        max_steps=p.max_steps or 10**9, render_shadows=p.render_shadows, antialias=p.antialias)
         if embodiment(cfg) != robot_family(p.robot.name):
             raise SofError(f"sim '{p.sim}' plays a {embodiment(cfg)} but robot.name is '{p.robot.name}'; "
                            f"use robot.name {'panda' if p.sim == 'libero' else 'metaworld_sawyer'}")
@@ -118,6 +123,10 @@ class SimBridgeNode(SofNode):
             self._sim(self.arm.close)
         self.arm, self.task = arm, arm.task
         self._joint_names, self._qpos_idx, self._qvel_idx = names, qpos_idx, qvel_idx
+        if "object_mask" in getattr(self, "pub_masks", {}) and getattr(arm, "has_object_mask", True) is False:
+            self.get_logger().warning(f"task '{arm.task}' names no objects to segment, so nothing is published on "
+                                      f"{p.object_mask_topic}; a Flow2Action node subscribed to it holds still: "
+                                      "set its object_mask_topic to '' there")
         self.get_logger().info(f"task '{self.task}' ({arm.instruction}), camera {p.camera} {p.width}x{p.height} at {p.rate_hz:g} Hz"
                                f"{', lockstep' if p.lockstep else ''}")
 
@@ -243,9 +252,14 @@ class SimBridgeNode(SofNode):
         T[:3, 3] = obs.ee_pos
         self.pub_ee.publish(cv.matrix_to_pose_stamped(T, stamp, p.robot.base_frame))
         self.pub_grip_state.publish(Float64(data=float(obs.gripper)))
+        self.pub_steps.publish(Int32(data=int(self.arm.steps)))  # before success: a monitor stopping at success has both
         self.pub_success.publish(Bool(data=bool(obs.success)))
         self.pub_info.publish(cv.camera_info_msg(obs.intrinsics, w, h, stamp, cam))
         self.pub_depth.publish(cv.image_to_msg(obs.depth, "32FC1", stamp, cam))
+        for name, pub in self.pub_masks.items():  # before the frame: a node waiting for them has them first
+            mask = getattr(obs, name, None)
+            if mask is not None:
+                pub.publish(cv.mask_to_msg(mask, stamp, cam))
         self.pub_image.publish(cv.image_to_msg(obs.rgb, "rgb8", stamp, cam))
         self.frames_published += 1
 

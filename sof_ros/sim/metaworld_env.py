@@ -219,6 +219,11 @@ class MetaWorldArm:
             raise SofError(f"none of {list(names)} is in the '{self.task}' scene")
         return np.array(sorted(set(ids)), np.int32)
 
+    @property
+    def has_object_mask(self) -> bool:
+        """Whether observations carry an object mask: the task names its objects (TASK_OBJECTS)."""
+        return self.task in TASK_OBJECTS
+
     def _masks(self, seg: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         if not hasattr(self, "_object_ids"):
             names = TASK_OBJECTS.get(self.task)
