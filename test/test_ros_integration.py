@@ -235,3 +235,44 @@ def test_a_node_that_hangs_on_shutdown_is_killed_with_its_stacks_in_its_log(ros_
     text = log.read_text()
     assert codes == {"hangs": -9}, (codes, text)
     assert "most recent call first" in text and "in close" in text, text
+
+
+_STARTER = r"""
+import subprocess, sys, time
+from sof_ros.ros.bringup import node_popen
+child = node_popen([sys.executable, "-c", "from sof_ros.ros.base import die_with_parent; die_with_parent(); "
+                    "import time; print('up', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "up"
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a container's PID 1 may never reap the orphan)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_node_processes_do_not_outlive_a_killed_starter():
+    """A bringup or loop bench killed with SIGKILL (a test's timeout) left its nodes publishing plans
+    and twists on the DDS domain the next graph used; they now get SIGINT when their starter dies."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    starter = subprocess.Popen([sys.executable, "-c", _STARTER], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        pid = int(starter.stdout.readline())
+        os.kill(pid, 0)  # the node runs
+        starter.kill()
+        starter.wait()
+        end = time.monotonic() + 20
+        while time.monotonic() < end and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, 9)
+            raise AssertionError("the node outlived the process that started it")
+    finally:
+        starter.kill()

@@ -102,8 +102,8 @@ class Graph:
         overrides = bringup.write_overrides(specs, d)
         for name, cmd in bringup.process_commands(specs, overrides):
             log = open(d / f"{name}.log", "w")
-            self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                      env=dict(os.environ, PYTHONUNBUFFERED="1")), log))
+            self.procs.append((name, bringup.node_popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                        env=dict(os.environ, PYTHONUNBUFFERED="1")), log))
 
     def check_alive(self) -> None:
         for name, proc, log in self.procs:

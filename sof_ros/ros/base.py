@@ -488,12 +488,32 @@ class PoseCache:
 
 
 # --- main -----------------------------------------------------------------------------------------
+def die_with_parent() -> None:
+    """Linux: SIGINT this process when the process named by $SOF_ROS_PARENT_PID dies, however it
+    died (PR_SET_PDEATHSIG); if it is already gone, exit now. Nothing without the variable (ros2
+    launch manages its own nodes)."""
+    from sof_ros.ros.dds import PARENT_PID_ENV
+
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # died before the line above: nobody would stop this node
+        raise SystemExit(f"the process that started this node ({parent}) is gone; not starting")
+
+
 def run_node(node_cls: type, args: list[str] | None = None, executor_threads: int = 1) -> int:
     """Console entry: rclpy.init, construct the node, spin until Ctrl-C / SIGTERM, clean up."""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
     from sof_ros.ros import dds
 
+    die_with_parent()
     if hasattr(signal, "SIGUSR1"):  # sof-bringup asks a node that hangs on shutdown where it hangs
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:  # before rclpy.init: large camera frames over shared memory; DDS on this machine unless SOF_ROS_NETWORK=lan

@@ -263,7 +263,7 @@ def run_processes(ns, specs, overrides_file: Path, instruction: str) -> tuple[di
         log_dir.mkdir(parents=True, exist_ok=True)
     for name, cmd in process_commands(specs, overrides_file):
         out = open(log_dir / f"{name}.log", "w") if log_dir else None
-        procs.append((name, subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None), out))
+        procs.append((name, node_popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None), out))
     rclpy.init(args=[])
     monitor = make_monitor(specs, instruction)
     deadline = time.monotonic() + ns.seconds if ns.seconds > 0 else None
@@ -287,6 +287,18 @@ def run_processes(ns, specs, overrides_file: Path, instruction: str) -> tuple[di
     summary["exit_codes"] = codes
     summary["died"] = died
     return summary, (1 if died else 0)
+
+
+def node_popen(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A node process that cannot outlive its starter (`run_node` reads PARENT_PID_ENV). A bringup,
+    loop bench or test killed with SIGKILL (a timeout) left its nodes running on the same DDS
+    domain; their plans and twists then reached the next graph started on this machine (found
+    after a killed loop bench: its policy and Flow2Action nodes kept publishing on /sof/policy/*
+    and /sof/cmd/twist)."""
+    from sof_ros.ros.dds import PARENT_PID_ENV
+
+    kwargs["env"] = {**(kwargs.get("env") or os.environ), PARENT_PID_ENV: str(os.getpid())}
+    return subprocess.Popen(cmd, **kwargs)
 
 
 STOP_GRACE_S = 10.0

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from sof_ros.errors import SofError
 
+PARENT_PID_ENV = "SOF_ROS_PARENT_PID"  # set by sof-bringup / the loop bench for their node processes (base.die_with_parent)
+
 PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 NETWORK_VAR = "SOF_ROS_NETWORK"
 NETWORK_MODES = ("localhost", "lan")
