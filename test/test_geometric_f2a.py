@@ -352,6 +352,13 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
     plan = pol.plan(obs, "press the button")
     assert seen[0] == 0.0 and seen[1] > 0.0
     assert plan.flow.shape == (8, 32, 32, 2) and plan.frames_per_step == cfg.skill.stride == 1
+    # the ROS graph: the stall happened in Flow2Action's copy of the agent, which said so on its topic
+    pol.solver.needs_replan = False
+    assert not pol.wants_fresh_plan
+    pol.request_fresh_plan()
+    pol.plan(obs, "press the button")
+    pol.plan(obs, "press the button")
+    assert seen[2] > 0.0 and seen[3] == 0.0  # one request, one sampled plan
 
 
 @pytest.mark.parametrize("case", ["nan", "empty", "out_of_view", "no_depth", "no_object_no_hand"])

@@ -1194,3 +1194,25 @@ def test_flow2action_acts_on_a_frame_with_its_masks(ros, fake_agent, monkeypatch
     node._on_image(cv.image_to_msg(np.zeros((48, 64, 3), np.uint8), "rgb8", s2, "cam"))
     assert len(seen) == 1 and node.zero_twists_published == zeros + 1
     assert "object_mask 32x24 does not match the image 64x48" in node.last_reason
+
+
+def test_a_stall_in_flow2action_makes_the_policy_nodes_next_plan_a_fresh_sample(ros, fake_agent, monkeypatch):
+    """The learning-free solver acts in Flow2Action, the planner plans in the policy node: a stall is
+    sent once on the fresh-plan topic (when it starts), and the policy node's agent is asked for a
+    sampled plan, as sof-eval's agent samples after its own solver stalled."""
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.policy_node import PolicyNode
+
+    fresh = ros.collect(String, Topics.FRESH_PLAN, command_qos(10))
+    f2a = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(depth_topic="")))
+    planner = type("Planner", (), {"requests": 0, "request_fresh_plan": lambda self: setattr(self, "requests", self.requests + 1)})()
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(depth_topic="")))
+    pol.agent = planner
+    f2a.agent.wants_fresh_plan, f2a.agent.last_reason = False, ""
+    for wanted in (False, True, True, True, False, True):  # two stalls
+        f2a.agent.wants_fresh_plan = wanted
+        if wanted:
+            f2a.agent.last_reason = "stalled 10 steps: backing off and asking for a fresh plan"
+        f2a._ask_for_fresh_plan()
+    assert ros.wait_for(lambda: len(fresh) == 2 and planner.requests == 2, 10), (len(fresh), planner.requests)
+    assert fresh[0].data.startswith("stalled 10 steps")

@@ -80,6 +80,7 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
     name = "sof_learning_free"
     needs_proprio = False
     replan_temperature = 1.0
+    _fresh_requested = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,11 +90,24 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
         """The solver's state and the sampling stream of re-plans after a stall: an episode replays exactly."""
         _SolverMixin.reset(self)
         _FlowSkillPolicy.reset(self)
+        self._fresh_requested = False
+
+    @property
+    def wants_fresh_plan(self) -> bool:
+        """The solver stalled on the current plan: the next plan should be a fresh sample. In the ROS
+        graph the solver acts in Flow2Action and the planner plans in the policy node, so Flow2Action
+        sends this on its fresh-plan topic and the policy node calls `request_fresh_plan`."""
+        return bool(self.solver.needs_replan)
+
+    def request_fresh_plan(self) -> None:
+        """Sample the next plan (at `replan_temperature`) as after a stall of this process's own solver."""
+        self._fresh_requested = True
 
     @torch.no_grad()
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
-        temperature = self.replan_temperature if self.solver.needs_replan else 0.0
+        fresh, self._fresh_requested = self.solver.needs_replan or self._fresh_requested, False
+        temperature = self.replan_temperature if fresh else 0.0
         tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature,
                                                 generator=self._gen)
         flow = self.models["skill"].decode_ids(tokens, img)

@@ -105,6 +105,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_pose = self.create_publisher(PoseStamped, p.pose_target_topic, cq)
         self.pub_status = self.create_publisher(String, p.status_topic, cq)
         self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
+        self.pub_fresh = self.create_publisher(String, p.fresh_plan_topic, cq) if p.fresh_plan_topic else None
+        self._wanted_fresh = False
         masks = tuple(name for name in ("object_mask", "robot_mask") if getattr(p, f"{name}_topic"))
         self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9), masks=masks)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
@@ -273,6 +275,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self._publish(SafeCommand.stop(), f"rejected: act() failed: {type(exc).__name__}: {exc}", frame.stamp_ns,
                           plan.stamp_ns, step)
             return
+        self._ask_for_fresh_plan()
         self.command_from_action(action, frame.stamp_ns, plan.stamp_ns, step)
 
     def command_from_action(self, action: np.ndarray, stamp_ns: int, plan_stamp_ns: int = 0,
@@ -312,6 +315,14 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self.safety.heartbeat("command")
         self._publish(cmd, reason, stamp_ns, plan_stamp_ns, step)
         return cmd, reason
+
+    def _ask_for_fresh_plan(self) -> None:
+        """Once per stall of the agent (its `wants_fresh_plan` turning true), before the command that
+        lets the simulator step: the policy node samples its next plan, as sof-eval's agent does."""
+        wanted = bool(getattr(self.agent, "wants_fresh_plan", False))
+        if wanted and not self._wanted_fresh and self.pub_fresh is not None:
+            self.pub_fresh.publish(String(data=str(getattr(self.agent, "last_reason", "") or "fresh plan wanted")))
+        self._wanted_fresh = wanted
 
     def _publish(self, cmd: SafeCommand, reason: str, frame_stamp_ns: int = 0, plan_stamp_ns: int = 0,
                  step: int = -1) -> None:

@@ -63,6 +63,7 @@ class Topics:
     POSE_TARGET = "/sof/cmd/pose_target"
     STATUS = "/sof/flow2action/status"
     COMMAND_INFO = "/sof/flow2action/command_info"
+    FRESH_PLAN = "/sof/flow2action/fresh_plan"
     ESTOP = "/sof/estop"
     ESTOP_CLEAR = "/sof/estop_clear"
 
@@ -215,6 +216,9 @@ class PolicyNodeParams:
     tokens_topic: str = P(Topics.TOKENS, "output: skill tokens (Int64MultiArray, header block in data_offset padding)")
     flow_plan_topic: str = P(Topics.FLOW_PLAN, "output: decoded flow plan, 32FC2, T fields stacked vertically")
     action_chunk_topic: str = P(Topics.ACTION_CHUNK, "output: the plan's action chunk (Float64MultiArray, T x 4, header block in data_offset padding; empty when the head predicts none)")
+    fresh_plan_topic: str = P(Topics.FRESH_PLAN, "std_msgs/String from flow2action: its solver stalled on the current "
+                              "plan, so the next plan is sampled (the learning-free rows' replan_temperature) instead of "
+                              "the same greedy plan again; empty = not subscribed")
     plan_image_topic: str = P(Topics.PLAN_IMAGE, "output: rgb8 visualisation of the plan over the frame")
     markers_topic: str = P(Topics.MARKERS, "output: MarkerArray arrows of the planned motion, camera optical frame")
     marker_stride: int = P(16, "pixel spacing of the arrow grid in markers and plan image")
@@ -255,6 +259,8 @@ class Flow2ActionNodeParams:
     gripper_topic: str = P(Topics.GRIPPER, "output: std_msgs/Float64 gripper command in [-1 open, +1 close]")
     pose_target_topic: str = P(Topics.POSE_TARGET, "output: PoseStamped end-effector target (output_mode pose|both)")
     status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
+    fresh_plan_topic: str = P(Topics.FRESH_PLAN, "output: std_msgs/String (the reason) when the agent asks for a fresh "
+                              "plan (the learning-free solver stalled); the policy node samples its next plan")
     estop_topic: str = P(Topics.ESTOP, "std_msgs/Bool; true latches the e-stop (false does NOT clear it)")
     estop_clear_topic: str = P(Topics.ESTOP_CLEAR, "std_msgs/Bool; true clears a latched e-stop")
     servo_command_type_service: str = P("/servo_node/switch_command_type", "MoveIt Servo's moveit_msgs/srv/ServoCommandType "

@@ -99,6 +99,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.pub_status = self.create_publisher(String, p.status_topic, latched_qos())
         self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9))
         self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
+        if p.fresh_plan_topic:
+            self.create_subscription(String, p.fresh_plan_topic, self._on_fresh_plan, cq)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
         self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
         if p.ee_pose_topic:
@@ -158,6 +160,12 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         else:
             self.instruction, self._new_instruction = text, bool(text)
             self._report(f"instruction {shown}: planning" if text else "instruction cleared: planning stops", "info")
+
+    def _on_fresh_plan(self, msg: String) -> None:
+        request = getattr(self.agent, "request_fresh_plan", None)
+        if request is not None:  # rows without a sampled re-plan ignore it
+            request()
+            self.log_reason("plan", f"the next plan is a fresh sample: {msg.data}", every_s=10.0)
 
     def _knows(self, text: str) -> bool:
         knows = getattr(self.agent, "knows_instruction", None)
