@@ -35,11 +35,15 @@ def robot_family(robot_name: str) -> str:
 
 class Embodiment(NamedTuple):
     arm: str                 # "sawyer" | "panda"
-    camera: str              # "<simulator>:<camera>", e.g. "metaworld:corner"
+    camera: str              # "<simulator>:<camera>", e.g. "metaworld:corner": the checkpoint's own (sim.camera)
     size: tuple[int, int]    # (W, H) of the frames it was trained on
+    cameras: tuple[str, ...] = ()  # every "<simulator>:<camera>" its videos came from (collect.cameras), camera first
 
     def __str__(self) -> str:
-        return f"{self.camera} {self.size[0]}x{self.size[1]}"
+        return f"{' / '.join(self.cameras or (self.camera,))} {self.size[0]}x{self.size[1]}"
+
+    def trained_on(self, camera: str) -> bool:
+        return camera in (self.cameras or (self.camera,))
 
 
 def checkpoint_embodiment(checkpoint: str | Path) -> Embodiment | None:
@@ -51,7 +55,8 @@ def checkpoint_embodiment(checkpoint: str | Path) -> Embodiment | None:
     from sof_ros.sim import embodiment
 
     cfg = load_checkpoint_config(checkpoint)
-    return Embodiment(embodiment(cfg.sim), f"{cfg.sim.backend}:{cfg.sim.camera}", (cfg.sim.width, cfg.sim.height))
+    cameras = tuple(f"{cfg.sim.backend}:{c}" for c in dict.fromkeys([cfg.sim.camera, *cfg.collect.cameras]))
+    return Embodiment(embodiment(cfg.sim), cameras[0], (cfg.sim.width, cfg.sim.height), cameras)
 
 
 def check_embodiment(checkpoint: str | Path, robot_name: str) -> Embodiment | None:

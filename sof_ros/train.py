@@ -562,7 +562,7 @@ def write_embodiment(out: Path, cfg: SofConfig, trained: tuple[str, ...], copied
 
     path = out / "embodiment.json"
     old = json.loads(path.read_text()).get("stages", {}) if path.is_file() else {}
-    record = embodiment_record(cfg.sim)
+    record = {**embodiment_record(cfg.sim), "video_cameras": list(dict.fromkeys([cfg.sim.camera, *cfg.collect.cameras]))}
     stages = {**old, **(copied or {}),
               **{s: {"arm": record["arm"], "dataset": str(cfg.train.dataset)} for s in trained}}
     path.write_text(json.dumps({**record, "stages": stages}, indent=2))

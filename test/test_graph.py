@@ -238,6 +238,10 @@ def test_the_sim_bridge_renders_as_the_checkpoint_was_trained_and_sends_masks_in
         eff = {s.name: s.effective() for s in specs}
         for name in ("object_mask", "robot_mask"):
             assert eff["sof_flow2action"][f"{name}_topic"] == eff["sof_sim_bridge"][f"{name}_topic"] != ""
+    # v2 learned from the three corner cameras' videos: the bridge may render any of them, not v1's others
+    graph.plan("sim", checkpoint="models/sof_metaworld_v2", params={"sof_sim_bridge.camera": "corner3"})
+    with pytest.raises(SofError, match="trained on camera metaworld:corner 128x128, but the sim bridge renders metaworld:corner3"):
+        graph.plan("sim", checkpoint="models/sof_metaworld", params={"sof_sim_bridge.camera": "corner3"})
     for robot in ("panda", "fr3", "sawyer"):  # a real arm has no segmentation unless the lab adds one
         f2a = next(s for s in graph.plan(robot) if s.name == "sof_flow2action").effective()
         assert f2a["object_mask_topic"] == f2a["robot_mask_topic"] == ""

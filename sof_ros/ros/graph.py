@@ -235,7 +235,7 @@ def check_embodiment(specs: list[NodeSpec]) -> None:
     found = check(ck, f2a["robot.name"])
     if found and "sof_sim_bridge" in eff:
         bridge = eff["sof_sim_bridge"]
-        if found.camera != f"{bridge['sim']}:{bridge['camera']}":
+        if not found.trained_on(f"{bridge['sim']}:{bridge['camera']}"):
             raise SofError(f"checkpoint {ck} was trained on camera {found}, but the sim bridge renders "
                            f"{bridge['sim']}:{bridge['camera']}; use a checkpoint trained on that camera")
 
