@@ -158,6 +158,10 @@ class EvalConfig:
     rows: list[str] = field(default_factory=lambda: ["sof", "sof_learning_free", "skill2action", "bc", "pixel_skills",
                                                      "expert"])
     ensemble: float = 0.0  # temporal ensembling of overlapping action chunks (weights exp(-ensemble * age)); 0: off
+    # learning-free row on predicted plans: the solver reads the plan's flow times this. Stage 1 learns
+    # from DIS flow, which under-reports motion, and its decoder shrinks it further; chosen per checkpoint
+    # on dev seeds (docs/learning_free.md). sof-eval --solver flow_scale=X overrides it
+    plan_flow_scale: float = 1.0
 
 
 @dataclass

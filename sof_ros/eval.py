@@ -134,11 +134,13 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
     e = cfg.eval
     protocol = {"tasks": list(e.tasks), "cameras": list(e.cameras), "max_steps": int(e.max_steps),
                 "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
-                "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0)}
+                "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0),
+                "antialias": bool(cfg.sim.antialias)}  # frames rendered as the checkpoint's training frames were
     return {**protocol, "solver": dict(sorted(solver.items()))} if solver else protocol
 
 
-_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver")  # what every episode of one work directory must share
+_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias")  # what every episode of one work directory must share
+_PER_ROW = ("antialias",)  # fixed in a work directory, but rows of several checkpoints may differ in a combined table
 _ABSENT = {"replan_every": 0, "solver": {}}  # a protocol without the key (older files; no override) means this
 
 
@@ -319,6 +321,7 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
         "average": succ / total, "ci95": list(wilson_ci(succ, total)), "episodes": total,
         "episodes_per_task_camera": n_eps, "complete": len(per_cell) == cells,
         "wall_s_per_episode": float(np.mean(wall)),
+        "antialias": protocol.get("antialias"),  # None: measured before the protocol recorded it
     }
     if lat:
         entry["control_step_ms_p50"] = float(np.percentile(lat, 50))
@@ -349,7 +352,7 @@ def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
                            "that sof-eval --out wrote") from None
         loaded.append((p, res))
     ref_path, ref = loaded[0]
-    shared = ("tasks", "cameras", *_FIXED)
+    shared = ("tasks", "cameras", *(k for k in _FIXED if k not in _PER_ROW))
     for p, res in loaded[1:]:
         clash = {k: (_protocol_value(ref["protocol"], k), _protocol_value(res["protocol"], k)) for k in shared
                  if _protocol_value(ref["protocol"], k) != _protocol_value(res["protocol"], k)}
@@ -370,7 +373,8 @@ def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
         raise SofError(f"--rows {' '.join(missing)}: no such row in {', '.join(str(p) for p, _ in loaded)}; "
                        "name rows these files hold")
     order = [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
-    protocol = {**ref["protocol"], "episodes_per_task_camera": min(r["episodes_per_task_camera"] for r in rows.values())}
+    protocol = {k: v for k, v in ref["protocol"].items() if k not in _PER_ROW}  # those are in each row
+    protocol["episodes_per_task_camera"] = min(r["episodes_per_task_camera"] for r in rows.values())
     return {"protocol": protocol, "rows": {r: rows[r] for r in order}}
 
 
@@ -387,7 +391,7 @@ def markdown(results: dict) -> str:
         *markdown_header("MetaWorld closed-loop success", results),
         f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
         f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
-        "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
+        + {True: "antialiased ", False: "not antialiased "}.get(pr.get("antialias"), "") + "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
         + ("learning-free solver settings " + ", ".join(f"{k}={v}" for k, v in pr["solver"].items()) + "; "
            if pr.get("solver") else "")
         + "score = mean over task x camera with its 95% Wilson interval",
@@ -407,9 +411,11 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{r['per_camera'].get(c, float('nan')):.2f}" for c in pr["cameras"]) + " |")
     measured = {n: r["provenance"] for n, r in rows.items() if "provenance" in r}
     if measured:
+        aa = {True: "yes", False: "no", None: "not recorded"}
         lines += ["", "Where each row was measured (the command above combined their results files):", "",
-                  "| row | commit | command |", "|---|---|---|"]
-        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | `{p.get('command')}` |" for n, p in measured.items()]
+                  "| row | commit | frames antialiased | command |", "|---|---|---|---|"]
+        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | {aa[rows[n].get('antialias')]} | `{p.get('command')}` |"
+                  for n, p in measured.items()]
     lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
               f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
               f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]

@@ -110,6 +110,20 @@ def test_known_planar_motion_gives_push_from_behind(scene):
     assert s.in_contact and a[3] == CLOSED and a[0] > 0.05, (a, s.last_reason)
 
 
+def test_flow_scale_undoes_a_plan_that_under_reports_the_motion(scene):
+    """Plans learned from DIS flow carry about half the motion; flow_scale 2 reads a plan of 5 cm
+    as the 10 cm it stands for, and flow_scale 1 keeps it at 5 cm."""
+    push = np.array([0.10, 0.0, 0.0])
+    plan = rigid_plan(scene, {M(scene["mask"]): push / 2})
+    for scale, expected in ((1.0, push / 2), (2.0, push)):
+        s = GeometricFlow2Action(flow_scale=scale)
+        mot = s.new_plan(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"],
+                         frames_per_step=4)
+        np.testing.assert_allclose(mot.obj_disp, expected, atol=0.02, err_msg=s.last_reason)
+    with pytest.raises(SofError, match="flow_scale must be a positive number"):
+        GeometricFlow2Action(flow_scale=0.0)
+
+
 def test_one_plan_turning_the_push_round_does_not_turn_the_arm(scene):
     """A door's planar points give PnP fits that alternate between a sideways and an upward push; the
     arm used to chase both approach points in turn. A direction is kept until push_turn_plans plans

@@ -254,6 +254,7 @@ def test_eval_protocol_resumes_shards_and_reports_cis(trained, tmp_path):
     wins = round(row["average"] * 4)
     assert row["ci95"] == pytest.approx(list(wilson_ci(wins, 4)))
     assert res["protocol"]["cameras"] == ["corner", "corner2"] and res["protocol"]["max_steps"] == 8
+    assert res["protocol"]["antialias"] is row["antialias"] is proto.sim.antialias  # how its frames were rendered
 
     rec_file = work / "episodes" / "expert" / TASK / "corner.jsonl"
     before = rec_file.read_text()
@@ -356,7 +357,7 @@ def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_pat
     out = tmp_path / "all.json"
     main(["--combine", str(a), str(b), "--out", str(out)])
     md = out.with_suffix(".md").read_text()
-    assert "| sof_learning_free_oracle | `bbbb` | `sof-eval at bbbb` |" in md
+    assert "| sof_learning_free_oracle | `bbbb` | not recorded | `sof-eval at bbbb` |" in md
     assert json.loads(out.read_text())["rows"]["sof"]["provenance"]["commit"] == "aaaa"
     assert combine([out])["rows"]["sof"]["provenance"]["file"] == a.name  # re-combining keeps where rows came from
     assert "Where each row" not in markdown({**json.loads(a.read_text()), "rows": json.loads(a.read_text())["rows"]})
@@ -376,6 +377,15 @@ def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_pat
 
     with pytest.raises(SofError, match="another protocol.*max_steps"):
         combine([a, results("cccc", {"expert": 5}, max_steps=200)])
+    # rendering is a row's (its checkpoint's training frames), not the table's: rows of both kinds combine
+    aliased = results("ffff", {"expert": 5}, antialias=True)
+    plain = json.loads(aliased.read_text())
+    plain["protocol"]["antialias"], plain["rows"]["expert"]["antialias"] = False, False
+    plain_path = tmp_path / "plain.json"
+    plain_path.write_text(json.dumps({**plain, "rows": {"pixel_skills": plain["rows"]["expert"]}}))
+    res = combine([aliased, plain_path])
+    assert "antialias" not in res["protocol"] and res["rows"]["pixel_skills"]["antialias"] is False
+    assert "| pixel_skills | `ffff` | no |" in markdown({"command": "c", "commit": "x", "machine": "m", **res})
     with pytest.raises(SofError, match="row 'sof' is in"):
         combine([a, results("dddd", {"sof": 5})])
     with pytest.raises(SofError, match="not a sof-eval results file"):

@@ -348,9 +348,12 @@ class GeometricFlow2Action:
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
                  held_motion: str = "se3",
                  ee_radius_px: float = 8.0, depth_tol: float = 0.06,
-                 flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0):
+                 flow_noise_px: float = 0.5, max_plan_steps: int = 1024, seed: int = 0, flow_scale: float = 1.0):
         if not (np.isfinite(gain) and gain > 0):
             raise SofError(f"gain must be a positive number, got {gain}")
+        if not (np.isfinite(flow_scale) and flow_scale > 0):
+            raise SofError(f"flow_scale must be a positive number, got {flow_scale}")
+        self.flow_scale = float(flow_scale)  # plans learned from DIS flow under-report motion (docs/learning_free.md)
         if motion_model not in ("translation", "se3"):
             raise SofError(f"motion_model must be 'translation' or 'se3', got {motion_model!r}")
         if approach not in ("plan", "mask"):
@@ -485,7 +488,7 @@ class GeometricFlow2Action:
         fail = lambda why: PlanMotion(False, why)  # noqa: E731
         if flow.size == 0 or T == 0:
             return fail("empty flow plan: zero action")
-        flow = flow.astype(np.float64)
+        flow = flow.astype(np.float64) * self.flow_scale
         if not np.isfinite(flow).any():
             return fail("flow plan is all NaN/inf: zero action")
         H, W = depth.shape

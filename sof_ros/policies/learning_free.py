@@ -46,8 +46,9 @@ class _SolverMixin:
     solver: GeometricFlow2Action
     _plans = 0
 
-    def _new_solver(self, **overrides) -> None:
-        self.solver = GeometricFlow2Action(**{**SOLVER_DEFAULTS, **overrides})
+    def _new_solver(self, **defaults) -> None:
+        """The solver with this row's `defaults`, under the process's SOLVER_DEFAULTS (sof-eval --solver)."""
+        self.solver = GeometricFlow2Action(**{**defaults, **SOLVER_DEFAULTS})
 
     def reset(self) -> None:
         self.solver.reset()
@@ -84,7 +85,11 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._new_solver()
+        scale = float(self.cfg.eval.plan_flow_scale)
+        if not (np.isfinite(scale) and scale > 0):
+            raise SofError(f"the checkpoint's eval.plan_flow_scale must be a positive number, got {scale}; "
+                           "fix its config.yaml (1.0: the plans as decoded)")
+        self._new_solver(flow_scale=scale)
 
     def reset(self) -> None:
         """The solver's state and the sampling stream of re-plans after a stall: an episode replays exactly."""
