@@ -45,15 +45,22 @@ def graph_episode(checkpoint: str, row: str, task: str, seed: int, max_steps: in
            "--param", f"sof_flow2action.robot.max_linear_speed={0.02 * rate_hz:.2f}",
            "--param", "sof_sim_bridge.lockstep_timeout_s=1.0", *extra,
            "--summary", str(summary), "--log-dir", str(d / "logs")]
+    from sof_ros.ros.bringup import node_popen
+
     env = dict(os.environ, ROS_HOME=str(d / "ros_home"))  # its own e-stop latch, not this machine's
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    proc = node_popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # dies with this bench
+    try:
+        _, err = proc.communicate(timeout=seconds + 120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
     if not summary.is_file():
         raise SofError(f"sof-bringup wrote no summary for {task} seed {seed} (exit {proc.returncode}): "
-                       f"{proc.stderr.strip()[-500:]}; logs in {d / 'logs'}")
+                       f"{err.strip()[-500:]}; logs in {d / 'logs'}")
     s = json.loads(summary.read_text())
     steps = s.get("sim_steps")
-    rec = {"seed": seed, "success": bool(s["success"]), "steps": steps, "wall_s": round(time.time() - t0, 1),
+    rec = {"seed": seed, "success": bool(s["success"]), "steps": steps,  # as last seen: may trail success by one "wall_s": round(time.time() - t0, 1),
            # an episode cut off by --seconds before success or max_steps says nothing: not counted
            "complete": bool(s["success"]) or (steps is not None and steps >= max_steps),
            "died": s.get("died", {}), "last_status": s.get("last_status", "")}

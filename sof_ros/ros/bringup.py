@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
 
     def body() -> int:
+        from sof_ros.ros.base import die_with_parent
+
+        die_with_parent()  # started by a benchmark (node_popen): its nodes go with it
         # before rclpy.init here, inherited by the node processes (sof_ros/ros/dds.py): the Fast DDS
         # profile for camera-sized frames, and DDS kept on this machine unless SOF_ROS_NETWORK=lan
         dds.configure()
