@@ -25,8 +25,12 @@ VARIANTS: dict[str, str] = {
     "in_process": "sof-eval's rollout: one process, the simulator's own observation",
     "graph": "sof-bringup sim: four node processes over DDS, masks from the sim bridge's segmentation",
     "graph_no_mask": "the graph without a mask source (object_mask_topic, robot_mask_topic empty)",
+    "graph_hand_mask_only": "the graph with the hand's mask but no object mask (object_mask_topic empty): a robot that "
+                            "renders its own links, without a segmenter",
 }
-NO_MASK = ["--param", "sof_flow2action.object_mask_topic=''", "--param", "sof_flow2action.robot_mask_topic=''"]
+NO_OBJECT_MASK = ["--param", "sof_flow2action.object_mask_topic=''"]
+EXTRA_PARAMS = {"graph": [], "graph_no_mask": NO_OBJECT_MASK + ["--param", "sof_flow2action.robot_mask_topic=''"],
+                "graph_hand_mask_only": NO_OBJECT_MASK}
 
 
 def graph_episode(checkpoint: str, row: str, task: str, seed: int, max_steps: int, rate_hz: float, seconds: float,
@@ -114,7 +118,7 @@ def main(argv=None):
     p.add_argument("--rate-hz", type=float, default=30.0, help="lockstep control rate of the graph (the simulator waits "
                    "for every command, so this only caps the speed)")
     p.add_argument("--seconds", type=float, default=300.0, help="wall-clock limit per graph episode")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["in_process", "graph", "graph_no_mask"], choices=list(VARIANTS))
     p.add_argument("--workers", type=int, default=2, help="in-process episodes in parallel (graph episodes run one at a time)")
     p.add_argument("--work", default="runs/graph_parity", help="resumable work directory")
     p.add_argument("--out", default="benchmarks/results/graph_parity", help="writes OUT.json and OUT.md")
@@ -145,7 +149,7 @@ def main(argv=None):
                     rec = json.loads(f.read_text())
                 else:
                     rec = graph_episode(a.checkpoint, a.row, task, seed, a.max_steps, a.rate_hz, a.seconds, f,
-                                        NO_MASK if variant == "graph_no_mask" else [])
+                                        EXTRA_PARAMS[variant])
                     print(f"[graph] {variant} {task} seed {seed}: {'success' if rec['success'] else 'fail'} "
                           f"after {rec['steps']} steps ({rec['wall_s']} s)", flush=True)
                 per[task][seed] = rec
