@@ -64,7 +64,8 @@ def graph_episode(checkpoint: str, row: str, task: str, seed: int, max_steps: in
                        f"{err.strip()[-500:]}; logs in {d / 'logs'}")
     s = json.loads(summary.read_text())
     steps = s.get("sim_steps")
-    rec = {"seed": seed, "success": bool(s["success"]), "steps": steps,  # as last seen: may trail success by one "wall_s": round(time.time() - t0, 1),
+    # steps: the count last seen by the monitor, which may trail the success message by one
+    rec = {"seed": seed, "success": bool(s["success"]), "steps": steps, "wall_s": round(time.time() - t0, 1),
            # an episode cut off by --seconds before success or max_steps says nothing: not counted
            "complete": bool(s["success"]) or (steps is not None and steps >= max_steps),
            "died": s.get("died", {}), "last_status": s.get("last_status", "")}
