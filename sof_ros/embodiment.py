@@ -1,8 +1,8 @@
 """Which arm a checkpoint drives, and the check that refuses a mismatched one.
 
 A checkpoint records the simulator it was trained in (`sim.backend`, config.yaml) and so the
-embodiment (MetaWorld: the Sawyer; LIBERO: the Franka Panda) and the camera (`sim.camera`, image
-size). A node driving a robot profile of another arm (`robot.name`) refuses the checkpoint with a
+embodiment (MetaWorld: the Sawyer; LIBERO: the Franka Panda), the cameras of its videos
+(`sim.camera`, `collect.cameras`) and the image size. A node driving a robot profile of another arm (`robot.name`) refuses the checkpoint with a
 message that names both, instead of sending a Sawyer's motions to a Panda."""
 from __future__ import annotations
 
@@ -35,15 +35,20 @@ def robot_family(robot_name: str) -> str:
 
 class Embodiment(NamedTuple):
     arm: str                 # "sawyer" | "panda"
-    camera: str              # "<simulator>:<camera>", e.g. "metaworld:corner": the checkpoint's own (sim.camera)
+    cameras: tuple[str, ...]  # "<simulator>:<camera>" of its videos, e.g. "metaworld:corner"; sim.camera first
     size: tuple[int, int]    # (W, H) of the frames it was trained on
-    cameras: tuple[str, ...] = ()  # every "<simulator>:<camera>" its videos came from (collect.cameras), camera first
 
     def __str__(self) -> str:
-        return f"{' / '.join(self.cameras or (self.camera,))} {self.size[0]}x{self.size[1]}"
+        return f"{' / '.join(self.cameras)} {self.size[0]}x{self.size[1]}"
 
     def trained_on(self, camera: str) -> bool:
-        return camera in (self.cameras or (self.camera,))
+        return camera in self.cameras
+
+
+def video_cameras(cfg) -> list[str]:
+    """The cameras a checkpoint's videos came from (a SofConfig): its own `sim.camera`, then
+    `collect.cameras` -- Stages 1-2 learned from all of them."""
+    return list(dict.fromkeys([cfg.sim.camera, *cfg.collect.cameras]))
 
 
 def checkpoint_embodiment(checkpoint: str | Path) -> Embodiment | None:
@@ -55,8 +60,8 @@ def checkpoint_embodiment(checkpoint: str | Path) -> Embodiment | None:
     from sof_ros.sim import embodiment
 
     cfg = load_checkpoint_config(checkpoint)
-    cameras = tuple(f"{cfg.sim.backend}:{c}" for c in dict.fromkeys([cfg.sim.camera, *cfg.collect.cameras]))
-    return Embodiment(embodiment(cfg.sim), cameras[0], (cfg.sim.width, cfg.sim.height), cameras)
+    cameras = tuple(f"{cfg.sim.backend}:{c}" for c in video_cameras(cfg))
+    return Embodiment(embodiment(cfg.sim), cameras, (cfg.sim.width, cfg.sim.height))
 
 
 def check_embodiment(checkpoint: str | Path, robot_name: str) -> Embodiment | None:

@@ -558,11 +558,12 @@ def write_embodiment(out: Path, cfg: SofConfig, trained: tuple[str, ...], copied
     """CHECKPOINT/embodiment.json: the arm, camera and action frame the checkpoint drives (its Stage 3
     and config), and per stage the arm and dataset it was learned from -- merged into what earlier
     runs recorded, like metrics.json. `copied`: stages taken from another checkpoint (--init-from)."""
+    from sof_ros.embodiment import video_cameras
     from sof_ros.sim import embodiment_record
 
     path = out / "embodiment.json"
     old = json.loads(path.read_text()).get("stages", {}) if path.is_file() else {}
-    record = {**embodiment_record(cfg.sim), "video_cameras": list(dict.fromkeys([cfg.sim.camera, *cfg.collect.cameras]))}
+    record = {**embodiment_record(cfg.sim), "video_cameras": video_cameras(cfg)}
     stages = {**old, **(copied or {}),
               **{s: {"arm": record["arm"], "dataset": str(cfg.train.dataset)} for s in trained}}
     path.write_text(json.dumps({**record, "stages": stages}, indent=2))

@@ -76,15 +76,13 @@ def graph_episode(checkpoint: str, row: str, task: str, seed: int, max_steps: in
 def rate_row(episodes: dict[str, dict[int, dict]]) -> dict:
     from sof_ros.eval import wilson_ci
 
-    done = [r for per in episodes.values() for r in per.values() if r.get("complete", True)]
-    wins = sum(r["success"] for r in done)
-    n = len(done)
+    done = {t: [r for r in per.values() if r.get("complete", True)] for t, per in episodes.items()}
+    wins = sum(r["success"] for recs in done.values() for r in recs)
+    n = sum(len(recs) for recs in done.values())
     return {"successes": wins, "episodes": n, "average": round(wins / n, 4) if n else None,
             "ci95": [round(x, 4) for x in wilson_ci(wins, n)] if n else None,
-            "incomplete": sum(not r.get("complete", True) for per in episodes.values() for r in per.values()),
-            "per_task": {t: round(sum(r["success"] for r in per.values() if r.get("complete", True)) /
-                                  max(1, sum(r.get("complete", True) for r in per.values())), 4)
-                         for t, per in episodes.items()}}
+            "incomplete": sum(len(per) for per in episodes.values()) - n,
+            "per_task": {t: round(sum(r["success"] for r in recs) / max(1, len(recs)), 4) for t, recs in done.items()}}
 
 
 def agreement(a: dict[str, dict[int, dict]], b: dict[str, dict[int, dict]]) -> dict:

@@ -53,7 +53,7 @@ from sof_ros.policies import FlowPlan
 from sof_ros.ros import conversions as cv
 from sof_ros.ros.base import (Frame, FrameSync, PoseCache, SofNode, SyncedFrameInputs, command_qos, latched_qos, load_agent,
                               make_agent_input, run_node, sensor_qos)
-from sof_ros.ros.params import Flow2ActionNodeParams, watchdog_timeouts
+from sof_ros.ros.params import MASKS, Flow2ActionNodeParams, watchdog_timeouts
 from sof_ros.safety import OK, EstopStore, SafeCommand, SafetyFilter
 
 OUTPUT_MODES = ("twist", "pose", "both")
@@ -107,7 +107,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
         self.pub_fresh = self.create_publisher(String, p.fresh_plan_topic, cq) if p.fresh_plan_topic else None
         self._wanted_fresh = False
-        masks = tuple(name for name in ("object_mask", "robot_mask") if getattr(p, f"{name}_topic"))
+        masks = tuple(name for name in MASKS if getattr(p, f"{name}_topic"))
         self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9), masks=masks)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
         self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
@@ -268,7 +268,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             return
         obs = make_agent_input(frame.rgb, depth=frame.depth, intrinsics=self.K, cam_pose=self.cam_pose,
                                ee_pos=self.ee.at(frame.stamp_ns), gripper=self.gripper_state,
-                               object_mask=frame.masks.get("object_mask"), robot_mask=frame.masks.get("robot_mask"))
+                               **{name: frame.masks.get(name) for name in MASKS})
         try:
             action = np.asarray(self.agent.act(plan.plan, obs, step), dtype=np.float64).reshape(-1)
         except Exception as exc:  # a learner failure must stop the arm, not the node

@@ -68,6 +68,11 @@ class Topics:
     ESTOP_CLEAR = "/sof/estop_clear"
 
 
+# The per-frame masks a Flow2Action node may wait for and the sim bridge publishes: <name>_topic
+# parameters of both, FrameSync channels and AgentInput fields of the same names.
+MASKS = ("object_mask", "robot_mask")
+
+
 # --- robots ----------------------------------------------------------------------------------
 @dataclass
 class RobotParams:

@@ -33,7 +33,7 @@ from std_msgs.msg import Bool, Float64, Int32, Int64MultiArray, String
 from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
 from sof_ros.ros.base import SofNode, command_qos, latched_qos, run_node, sensor_qos
-from sof_ros.ros.params import SimBridgeParams
+from sof_ros.ros.params import MASKS, SimBridgeParams
 
 
 class SimBridgeNode(SofNode):
@@ -56,7 +56,7 @@ class SimBridgeNode(SofNode):
         self.pub_success = self.create_publisher(Bool, p.success_topic, lq)
         self.pub_steps = self.create_publisher(Int32, p.steps_topic, lq)
         self.pub_masks = {name: self.create_publisher(Image, getattr(p, f"{name}_topic"), sq)
-                          for name in ("object_mask", "robot_mask") if getattr(p, f"{name}_topic")}
+                          for name in MASKS if getattr(p, f"{name}_topic")}
         self.create_subscription(TwistStamped, p.twist_topic, self._on_twist, cq)
         self.create_subscription(Int64MultiArray, p.command_info_topic, self._on_command_info, cq)
         self.create_subscription(Float64, p.gripper_topic, self._on_gripper, cq)
@@ -123,7 +123,7 @@ class SimBridgeNode(SofNode):
             self._sim(self.arm.close)
         self.arm, self.task = arm, arm.task
         self._joint_names, self._qpos_idx, self._qvel_idx = names, qpos_idx, qvel_idx
-        if "object_mask" in getattr(self, "pub_masks", {}) and getattr(arm, "has_object_mask", True) is False:
+        if "object_mask" in self.pub_masks and getattr(arm, "has_object_mask", True) is False:
             self.get_logger().warning(f"task '{arm.task}' names no objects to segment, so nothing is published on "
                                       f"{p.object_mask_topic}; a Flow2Action node subscribed to it holds still: "
                                       "set its object_mask_topic to '' there")
