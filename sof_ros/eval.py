@@ -12,6 +12,8 @@ an interrupted run loses at most the episodes in flight. `--shard i/n` runs ever
 protocol into the results file (JSON, markdown, bar plot with CIs); `--merge-only` just merges.
 `--combine A.json B.json` puts the rows of results files of one protocol into one table, each row
 with the command and commit that measured it; with `--rows`, only those rows.
+`--paired WORK:ROW WORK:ROW` compares two rows on the episodes both ran (same task, camera and
+seed): how many only one of them solves, and the exact two-sided McNemar p-value.
 
 Rows are the policies of sof_ros.policies.ROWS (sof, sof_learning_free, skill2action, bc,
 pixel_skills, expert, ...).
@@ -93,6 +95,30 @@ def read_episodes(path: Path) -> dict[int, dict]:
                 continue
             out[int(rec["seed"])] = rec
     return out
+
+
+def episode_successes(work: str | Path, row: str) -> dict[tuple[str, str, int], bool]:
+    """Every finished episode of `row` in a work directory, keyed by (task, camera, seed)."""
+    root = Path(work) / "episodes" / row
+    if not root.is_dir():
+        raise SofError(f"{work} holds no episodes of row '{row}' (no {root}); name a work directory "
+                       "and a row that sof-eval ran there")
+    return {(f.parent.name, f.stem, seed): bool(rec["success"])
+            for f in sorted(root.glob("*/*.jsonl")) for seed, rec in read_episodes(f).items()}
+
+
+def paired(a: dict[tuple, bool], b: dict[tuple, bool]) -> dict:
+    """Two rows on the episodes both ran: successes, the episodes only one solves, and the exact
+    two-sided McNemar p-value (binomial test on the discordant pairs)."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise SofError("the two rows share no episode (task, camera, seed); compare runs of one protocol")
+    only_a = sum(a[k] and not b[k] for k in shared)
+    only_b = sum(b[k] and not a[k] for k in shared)
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n if n else 0.5
+    return {"episodes": len(shared), "successes_a": sum(a[k] for k in shared), "successes_b": sum(b[k] for k in shared),
+            "only_a": only_a, "only_b": only_b, "mcnemar_p": min(1.0, 2 * tail)}
 
 
 def _run_job(job: dict) -> dict:
@@ -484,8 +510,22 @@ def main(argv=None):
         p.add_argument("--combine", nargs="+", metavar="RESULTS_JSON",
                        help="run nothing: put the rows of these results files (one protocol) into --out, "
                             "each row with the command and commit that measured it")
+        p.add_argument("--paired", nargs=2, metavar="WORK:ROW",
+                       help="run nothing: compare two rows of work directories on the episodes both ran "
+                            "(only-one-solves counts, exact McNemar p)")
         p.add_argument("--out", default="benchmarks/results/metaworld.json")
         a = p.parse_args(argv)
+        if a.paired:
+            sides = []
+            for spec in a.paired:
+                work, sep, row = spec.rpartition(":")
+                if not sep or not work or not row:
+                    raise SofError(f"--paired takes WORK:ROW, e.g. runs/eval/metaworld:sof, got '{spec}'")
+                sides.append(episode_successes(work, row))
+            r = paired(*sides)
+            print(f"{r['episodes']} shared episodes: A {a.paired[0]} {r['successes_a']}, B {a.paired[1]} "
+                  f"{r['successes_b']}; only A {r['only_a']}, only B {r['only_b']}; exact McNemar p = {r['mcnemar_p']:.4f}")
+            return
         a.out = results_path(a.out)
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         if a.combine:
