@@ -276,7 +276,10 @@ def test_camera_policy_flow2action_pipeline_on_the_sim(ros, fake_agent):
     time.sleep(0.5)
     assert not tokens  # nothing is planned before an instruction
     instruction.publish(String(data="press the button from the top"))
-    assert ros.wait_for(lambda: len(tokens) >= 3 and len(markers) >= 2 and len(vis) >= 2 and len(twists) >= 10, 30)
+    def plans_made():  # a plan Flow2Action missed is published again (plan_request): count plans by their frame
+        return len({cv.msg_to_tokens(m)[1] for m in list(tokens)})
+
+    assert ros.wait_for(lambda: plans_made() >= 3 and len(markers) >= 2 and len(vis) >= 2 and len(twists) >= 10, 30)
 
     toks, stamp, steps, size, per_step = cv.msg_to_tokens(tokens[0])
     assert toks.dtype == np.int64 and len(toks) == 4 and steps == 8 and size == (128, 128) and per_step == 1
@@ -528,6 +531,35 @@ def test_lockstep_applies_the_gripper_the_command_info_carries(ros):
         sim._on_command_info(old)
         sim._on_gripper(Float64(data=0.5))
         assert sim._answered and sim.action()[3] == 0.5
+    finally:
+        sim._sim(sim.arm.close)
+        sim.destroy_node()
+
+
+def test_lockstep_publishes_an_unanswered_frame_again_under_its_stamp_and_steps_with_the_named_twist(ros):
+    """Lockstep: a frame unanswered for lockstep_timeout_s comes again with the same stamp, so the graph
+    knows it for the same frame and its late answer still counts; the simulator then steps with exactly
+    the twist that answer names, not a newer one (a watchdog's zero twist taken in between), and not
+    zero because the twist waited longer than command_timeout_s while the simulation stood still."""
+    from sof_ros.ros.sim_bridge_node import SimBridgeNode
+
+    sim = SimBridgeNode(context=ros.ctx, parameter_overrides=ov(rate_hz=20.0, lockstep=True, lockstep_timeout_s=0.05,
+                                                                command_timeout_s=0.05))
+    try:
+        base, sent = sim.p.robot.base_frame, []
+        sim.pub_image.publish = lambda m: sent.append(cv.stamp_to_ns(m.header.stamp))
+        frame, steps = sim._frame_stamp, sim.arm.steps
+        time.sleep(0.06)
+        sim._tick()
+        assert sent == [frame] and sim._frame_stamp == frame and sim.arm.steps == steps  # again, same stamp
+        answer = sim.now_ns()
+        sim._on_twist(cv.twist_msg([0.1, 0.0, 0.0], [0.0, 0.0, 0.0], answer, base))
+        sim._on_command_info(cv.command_info_msg(cv.CommandInfo(answer, frame, 0, 0, False, -1.0)))
+        sim._on_twist(cv.twist_msg([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], sim.now_ns(), base))  # a watchdog stop after it
+        time.sleep(0.06)  # older than command_timeout_s by now: simulated time stood still meanwhile
+        assert sim._answered and sim.action()[0] == pytest.approx(0.1 / (0.01 * 20.0))
+        sim._tick()
+        assert sim.arm.steps == steps + 1 and sent[-1] != frame and not sim._answered
     finally:
         sim._sim(sim.arm.close)
         sim.destroy_node()
@@ -1048,6 +1080,131 @@ def test_frame_sync_pairs_colour_and_depth_within_the_stamp_tolerance():
     f = sync.add_rgb(1_033_000_000, rgb)
     assert f is not None and f.stamp_ns == 1_033_000_000 and f.depth[0, 0] == 3.0
     assert sync.add_rgb(1_032_000_000, rgb) is None  # older than the last frame: never a frame
+
+
+def test_frame_sync_knows_a_frame_published_again_under_its_stamp_for_a_repeat():
+    """The sim bridge's lockstep re-publishes an unanswered frame under its stamp: the same frame, not a
+    new control step -- also when the depth and masks of the repeat come first and are dropped as old."""
+    from sof_ros.ros.base import FrameSync
+
+    rgb, depth, mask = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32), np.ones((2, 2), bool)
+    sync = FrameSync(use_depth=True, masks=("object_mask",))
+    assert sync.add_depth(10, depth) is None and sync.add_mask("object_mask", 10, mask) is None
+    first = sync.add_rgb(10, rgb)
+    assert first is not None and not first.repeat
+    assert sync.add_depth(10, depth) is None and sync.add_mask("object_mask", 10, mask) is None
+    again = sync.add_rgb(10, rgb)
+    assert again is not None and again.repeat and again.stamp_ns == 10 and again.masks["object_mask"] is mask
+    assert sync.add_rgb(9, rgb) is None  # older: still never a frame
+    sync.add_depth(11, depth), sync.add_mask("object_mask", 11, mask)
+    nxt = sync.add_rgb(11, rgb)
+    assert nxt is not None and not nxt.repeat
+    # a frame that never completed (its depth lost): published again, it completes as a new frame
+    assert sync.add_rgb(12, rgb) is None
+    assert sync.add_depth(12, depth) is None
+    late = sync.add_mask("object_mask", 12, mask)
+    assert late is not None and late.stamp_ns == 12 and not late.repeat
+    assert sync.add_rgb(12, rgb).repeat  # and its colour image, coming again too, is that frame again
+
+
+def test_a_repeated_frame_is_no_new_control_step_for_the_policy_or_flow2action(ros, fake_agent, monkeypatch):
+    """A frame the sim bridge published again while the policy was still planning on it: the policy
+    does not count it towards the next re-plan, and Flow2Action neither acts on it a second time nor
+    starts the new plan at step 1 (before, a plan slower than lockstep_timeout_s under load cost the
+    simulator a plan step and the solver acted twice on one state: the graph's trajectory depended on
+    the machine's load)."""
+    from dataclasses import replace
+
+    from sof_ros.ros.base import Frame
+    from sof_ros.ros.flow2action_node import Flow2ActionNode
+    from sof_ros.ros.policy_node import PolicyNode
+
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    rgb, depth = np.zeros((48, 64, 3), np.uint8), np.ones((48, 64), np.float32)
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent))  # replan_every 4
+    monkeypatch.setattr(pol, "publish_plan", lambda plan, frame: None)
+    pol._on_info(cv.camera_info_msg(K, 64, 48, 1, "cam"))
+    pol.instruction, pol._new_instruction = "push the button", True
+    t = pol.now_ns()
+    for k in range(6):  # frames 0..5, frame 0 (new instruction) and 4 plan; each also arrives a second time
+        f = Frame(t + k, rgb, depth)
+        pol.on_frame(f)
+        pol.on_frame(replace(f, repeat=True))
+    assert len(fake_agent.plans) == 2
+    pol._new_instruction = True  # a new instruction on a repeat: planned on that frame, as on any frame
+    pol.on_frame(Frame(t + 5, rgb, depth, repeat=True))
+    assert len(fake_agent.plans) == 3
+
+    node = ros.add(Flow2ActionNode(context=ros.ctx, agent=fake_agent, parameter_overrides=ov(
+        wait_for_replan=True, plan_timeout_s=30.0)))
+    infos, requests = [], []
+    monkeypatch.setattr(node.pub_info, "publish", lambda m: infos.append(cv.msg_to_command_info(m)))
+    monkeypatch.setattr(node.pub_request, "publish", lambda m: requests.append(cv.stamp_to_ns(m.stamp)))
+    node._on_info(cv.camera_info_msg(K, 64, 48, t, "cam"))
+    node.safety.heartbeat("pose")
+    node.ee_pos = node.ee.latest = np.array([0.0, 0.7, 0.2])
+    flow = cv.flow_plan_to_msg(np.zeros((8, 2, 2, 2), np.float32), t, "cam")
+
+    def frame(k, repeat=False):
+        node.on_frame(Frame(t + k, rgb, depth, repeat=repeat))
+
+    frame(0)
+    frame(0, repeat=True)  # still waiting for the plan made on frame 0
+    assert not fake_agent.acts and not infos and requests == [t]  # asked for, by its frame, once it came again
+    node._add_part(t, tokens=np.array([1]), steps=8, size=(64, 48), actions=None, flow_msg=flow)
+    assert fake_agent.acts == [0] and [i.frame_stamp_ns for i in infos] == [t]
+    frame(0, repeat=True)  # answered already: the answer counts when it arrives; no second act
+    frame(1)
+    frame(1, repeat=True)
+    assert fake_agent.acts == [0, 1] and [i.step_in_plan for i in infos] == [0, 1]
+    for k in (2, 3, 4):
+        frame(k)
+    frame(4, repeat=True)  # the re-plan frame, waiting for its plan, comes again: still waiting
+    assert fake_agent.acts == [0, 1, 2, 3] and requests[1:] == [t + 4]
+    node._add_part(t + 4, tokens=np.array([2]), steps=8, size=(64, 48), actions=None,
+                   flow_msg=cv.flow_plan_to_msg(np.zeros((8, 2, 2, 2), np.float32), t + 4, "cam"))
+    assert fake_agent.acts == [0, 1, 2, 3, 0] and infos[-1].frame_stamp_ns == t + 4  # the new plan from its step 0
+
+
+def test_the_policy_plans_on_the_frame_flow2action_waits_on(ros, fake_agent, monkeypatch):
+    """wait_for_replan: Flow2Action names the frame it waits on. The policy plans on exactly that frame
+    though its own count is behind (it lost frames while descheduled: it planned later, and the graph
+    hung), and publishes a plan it made already again (made before Flow2Action subscribed, it never
+    came, and the graph hung)."""
+    from std_msgs.msg import Header
+
+    from sof_ros.ros.base import Frame
+    from sof_ros.ros.policy_node import PolicyNode
+
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    rgb, depth = np.zeros((48, 64, 3), np.uint8), np.ones((48, 64), np.float32)
+    pol = ros.add(PolicyNode(context=ros.ctx, agent=fake_agent))  # replan_every 4
+    sent = []
+    monkeypatch.setattr(pol.pub_flow, "publish", lambda m: sent.append(cv.stamp_to_ns(m.header.stamp)))
+    monkeypatch.setattr(pol.pub_actions, "publish", lambda m: sent.append(cv.msg_to_actions(m)[1]))
+    monkeypatch.setattr(pol.pub_tokens, "publish", lambda m: sent.append(cv.msg_to_tokens(m)[1]))
+    pol._on_info(cv.camera_info_msg(K, 64, 48, 1, "cam"))
+    t = pol.now_ns()
+    pol._on_plan_request(Header(stamp=cv.ns_to_stamp(t)))  # no instruction yet: nothing to plan
+    pol.instruction, pol._new_instruction = "push the button", True
+    pol.on_frame(Frame(t, rgb, depth))
+    assert len(fake_agent.plans) == 1 and sent == [t, t, t]
+    pol._on_plan_request(Header(stamp=cv.ns_to_stamp(t)))  # the plan on frame t never reached flow2action
+    assert len(fake_agent.plans) == 1 and sent == [t] * 6  # the same plan again, not a new one
+    pol.on_frame(Frame(t + 2, rgb, depth))  # frame t + 1 lost on the way here
+    pol._on_plan_request(Header(stamp=cv.ns_to_stamp(t + 4)))  # due at flow2action's step 4, not here yet
+    pol.on_frame(Frame(t + 3, rgb, depth))
+    assert len(fake_agent.plans) == 1
+    pol.on_frame(Frame(t + 4, rgb, depth))  # the policy's own count says 3: planned because it is asked for
+    assert len(fake_agent.plans) == 2 and sent[-1] == t + 4
+    for k in (5, 6, 7):
+        pol.on_frame(Frame(t + k, rgb, depth))
+    pol._on_plan_request(Header(stamp=cv.ns_to_stamp(t + 7)))  # asked for a frame already here: planned now
+    assert len(fake_agent.plans) == 3 and sent[-1] == t + 7
+    pol.on_frame(Frame(t + 8, rgb, depth))  # the count starts again at the plan: no plan until t + 11
+    assert len(fake_agent.plans) == 3
+    pol._on_plan_request(Header(stamp=cv.ns_to_stamp(t + 4)))  # older than the last plan: nothing
+    assert len(fake_agent.plans) == 3 and sent[-1] == t + 7
 
 
 def test_planning_is_logged_once_per_period_not_per_plan(ros, fake_agent, monkeypatch):

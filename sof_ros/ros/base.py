@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -399,6 +399,9 @@ class Frame:
     depth: np.ndarray | None = None
     frame_id: str = ""
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # FrameSync.masks channel -> (H, W) bool
+    # The last frame again, same stamp: the sim bridge's lockstep re-publishes a frame nobody answered.
+    # Not a new control step -- a node that counted it as one acted twice on one simulator state.
+    repeat: bool = False
 
 
 @dataclass
@@ -408,7 +411,8 @@ class FrameSync:
     stamps, as the camera node and the sim bridge publish them; a driver such as realsense2_camera may
     stamp the aligned depth a few ms off the colour frame). A frame is complete once every channel has
     arrived; it carries the colour stamp. With `use_depth` False and no masks, every colour image is
-    a frame on its own."""
+    a frame on its own. A colour image with the stamp of the last frame is that frame again
+    (`Frame.repeat`): the sim bridge re-publishes an unanswered frame under its own stamp."""
 
     use_depth: bool = True
     keep: int = 8
@@ -416,6 +420,7 @@ class FrameSync:
     masks: tuple[str, ...] = ()
     _bufs: dict[str, dict[int, Any]] = field(default_factory=dict)
     _done: dict[str, int] = field(default_factory=dict)
+    _last: Frame | None = None
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -431,6 +436,8 @@ class FrameSync:
         return self._add(name, stamp_ns, mask) if name in self.masks else None
 
     def _add(self, channel: str, s: int, data: Any) -> Frame | None:
+        if channel == "rgb" and self._last is not None and s == self._last.stamp_ns:
+            return replace(self._last, repeat=True)
         if s <= self._done.get(channel, -1):
             return None  # older than what the last frame used: it can never complete a frame
         bufs = {c: self._bufs.setdefault(c, {}) for c in self.channels}
@@ -465,7 +472,8 @@ class FrameSync:
             for k in [k for k in self._bufs[c] if k <= t]:  # anything older can never complete
                 del self._bufs[c][k]
         rgb, fid = got["rgb"]
-        return Frame(match["rgb"], rgb, got.get("depth"), fid, {c: got[c] for c in self.masks})
+        self._last = Frame(match["rgb"], rgb, got.get("depth"), fid, {c: got[c] for c in self.masks})
+        return self._last
 
 
 class PoseCache:

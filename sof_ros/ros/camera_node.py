@@ -126,7 +126,10 @@ class CameraNode(SofNode):
               dist: np.ndarray | None = None) -> None:
         p = self.p
         with self._lock:
-            if p.rate_hz > 0 and stamp - self._last_pub_stamp < 1e9 / p.rate_hz * 0.95:
+            # the frame published last, again (the sim bridge's lockstep re-publishing a frame nobody
+            # answered): forwarded under the same stamp, so the nodes downstream know it for a repeat
+            repeat = stamp == self._last_pub_stamp
+            if p.rate_hz > 0 and not repeat and stamp - self._last_pub_stamp < 1e9 / p.rate_hz * 0.95:
                 return  # throttled
             if K is None and self._info is None:
                 self.log_reason("input", "waiting for camera_info before publishing frames", "warning")
@@ -154,6 +157,8 @@ class CameraNode(SofNode):
                 self.pub_depth.publish(cv.image_to_msg(depth.astype(np.float32), "32FC1", stamp, fid))
             self.pub_image.publish(cv.image_to_msg(rgb, "rgb8", stamp, fid))
             self.frames_published += 1
+            if repeat:
+                return  # no motion between a frame and itself
             prev, self._prev_rgb = self._prev_rgb, rgb
         if self._flow is not None and prev is not None and prev.shape == rgb.shape and self.pub_flow.get_subscription_count():
             with self._flow_cv:  # only while someone listens (RViz, the recorder): DIS costs a core's worth at 30 fps

@@ -26,7 +26,9 @@ drops a twist once now - stamp >= its incoming_command_timeout (default 0.1 s); 
 (0.25-0.3 s at 10 Hz) or Servo halts between commands; our own command_timeout_s stops it later.
 
 A new plan takes effect at once: the latest frame, already answered with the previous plan while
-this one was computed (wait_for_replan false), is answered again with the new one.
+this one was computed (wait_for_replan false), is answered again with the new one. With
+wait_for_replan (simulation), a frame waiting for a plan is named on plan_request_topic, and a frame
+published again under its stamp (the sim bridge's lockstep, `Frame.repeat`) is no new control step.
 
 Fail safe: anything odd -> zero twist, never motion. A watchdog timer publishes zero twists while
 a frame / plan / end-effector pose / command is stale; a frame whose size disagrees with its depth,
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray, Int64MultiArray, String
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header, Int64MultiArray, String
 
 from sof_ros.errors import SofError
 from sof_ros.policies import FlowPlan
@@ -106,6 +108,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self.pub_status = self.create_publisher(String, p.status_topic, cq)
         self.pub_info = self.create_publisher(Int64MultiArray, p.command_info_topic, cq)
         self.pub_fresh = self.create_publisher(String, p.fresh_plan_topic, cq) if p.fresh_plan_topic else None
+        self.pub_request = self.create_publisher(Header, p.plan_request_topic, cq) \
+            if p.plan_request_topic and p.wait_for_replan else None
         self._wanted_fresh = False
         masks = tuple(name for name in MASKS if getattr(p, f"{name}_topic"))
         self.sync = FrameSync(use_depth=bool(p.depth_topic), tolerance_ns=int(p.sync_tolerance_s * 1e9), masks=masks)
@@ -140,6 +144,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self._seq = 0
         self._stamp_seq: dict[int, int] = {}
         self.latest: Frame | None = None
+        self._answered_stamp = 0  # capture stamp of the last frame a command answered
         self.commands_published = 0
         self.zero_twists_published = 0
         self.last_reason = "starting"
@@ -233,6 +238,14 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
 
     # --- acting ------------------------------------------------------------------------------
     def on_frame(self, frame: Frame, new: bool = True) -> None:
+        if new and frame.repeat and frame.stamp_ns in self._stamp_seq:
+            # published again because its answer had not reached the sim bridge in time: not a new control
+            # step, and as current as it was (simulated time stood still). Answered already: that answer
+            # still counts there. Else (waiting for a plan) try again.
+            self.safety.heartbeat("frame")
+            if frame.stamp_ns == self._answered_stamp:
+                return
+            new = False
         if new:
             self._seq += 1
             self._stamp_seq[frame.stamp_ns] = self._seq
@@ -249,6 +262,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         plan = self.plan
         if plan is None:
             self._status("waiting for a plan", "debug")
+            self._request_plan(frame)
             return
         if plan.seq is None:
             if frame.stamp_ns < plan.stamp_ns:
@@ -260,6 +274,7 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             return
         if self.p.wait_for_replan and step >= self.replan_every:
             self._status(f"waiting for the re-plan due at step {step}", "debug")
+            self._request_plan(frame)
             return
         horizon = plan.plan.steps
         if step >= horizon:
@@ -316,6 +331,15 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
         self._publish(cmd, reason, stamp_ns, plan_stamp_ns, step)
         return cmd, reason
 
+    def _request_plan(self, frame: Frame) -> None:
+        """wait_for_replan: a frame waiting for its plan came again (the sim bridge's lockstep timed out):
+        name it, so the policy plans on exactly this one -- counting frames on its own, it planned late
+        after losing one (a best-effort queue overflowing while its process was descheduled) -- or
+        publishes again the plan it made on it (made before this node subscribed, it never came).
+        Only on a repeat: in the normal run the plan is on its way, and would be published twice."""
+        if self.pub_request is not None and frame.repeat:
+            self.pub_request.publish(cv.header(frame.stamp_ns, frame.frame_id))
+
     def _ask_for_fresh_plan(self) -> None:
         """Once per stall of the agent (its `wants_fresh_plan` turning true), before the command that
         lets the simulator step: the policy node samples its next plan, as sof-eval's agent does."""
@@ -338,6 +362,8 @@ class Flow2ActionNode(SyncedFrameInputs, SofNode):
             self.pub_twist.publish(cv.twist_msg(cmd.linear, cmd.angular, now, p.robot.base_frame))
         self.pub_info.publish(cv.command_info_msg(cv.CommandInfo(now, frame_stamp_ns, plan_stamp_ns, step, cmd.is_zero,
                                                                  cmd.gripper)))
+        if frame_stamp_ns:
+            self._answered_stamp = frame_stamp_ns
         if cmd.is_zero:
             self.zero_twists_published += 1
         else:

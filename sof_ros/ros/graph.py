@@ -252,6 +252,7 @@ def check_consistency(robot: str, specs: list[NodeSpec]) -> None:
         ("sof_policy.flow_plan_topic", "sof_flow2action.flow_plan_topic", pol["flow_plan_topic"] == f2a["flow_plan_topic"]),
         ("sof_policy.action_chunk_topic", "sof_flow2action.action_chunk_topic", pol["action_chunk_topic"] == f2a["action_chunk_topic"]),
         ("sof_policy.fresh_plan_topic", "sof_flow2action.fresh_plan_topic", pol["fresh_plan_topic"] == f2a["fresh_plan_topic"]),
+        ("sof_policy.plan_request_topic", "sof_flow2action.plan_request_topic", pol["plan_request_topic"] == f2a["plan_request_topic"]),
         ("sof_camera.base_frame", "sof_flow2action.robot.base_frame", cam["base_frame"] == f2a["robot.base_frame"]),
         ("sof_policy robot.name / gripper inputs", "sof_flow2action's",  # both feed the action head the same gripper
          all(pol[k] == f2a[k] for k in ("robot.name", "robot.gripper_joint_names", "robot.gripper_max_opening",

@@ -64,6 +64,7 @@ class Topics:
     STATUS = "/sof/flow2action/status"
     COMMAND_INFO = "/sof/flow2action/command_info"
     FRESH_PLAN = "/sof/flow2action/fresh_plan"
+    PLAN_REQUEST = "/sof/flow2action/plan_request"
     ESTOP = "/sof/estop"
     ESTOP_CLEAR = "/sof/estop_clear"
 
@@ -224,6 +225,9 @@ class PolicyNodeParams:
     fresh_plan_topic: str = P(Topics.FRESH_PLAN, "std_msgs/String from flow2action: its solver stalled on the current "
                               "plan, so the next plan is sampled (the learning-free rows' replan_temperature) instead of "
                               "the same greedy plan again; empty = not subscribed")
+    plan_request_topic: str = P(Topics.PLAN_REQUEST, "std_msgs/Header from flow2action (wait_for_replan): the frame, by "
+                                "its stamp, it waits on for a plan; planned on at once, or the plan made on it published "
+                                "again (flow2action missed it); empty = not subscribed")
     plan_image_topic: str = P(Topics.PLAN_IMAGE, "output: rgb8 visualisation of the plan over the frame")
     markers_topic: str = P(Topics.MARKERS, "output: MarkerArray arrows of the planned motion, camera optical frame")
     marker_stride: int = P(16, "pixel spacing of the arrow grid in markers and plan image")
@@ -266,6 +270,9 @@ class Flow2ActionNodeParams:
     status_topic: str = P(Topics.STATUS, "output: std_msgs/String, the reason of the last safety decision")
     fresh_plan_topic: str = P(Topics.FRESH_PLAN, "output: std_msgs/String (the reason) when the agent asks for a fresh "
                               "plan (the learning-free solver stalled); the policy node samples its next plan")
+    plan_request_topic: str = P(Topics.PLAN_REQUEST, "output (wait_for_replan only): std_msgs/Header, stamp = a frame "
+                                "waiting for a plan (the first one, or a re-plan due) that the sim bridge published again, so "
+                                "the policy plans on exactly that frame whichever frames it lost; empty = off")
     estop_topic: str = P(Topics.ESTOP, "std_msgs/Bool; true latches the e-stop (false does NOT clear it)")
     estop_clear_topic: str = P(Topics.ESTOP_CLEAR, "std_msgs/Bool; true clears a latched e-stop")
     servo_command_type_service: str = P("/servo_node/switch_command_type", "MoveIt Servo's moveit_msgs/srv/ServoCommandType "
@@ -301,7 +308,8 @@ class SimBridgeParams:
     height: int = P(128, "rendered height, pixels")
     rate_hz: float = P(10.0, "sim control steps per second (must equal the controller's robot.control_rate_hz)")
     lockstep: bool = P(True, "step only when the command answering the last frame arrived (or lockstep_timeout_s passed)")
-    lockstep_timeout_s: float = P(3.0, "lockstep: a frame unanswered this long is published again; the simulator does not step")
+    lockstep_timeout_s: float = P(3.0, "lockstep: a frame unanswered this long is published again, under its stamp; the "
+                                  "simulator does not step")
     max_steps: int = P(500, "steps per episode before the sim holds still; 0 = unlimited")
     command_timeout_s: float = P(0.5, "a twist older than this counts as zero motion")
     render_shadows: bool = P(False, "MuJoCo shadows/reflections (slow on CPU)")

@@ -1,7 +1,9 @@
 """Policy node: (instruction, frame) -> skill tokens -> decoded flow plan.
 
 Plans on the first complete frame after a new instruction and then every `replan_every` frames
-(agent.replan_every unless the parameter overrides it). Every output carries the stamp of the frame
+(agent.replan_every unless the parameter overrides it; a frame published again under its stamp, the
+sim bridge's lockstep, is no new frame), and on the frame Flow2Action names on plan_request_topic
+(wait_for_replan: simulation). Every output carries the stamp of the frame
 the plan was made from:
   tokens       std_msgs/Int64MultiArray, header block in the data_offset padding (see conversions.py)
   flow_plan    sensor_msgs/Image 32FC2, T flow fields stacked vertically
@@ -26,7 +28,7 @@ import time
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import ColorRGBA, Float64, Float64MultiArray, Int64MultiArray, String
+from std_msgs.msg import ColorRGBA, Float64, Float64MultiArray, Header, Int64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sof_ros.errors import SofError
@@ -101,6 +103,8 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self.create_subscription(String, p.instruction_topic, self._on_instruction, latched_qos())
         if p.fresh_plan_topic:
             self.create_subscription(String, p.fresh_plan_topic, self._on_fresh_plan, cq)
+        if p.plan_request_topic:
+            self.create_subscription(Header, p.plan_request_topic, self._on_plan_request, cq)
         self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sq)
         self.create_subscription(PoseStamped, p.camera_pose_topic, self._on_cam_pose, latched_qos())
         if p.ee_pose_topic:
@@ -119,6 +123,9 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         self._instruction_logged_at, self._instructions_not_logged = -1e9, 0
         self._new_instruction = False
         self._since_plan = 0
+        self._latest: Frame | None = None
+        self._requested = 0  # stamp of the frame flow2action waits on for a plan (0: none pending)
+        self._plan_stamp, self._plan_msgs = 0, ()  # the frame the last plan was made on, and its three messages
         self.K = None
         self.cam_pose = None
         self.ee = PoseCache()
@@ -196,13 +203,33 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.ee.add(cv.stamp_to_ns(msg.header.stamp), pos)
 
     # --- planning ----------------------------------------------------------------------------
+    def _on_plan_request(self, msg: Header) -> None:
+        """Flow2Action (wait_for_replan) waits on this frame for a plan: plan on it -- now if it is here,
+        else when it comes -- or, made already, publish that plan again."""
+        stamp = cv.stamp_to_ns(msg.stamp)
+        if not self.instruction or stamp < self._plan_stamp:
+            return
+        if stamp == self._plan_stamp:
+            for pub, m in zip((self.pub_flow, self.pub_actions, self.pub_tokens), self._plan_msgs):
+                pub.publish(m)
+            self.log_reason("plan", "published the plan again: flow2action still waits for it", every_s=10.0)
+        elif self._latest is not None and self._latest.stamp_ns == stamp:
+            self._plan_on(self._latest)
+        else:
+            self._requested = max(self._requested, stamp)
+
     def on_frame(self, frame: Frame) -> None:
-        self._since_plan += 1
+        if not (frame.repeat and self._latest is not None and frame.stamp_ns == self._latest.stamp_ns):
+            self._since_plan += 1  # a repeated frame is no new control step: it must not move the re-plan
+        self._latest = frame
         if not self.instruction:
             self.log_reason("plan", "no instruction yet; not planning", every_s=10.0)
             return
-        if not (self._new_instruction or self._since_plan >= self.replan_every):
-            return
+        requested = self._requested and frame.stamp_ns >= self._requested
+        if self._new_instruction or self._since_plan >= self.replan_every or requested:
+            self._plan_on(frame)
+
+    def _plan_on(self, frame: Frame) -> None:
         bad = self.frame_problem(frame)
         if bad:  # nothing is published: flow2action rejects the frame too, and its plan watchdog stops the arm
             self.log_reason("plan", f"not planning on this frame: {bad}", "warning")
@@ -220,7 +247,7 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         if bad:
             self.log_reason("plan", f"agent returned a malformed plan, publishing nothing: {bad}", "error")
             return
-        self._since_plan = 0
+        self._since_plan, self._requested = 0, 0
         self._new_instruction = False
         self.publish_plan(plan, frame)
 
@@ -230,10 +257,11 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         flow = np.asarray(plan.flow, dtype=np.float32)
         size = (int(plan.image_size[0]), int(plan.image_size[1]))
         # flow2action completes a plan on whichever of its three parts arrives last
-        self.pub_flow.publish(cv.flow_plan_to_msg(flow, stamp, fid))
-        self.pub_actions.publish(cv.actions_to_msg(getattr(plan, "actions", None), stamp))
-        self.pub_tokens.publish(cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size,
-                                                 int(getattr(plan, "frames_per_step", 1))))
+        self._plan_stamp = stamp
+        self._plan_msgs = (cv.flow_plan_to_msg(flow, stamp, fid), cv.actions_to_msg(getattr(plan, "actions", None), stamp),
+                           cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size, int(getattr(plan, "frames_per_step", 1))))
+        for pub, m in zip((self.pub_flow, self.pub_actions, self.pub_tokens), self._plan_msgs):
+            pub.publish(m)
         self.plans_published += 1
         # the kind before ':' is fixed, so this is throttled (with the numbers in the key it logged every plan)
         self.log_reason("plan", f"planning OK: {len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "

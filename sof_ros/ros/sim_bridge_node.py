@@ -14,11 +14,15 @@ robot.base_frame, exactly as a Panda's MoveIt Servo and franka_ros2 use them.
 Lockstep (default in config/sim.yaml): after publishing frame k the bridge steps only once the
 command answering frame k has arrived -- flow2action's command info names frame k's stamp and the
 stamp of its twist, and that twist is here; the gripper applied is the one the command info carries
-(the gripper topic has no stamp, and its message may be taken before or after the info's). A frame
-left unanswered for `lockstep_timeout_s` (the graph still starting, no instruction yet, a frame the
-policy or Flow2Action rejected) is published again, with a new stamp, and the simulator does not
-step: the state sequence depends only on the commands, never on how fast the CPU brought the graph
-up (stepping with a zero command instead made the demo's trajectory depend on the machine's load).
+(the gripper topic has no stamp, and its message may be taken before or after the info's), and the
+twist applied is the one the info names, whatever its age or what came after it (a watchdog's zero
+twist). A frame left unanswered for `lockstep_timeout_s` (the graph still starting, no instruction
+yet, a policy slower than that) is published again under its own stamp, and the simulator does not
+step: the nodes know it for the same frame (`base.Frame.repeat`), not a new control step, and an
+answer arriving late still counts. The state sequence depends only on the commands, never on how
+fast the CPU runs the graph (stepping with a zero command made the demo's trajectory depend on the
+machine's load; re-publishing under a new stamp made a slow plan cost a plan step, and Flow2Action
+act twice on one state, under load only).
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ from sof_ros.errors import SofError
 from sof_ros.ros import conversions as cv
 from sof_ros.ros.base import SofNode, command_qos, latched_qos, run_node, sensor_qos
 from sof_ros.ros.params import MASKS, SimBridgeParams
+
+TWISTS_KEPT = 16  # twists by stamp: the one a late command info names is among them
 
 
 class SimBridgeNode(SofNode):
@@ -78,7 +84,7 @@ class SimBridgeNode(SofNode):
         self._frame_stamp = 0
         self._frame_at = 0.0
         self._answered = True
-        self._twist_stamp = -1  # header stamp of the newest twist (flow2action stamps at publish time)
+        self._twists: dict[int, np.ndarray] = {}  # the newest twists by header stamp (flow2action stamps at publish time)
         self._answer_twist = None  # stamp of the twist that answers the current frame, once its info arrived
         self._answer_grip: float | None = None  # the gripper command that info carries (None: none sent)
         self._held_logged = False
@@ -133,7 +139,7 @@ class SimBridgeNode(SofNode):
     def _reset(self, seed: int) -> None:
         self.seed = int(seed)
         self.episode += 1
-        self._twist[:] = 0
+        self._twist, self._twists = np.zeros(3), {}
         self._twist_at = -np.inf
         self._grip = -1.0
         self._answer_grip = None
@@ -164,11 +170,13 @@ class SimBridgeNode(SofNode):
         lin, ang = cv.twist_to_arrays(msg)
         if not (np.all(np.isfinite(lin)) and np.all(np.isfinite(ang))):
             self.log_reason("cmd", "ignoring non-finite twist; holding still", "warning")
-            self._twist[:] = 0
+            self._twist = np.zeros(3)
             return
         self._twist = lin
         self._twist_at = time.monotonic()
-        self._twist_stamp = max(self._twist_stamp, cv.stamp_to_ns(msg.header.stamp))
+        self._twists[cv.stamp_to_ns(msg.header.stamp)] = lin
+        while len(self._twists) > TWISTS_KEPT:
+            del self._twists[min(self._twists)]
         self._check_answered()
 
     def _on_command_info(self, msg: Int64MultiArray) -> None:
@@ -186,7 +194,7 @@ class SimBridgeNode(SofNode):
     def _check_answered(self) -> None:
         """The current frame is answered once its command info and the twist it names have both
         arrived (two topics: either may come first)."""
-        if self._answer_twist is not None and self._twist_stamp >= self._answer_twist:
+        if self._answer_twist is not None and self._answer_twist in self._twists:
             self._answered = True
 
     def _on_gripper(self, msg: Float64) -> None:
@@ -198,7 +206,9 @@ class SimBridgeNode(SofNode):
         p = self.p
         now = time.monotonic() if now is None else now
         a = np.zeros(4)
-        if now - self._twist_at <= p.command_timeout_s:
+        if p.lockstep and self._answered:  # simulated time stood still since the answer: its age does not matter
+            a[:3] = self._twists[self._answer_twist] / (p.robot.metres_per_action_unit * p.rate_hz)
+        elif now - self._twist_at <= p.command_timeout_s:
             a[:3] = self._twist / (p.robot.metres_per_action_unit * p.rate_hz)
         a[3] = self._answer_grip if (p.lockstep and self._answered and self._answer_grip is not None) else self._grip
         return np.clip(a, -1.0, 1.0)
@@ -217,21 +227,25 @@ class SimBridgeNode(SofNode):
             return
         if p.lockstep and not self._answered:
             self.log_reason("lockstep", f"no command for the frame within {p.lockstep_timeout_s:g} s; publishing the "
-                            "same state again (the simulation waits for the graph)", "warning")
-            self._publish(self._last_obs)
+                            "same frame again (the simulation waits for the graph)", "warning")
+            self._publish(self._last_obs, repeat=True)
             return
         obs = self._sim(self.arm.step, self.action(now))
         self._publish(obs)
 
-    def _publish(self, obs) -> None:
+    def _publish(self, obs, repeat: bool = False) -> None:
+        """Every topic of one frame. `repeat`: the current frame again, under its stamp, still waiting for its answer."""
         p = self.p
-        stamp = self.now_ns()  # capture time of this frame; carried through plan and command headers
         cam = p.robot.camera_frame
         h, w = obs.rgb.shape[:2]
-        if self._answered and self._answer_grip is not None:
-            self._grip = self._answer_grip  # the gripper stays where the last answered command put it
-        self._frame_stamp, self._frame_at, self._answered, self._answer_twist = stamp, time.monotonic(), False, None
-        self._answer_grip = None
+        if repeat:
+            stamp, self._frame_at = self._frame_stamp, time.monotonic()
+        else:
+            stamp = self.now_ns()  # capture time of this frame; carried through plan and command headers
+            if self._answered and self._answer_grip is not None:
+                self._grip = self._answer_grip  # the gripper stays where the last answered command put it
+            self._frame_stamp, self._frame_at, self._answered, self._answer_twist = stamp, time.monotonic(), False, None
+            self._answer_grip = None
         self._last_obs = obs
         d = self.arm.data
         js = JointState()
