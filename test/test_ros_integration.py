@@ -260,9 +260,14 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_node_processes_do_not_outlive_a_killed_starter():
     """A bringup or loop bench killed with SIGKILL (a test's timeout) left its nodes publishing plans
-    and twists on the DDS domain the next graph used; they now get SIGINT when their starter dies."""
+    and twists on the DDS domain the next graph used; they now get SIGINT when their starter dies --
+    also when the starter ignores SIGINT, as a background job of a non-interactive shell (or nohup) does
+    and its children inherit: that node ignored its death signal (the suite failed when run that way)."""
+    import signal
+
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    starter = subprocess.Popen([sys.executable, "-c", _STARTER], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    starter = subprocess.Popen([sys.executable, "-c", _STARTER], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         pid = int(starter.stdout.readline())
         os.kill(pid, 0)  # the node runs

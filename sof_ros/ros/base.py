@@ -505,6 +505,10 @@ def die_with_parent() -> None:
     parent = os.environ.get(PARENT_PID_ENV, "")
     if not parent.isdigit() or not sys.platform.startswith("linux"):
         return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # inherited from a starter run as a background job of a non-interactive shell (or nohup): the
+        # death signal, and sof-bringup's stop, would be ignored and the node outlive its killed starter
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     import ctypes
 
     try:
