@@ -210,8 +210,7 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         if not self.instruction or stamp < self._plan_stamp:
             return
         if stamp == self._plan_stamp:
-            for pub, m in zip((self.pub_flow, self.pub_actions, self.pub_tokens), self._plan_msgs):
-                pub.publish(m)
+            self._send_plan()
             self.log_reason("plan", "published the plan again: flow2action still waits for it", every_s=10.0)
         elif self._latest is not None and self._latest.stamp_ns == stamp:
             self._plan_on(self._latest)
@@ -256,12 +255,10 @@ class PolicyNode(SyncedFrameInputs, SofNode):
         stamp, fid = frame.stamp_ns, frame.frame_id
         flow = np.asarray(plan.flow, dtype=np.float32)
         size = (int(plan.image_size[0]), int(plan.image_size[1]))
-        # flow2action completes a plan on whichever of its three parts arrives last
         self._plan_stamp = stamp
         self._plan_msgs = (cv.flow_plan_to_msg(flow, stamp, fid), cv.actions_to_msg(getattr(plan, "actions", None), stamp),
                            cv.tokens_to_msg(plan.tokens, stamp, flow.shape[0], size, int(getattr(plan, "frames_per_step", 1))))
-        for pub, m in zip((self.pub_flow, self.pub_actions, self.pub_tokens), self._plan_msgs):
-            pub.publish(m)
+        self._send_plan()
         self.plans_published += 1
         # the kind before ':' is fixed, so this is throttled (with the numbers in the key it logged every plan)
         self.log_reason("plan", f"planning OK: {len(plan.tokens)} tokens, {flow.shape[0]} flow steps, "
@@ -274,6 +271,11 @@ class PolicyNode(SyncedFrameInputs, SofNode):
             self.pub_vis.publish(cv.image_to_msg(vis, "rgb8", stamp, fid))
         if self.pub_markers.get_subscription_count() and self.K is not None:
             self.pub_markers.publish(self.markers(flow, size, frame, stamp))
+
+    def _send_plan(self) -> None:
+        """The last plan's three messages (flow2action completes a plan on whichever arrives last)."""
+        for pub, m in zip((self.pub_flow, self.pub_actions, self.pub_tokens), self._plan_msgs):
+            pub.publish(m)
 
     def markers(self, flow: np.ndarray, size: tuple[int, int], frame: Frame, stamp: int) -> MarkerArray:
         p = self.p
