@@ -86,6 +86,7 @@ class SimBridgeNode(SofNode):
         self._answered = True
         self._twists: dict[int, np.ndarray] = {}  # the newest twists by header stamp (flow2action stamps at publish time)
         self._answer_twist = None  # stamp of the twist that answers the current frame, once its info arrived
+        self._answer_linear = np.zeros(3)  # that twist's linear velocity, taken when the frame was answered
         self._answer_grip: float | None = None  # the gripper command that info carries (None: none sent)
         self._held_logged = False
         self._load_task(p.task)
@@ -195,7 +196,7 @@ class SimBridgeNode(SofNode):
         """The current frame is answered once its command info and the twist it names have both
         arrived (two topics: either may come first)."""
         if self._answer_twist is not None and self._answer_twist in self._twists:
-            self._answered = True
+            self._answered, self._answer_linear = True, self._twists[self._answer_twist]
 
     def _on_gripper(self, msg: Float64) -> None:
         if np.isfinite(msg.data):
@@ -207,7 +208,7 @@ class SimBridgeNode(SofNode):
         now = time.monotonic() if now is None else now
         a = np.zeros(4)
         if p.lockstep and self._answered:  # simulated time stood still since the answer: its age does not matter
-            a[:3] = self._twists[self._answer_twist] / (p.robot.metres_per_action_unit * p.rate_hz)
+            a[:3] = self._answer_linear / (p.robot.metres_per_action_unit * p.rate_hz)
         elif now - self._twist_at <= p.command_timeout_s:
             a[:3] = self._twist / (p.robot.metres_per_action_unit * p.rate_hz)
         a[3] = self._answer_grip if (p.lockstep and self._answered and self._answer_grip is not None) else self._grip
