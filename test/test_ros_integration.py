@@ -256,6 +256,69 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_SIGNALLED_NODE = r"""
+import os, signal, sys, time
+from rclpy.node import Node
+from sof_ros.ros.base import run_node
+
+class SignalledInACallback(Node):
+    def __init__(self):
+        super().__init__("signalled_in_a_callback")
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        os.kill(os.getpid(), signal.{sig})  # the stop arrives while this callback runs
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            pass  # Python bytecode, where a KeyboardInterrupt would land
+        print("callback finished", flush=True)
+
+    def close(self):
+        print("closed", flush=True)
+
+sys.exit(run_node(SignalledInACallback, []))
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_lets_the_running_callback_finish(ros_env, sig):
+    """sof-bringup's SIGINT (and ros2 launch's SIGTERM) used to raise inside whatever callback ran;
+    in the recorder that cut the MCAP writer mid-record, and sof-demo then read a truncated recording.
+    A stop now takes effect between callbacks, and the node's close() still runs."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _SIGNALLED_NODE.replace("{sig}", sig)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["callback", "finished", "closed"], proc.stdout + proc.stderr[-3000:]
+
+
+def test_a_recorder_stopped_while_starting_leaves_a_readable_recording(ros_env, tmp_path, monkeypatch):
+    """A recorder stopped before its first discovery (a graph that ended while it started, Ctrl-C)
+    left an MCAP file with a header and no footer, which no reader opens."""
+    import rclpy
+    from mcap.reader import make_reader
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from sof_ros.ros.recorder_node import RecorderNode
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RecorderNode, "_discover", interrupted)
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=ros_env)
+    path = tmp_path / "run.mcap"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            RecorderNode(context=ctx, parameter_overrides=[Parameter("path", value=str(path))])
+    finally:
+        rclpy.try_shutdown(context=ctx)
+    with open(path, "rb") as f:
+        assert list(make_reader(f).iter_messages()) == []
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_node_processes_do_not_outlive_a_killed_starter():

@@ -519,13 +519,47 @@ def die_with_parent() -> None:
         raise SystemExit(f"the process that started this node ({parent}) is gone; not starting")
 
 
+class StopRequest:
+    """SIGINT / SIGTERM while the node spins ask it to stop after the callback that is running, not
+    inside it: a KeyboardInterrupt (or rclpy's context shutdown) raised at an arbitrary bytecode cut
+    the recorder's MCAP writer mid-record (a truncated recording: `mcap EndOfFile` in sof-demo) and
+    can leave any node's state half-updated before its close(). Before spinning (construction) and
+    on a second signal, the signal raises KeyboardInterrupt as Python's default does, so a node
+    stuck in a callback or in a long start still stops."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested = False
+        self.spinning = False
+        for name in self.SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.spinning and not self.requested:
+            self.requested = True
+            return
+        raise KeyboardInterrupt
+
+    def spin(self, executor, poll_s: float = 0.1) -> None:
+        """Spin until a stop is requested; poll_s bounds how late a signal is seen while idle."""
+        self.spinning = True
+        try:
+            while not self.requested and executor.context.ok():
+                executor.spin_once(timeout_sec=poll_s)
+        finally:
+            self.spinning = False
+
+
 def run_node(node_cls: type, args: list[str] | None = None, executor_threads: int = 1) -> int:
     """Console entry: rclpy.init, construct the node, spin until Ctrl-C / SIGTERM, clean up."""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from sof_ros.ros import dds
 
     die_with_parent()
+    stop = StopRequest()
     if hasattr(signal, "SIGUSR1"):  # sof-bringup asks a node that hangs on shutdown where it hangs
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:  # before rclpy.init: large camera frames over shared memory; DDS on this machine unless SOF_ROS_NETWORK=lan
@@ -533,13 +567,14 @@ def run_node(node_cls: type, args: list[str] | None = None, executor_threads: in
     except SofError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rclpy.init(args=sys.argv if args is None else args)
+    # rclpy's own handlers would shut the context down at the signal, under a running callback
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = node_cls()
         ex = MultiThreadedExecutor(num_threads=executor_threads) if executor_threads > 1 else SingleThreadedExecutor()
         ex.add_node(node)
-        ex.spin()
+        stop.spin(ex)
     except SofError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

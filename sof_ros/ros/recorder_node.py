@@ -149,9 +149,13 @@ class RecorderNode(SofNode):
         p: RecorderNodeParams = self.p
         self.rec = McapRecorder(p.path)
         self._subs: dict[str, object] = {}
-        self.get_logger().info(f"recording {len(p.topics)} topics to {p.path}")
-        self._discover()
-        self.create_timer(p.discovery_period_s, self._discover)
+        try:  # stopped while starting (Ctrl-C, or a graph that ended first): still a readable, empty file
+            self.get_logger().info(f"recording {len(p.topics)} topics to {p.path}")
+            self._discover()
+            self.create_timer(p.discovery_period_s, self._discover)
+        except BaseException:
+            self.rec.close()
+            raise
 
     def _discover(self) -> None:
         wanted = [t for t in self.p.topics if t not in self._subs]
