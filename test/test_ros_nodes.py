@@ -566,6 +566,24 @@ def test_lockstep_publishes_an_unanswered_frame_again_under_its_stamp_and_steps_
         sim.destroy_node()
 
 
+def test_bringup_summary_counts_a_frame_sent_again_and_a_plan_resent_once(ros):
+    """sof-bringup's counts: in lockstep a frame comes again under its stamp and a plan may be sent
+    again (plan_request); counted as messages, a test bound like `flow_plans > 2` passed on one plan."""
+    from sof_ros.ros import graph
+    from sof_ros.ros.bringup import make_monitor
+
+    mon = make_monitor(graph.plan("sim", task="button-press"), "", context=ros.ctx)
+    try:
+        for stamp in (1, 1, 2, 1_000_000_001, 2):
+            mon._on_frame(cv.image_to_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", stamp, "camera"))
+        for stamp in (5, 5, 5, 7):
+            mon._on_flow_plan(cv.image_to_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", stamp, "camera"))
+        c = mon.summary()["counts"]
+        assert (c["frames"], c["frames_repeated"], c["flow_plans"], c["flow_plans_resent"]) == (3, 2, 2, 2)
+    finally:
+        mon.destroy_node()
+
+
 def test_sim_bridge_task_switch_and_bad_task(ros):
     from sof_ros.ros.sim_bridge_node import SimBridgeNode
 

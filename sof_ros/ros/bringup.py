@@ -152,10 +152,14 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
         def __init__(self):
             super().__init__("sof_bringup", **node_kwargs)
             self.t0 = time.monotonic()
-            self.counts = {k: 0 for k in ("frames", "tokens", "flow_plans", "plan_images", "markers",
-                                          "commands", "nonzero_commands")}
+            # frames and flow_plans count distinct stamps: a frame the sim bridge sends again (lockstep)
+            # and a plan the policy sends again (plan_request) are one control step and one plan,
+            # counted apart as frames_repeated / flow_plans_resent; the others count messages
+            self.counts = {k: 0 for k in ("frames", "frames_repeated", "tokens", "flow_plans", "flow_plans_resent",
+                                          "plan_images", "markers", "commands", "nonzero_commands")}
             self.latency_ms: list[float] = []
             self._frame_stamps: dict[int, None] = {}
+            self._plan_stamps: dict[int, None] = {}
             self.success = False
             self.success_after_s = None
             self.last_status = ""
@@ -167,7 +171,7 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
             cq = command_qos(50)
             self.create_subscription(Image, pol["image_topic"], self._on_frame, sensor_qos(5))
             self.create_subscription(Int64MultiArray, pol["tokens_topic"], self._on_tokens, cq)
-            self.create_subscription(Image, pol["flow_plan_topic"], lambda m: self._count("flow_plans"), cq)
+            self.create_subscription(Image, pol["flow_plan_topic"], self._on_flow_plan, cq)
             self.create_subscription(Image, pol["plan_image_topic"], lambda m: self._count("plan_images"), cq)
             self.create_subscription(MarkerArray, pol["markers_topic"], lambda m: self._count("markers"), cq)
             self.create_subscription(TwistStamped, f2a["twist_topic"], self._on_twist, cq)
@@ -184,11 +188,18 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
         def _count(self, key):
             self.counts[key] += 1
 
+        def _count_stamp(self, msg, seen: dict, key: str, again: str) -> None:
+            stamp = cv.stamp_to_ns(msg.header.stamp)
+            self.counts[again if stamp in seen else key] += 1
+            seen[stamp] = None
+            while len(seen) > 1000:
+                seen.pop(next(iter(seen)))
+
         def _on_frame(self, msg):
-            self.counts["frames"] += 1
-            self._frame_stamps[cv.stamp_to_ns(msg.header.stamp)] = None
-            while len(self._frame_stamps) > 1000:
-                self._frame_stamps.pop(next(iter(self._frame_stamps)))
+            self._count_stamp(msg, self._frame_stamps, "frames", "frames_repeated")
+
+        def _on_flow_plan(self, msg):
+            self._count_stamp(msg, self._plan_stamps, "flow_plans", "flow_plans_resent")
 
         def _on_tokens(self, msg):
             self.counts["tokens"] += 1
