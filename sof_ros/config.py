@@ -162,6 +162,11 @@ class EvalConfig:
     # from DIS flow, which under-reports motion, and its decoder shrinks it further; chosen per checkpoint
     # on dev seeds (docs/learning_free.md). sof-eval --solver flow_scale=X overrides it
     plan_flow_scale: float = 1.0
+    # learning-free row on predicted plans: the medoid of this many plans (the greedy one and
+    # plan_samples - 1 sampled at plan_sample_temperature), the one closest to all the others, instead
+    # of the greedy plan alone; 1: greedy. Recorded in sof-eval's protocol when not 1
+    plan_samples: int = 1
+    plan_sample_temperature: float = 1.0
 
 
 @dataclass

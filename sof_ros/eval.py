@@ -162,12 +162,14 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
                 "episodes_per_task_camera": int(e.episodes_per_task_camera), "first_seed": int(e.first_seed),
                 "resolution": [int(cfg.sim.width), int(cfg.sim.height)], "replan_every": int(replan_every or 0),
                 "antialias": bool(cfg.sim.antialias)}  # frames rendered as the checkpoint's training frames were
+    if int(e.plan_samples) != 1:  # the learning-free row's plan is the medoid of several
+        protocol["plan_samples"] = [int(e.plan_samples), float(e.plan_sample_temperature)]
     return {**protocol, "solver": dict(sorted(solver.items()))} if solver else protocol
 
 
-_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias")  # what every episode of one work directory must share
+_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples")  # what every episode of one work directory must share
 _PER_ROW = ("antialias",)  # fixed in a work directory, but rows of several checkpoints may differ in a combined table
-_ABSENT = {"replan_every": 0, "solver": {}}  # a protocol without the key (older files; no override) means this
+_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0]}  # a protocol without the key (older files; no override) means this
 
 
 def solver_overrides(items: list[str] | None) -> dict:
@@ -219,7 +221,7 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
         # (work directories from before replan_every was recorded lack it: not compared there; a
         # missing solver is the default solver, so it is compared)
         clash = {k: (_protocol_value(stored, k), _protocol_value(protocol, k)) for k in _FIXED
-                 if (k in stored or k == "solver") and _protocol_value(stored, k) != _protocol_value(protocol, k)}
+                 if (k in stored or k in ("solver", "plan_samples")) and _protocol_value(stored, k) != _protocol_value(protocol, k)}
         if clash:
             raise SofError(f"{path.parent} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")
@@ -420,6 +422,8 @@ def markdown(results: dict) -> str:
         + {True: "antialiased ", False: "not antialiased "}.get(pr.get("antialias"), "") + "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
         + ("learning-free solver settings " + ", ".join(f"{k}={v}" for k, v in pr["solver"].items()) + "; "
            if pr.get("solver") else "")
+        + (f"learning-free plan = medoid of {pr['plan_samples'][0]} plans (greedy + sampled at temperature "
+           f"{pr['plan_samples'][1]:g}); " if pr.get("plan_samples") else "")
         + "score = mean over task x camera with its 95% Wilson interval",
         "",
         "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",

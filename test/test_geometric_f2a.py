@@ -375,6 +375,75 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
     assert seen[2] > 0.0 and seen[3] == 0.0  # one request, one sampled plan
 
 
+def test_policy_plans_the_medoid_of_several_plans():
+    """eval.plan_samples > 1: the greedy plan and sampled ones; the plan the others are closest to is
+    returned whole (its tokens and its flow), the greedy one when they agree."""
+    import torch
+
+    from sof_ros.config import load_config
+    from sof_ros.policies import AgentInput
+    from sof_ros.policies.learning_free import SofLearningFreePolicy, plan_medoid
+
+    calls = []
+    cfg = load_config(None)
+    cfg.eval.plan_samples, cfg.eval.plan_sample_temperature = 3, 0.7
+
+    class Gen(torch.nn.Module):
+        def generate(self, img, text, proprio=None, temperature=0.0, generator=None):
+            calls.append((len(img), temperature))
+            first = [10] if temperature == 0 else [1, 2]  # greedy is the outlier here
+            return torch.tensor([[t, 0, 0, 0] for t in first], dtype=torch.long)
+
+    class Dec(torch.nn.Module):
+        def decode_ids(self, ids, img):
+            assert len(img) == len(ids)
+            return ids[:, 0].float().reshape(-1, 1, 1, 1, 1).expand(len(ids), 8, 32, 32, 2).clone()
+
+    pol = SofLearningFreePolicy.__new__(SofLearningFreePolicy)
+    pol.cfg, pol.models, pol.device = cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
+    pol._gen = torch.Generator()
+    pol.text = lambda s: np.zeros(384, np.float32)
+    pol._new_solver()
+    plan = pol.plan(AgentInput(rgb=np.zeros((128, 128, 3), np.uint8)), "press the button")
+    assert calls == [(1, 0.0), (2, 0.7)]
+    assert plan.tokens.tolist() == [2, 0, 0, 0] and np.all(plan.flow == 2.0)
+    assert plan_medoid(torch.zeros(4, 3, 2)) == 0  # all agree: the greedy plan
+    assert plan_medoid(torch.tensor([[0.0], [5.0], [6.0], [7.0], [8.0]])) == 2
+
+
+def test_plan_sampling_is_part_of_the_protocol(tmp_path):
+    """Episodes planned on the medoid of several plans never mix with greedy ones in a work directory."""
+    from sof_ros.config import load_config
+    from sof_ros.eval import open_work, protocol_of
+
+    cfg = load_config(None)
+    assert "plan_samples" not in protocol_of(cfg)  # greedy: as every results file before the option
+    open_work(tmp_path, protocol_of(cfg))
+    cfg.eval.plan_samples = 8
+    assert protocol_of(cfg)["plan_samples"] == [8, 1.0]
+    with pytest.raises(SofError, match="another protocol.*plan_samples"):
+        open_work(tmp_path, protocol_of(cfg))
+
+
+def test_bad_plan_sampling_settings_are_named(tmp_path):
+    import shutil
+
+    import yaml
+
+    from sof_ros.policies import load_policy
+
+    src = Path(__file__).resolve().parents[1] / "models" / "sof_metaworld_v2"
+    for bad, match in (({"plan_samples": 0}, "plan_samples must be a whole number"),
+                       ({"plan_samples": 4, "plan_sample_temperature": 0.0}, "plan_sample_temperature")):
+        ckpt = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(src, ckpt)
+        cfg = yaml.safe_load((ckpt / "config.yaml").read_text())
+        cfg["eval"].update(bad)
+        (ckpt / "config.yaml").write_text(yaml.safe_dump(cfg))
+        with pytest.raises(SofError, match=match):
+            load_policy("sof_learning_free", str(ckpt), "cpu", None, task="button-press")
+
+
 @pytest.mark.parametrize("case", ["nan", "empty", "out_of_view", "no_depth", "no_object_no_hand"])
 def test_bad_plans_give_a_safe_zero_with_the_reason(scene, case):
     s = GeometricFlow2Action()

@@ -89,6 +89,11 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
         if not (np.isfinite(scale) and scale > 0):
             raise SofError(f"the checkpoint's eval.plan_flow_scale must be a positive number, got {scale}; "
                            "fix its config.yaml (1.0: the plans as decoded)")
+        samples, temp = self.cfg.eval.plan_samples, self.cfg.eval.plan_sample_temperature
+        if not (isinstance(samples, int) and samples >= 1):
+            raise SofError(f"eval.plan_samples must be a whole number >= 1, got {samples!r} (1: the greedy plan)")
+        if samples > 1 and not (np.isfinite(temp) and temp > 0):
+            raise SofError(f"eval.plan_sample_temperature must be a positive number with plan_samples > 1, got {temp}")
         self._new_solver(flow_scale=scale)
 
     def reset(self) -> None:
@@ -112,11 +117,28 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         img, text, size = self._inputs(obs, instruction)
         fresh, self._fresh_requested = self.solver.needs_replan or self._fresh_requested, False
-        temperature = self.replan_temperature if fresh else 0.0
-        tokens = self.models["policy"].generate(img, text, self._policy_proprio(obs), temperature=temperature,
+        proprio = self._policy_proprio(obs)
+        samples = 1 if fresh else int(self.cfg.eval.plan_samples)
+        tokens = self.models["policy"].generate(img, text, proprio, temperature=self.replan_temperature if fresh else 0.0,
                                                 generator=self._gen)
-        flow = self.models["skill"].decode_ids(tokens, img)
-        return self._plan(tokens, flow, size)  # frames_per_step = skill.stride, as every flow-skill plan
+        if samples > 1:  # the greedy plan and samples - 1 sampled ones, decoded in one batch
+            n = samples - 1
+            more = self.models["policy"].generate(img.expand(n, *img.shape[1:]), text.expand(n, *text.shape[1:]),
+                                                  None if proprio is None else proprio.expand(n, *proprio.shape[1:]),
+                                                  temperature=float(self.cfg.eval.plan_sample_temperature),
+                                                  generator=self._gen)
+            tokens = torch.cat([tokens, more])
+        flow = self.models["skill"].decode_ids(tokens, img.expand(len(tokens), *img.shape[1:]))
+        pick = plan_medoid(flow)
+        return self._plan(tokens[pick:pick + 1], flow[pick:pick + 1], size)  # frames_per_step = skill.stride
+
+
+def plan_medoid(flows: torch.Tensor) -> int:
+    """Index of the plan (flows: K plans, any shape after the first axis) with the least summed
+    distance to the others: a plan the samples agree on, which is still one decodable token sequence
+    (a per-pixel mean or median would not be). Ties go to the lower index, the greedy plan first."""
+    x = flows.reshape(len(flows), -1).double()
+    return int(torch.cdist(x, x).sum(1).argmin()) if len(x) > 1 else 0
 
 
 # Control steps between two oracle plans: two of the plan's fields. Re-planning every 8 steps (less
