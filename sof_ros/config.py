@@ -116,7 +116,9 @@ class Flow2ActionConfig:
     use_proprio: bool = True  # end-effector position and gripper opening, as every arm reports them
     d_act_episodes_per_task_camera: int = 4  # size of the action-labelled set D_act: the first k in_d_act
     # episodes of every (task, camera)
-    pool: str = "mean"  # mean: global average of the conv features; flatten: keep the 4x4 layout (where things are)
+    pool: str = "mean"  # mean: global average of the conv features; flatten: keep the 4x4 layout (where things
+    # are); keypoints: spatial softmax at a quarter of flow_res, the expected (x, y) of 32 learned keypoints
+    # (where, to a fraction of a cell: placing the hand on a small object) + the global average
     chunk: int = 0  # actions predicted per plan (0: the segment's span, segment * stride)
     plan_source: str = "encoder"  # tokens the head is trained on: encoder (of the real flow) | predicted (Stage 2)
     predicted_fraction: float = 1.0  # with plan_source predicted: share of batches on predicted tokens (rest encoder)

@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sof_ros.config import Flow2ActionConfig, SkillConfig, SofConfig
 from sof_ros.data.dataset import Dataset, DatasetError, validate_dataset
@@ -119,6 +120,38 @@ def test_plan_only_head_reads_the_plan_not_the_image():
         assert torch.equal(out, plan_only(plan, img_b, prop))
         assert not torch.allclose(out, plan_only(plan * 2, img_a, prop))
         assert not torch.allclose(full(plan, img_a, prop), full(plan, img_b, prop))
+
+
+def test_keypoint_pool_locates_a_peak_between_cells_and_the_head_trains():
+    """f2a.pool keypoints: a spatial softmax's expected position moves with the feature's peak, at a
+    finer step than the map's cells, and the head built on it learns (its loss falls)."""
+    from sof_ros.flow2action.learned import KEYPOINTS, Flow2ActionNet, SpatialSoftmax
+
+    ss = SpatialSoftmax(1, 1)
+    with torch.no_grad():
+        ss.maps.weight.fill_(1.0)
+        ss.maps.bias.zero_()
+    x = torch.full((1, 1, 16, 16), -30.0)
+    x[0, 0, 4, 12] = 30.0
+    assert torch.allclose(ss(x), torch.tensor([[-1 + 12 * 2 / 15, -1 + 4 * 2 / 15]]), atol=1e-4)
+    x[0, 0, 4, 13] = 30.0  # two equal peaks: half way between them
+    assert torch.allclose(ss(x)[0, 0], torch.tensor(-1 + 12.5 * 2 / 15), atol=1e-4)
+
+    skill = SkillConfig(segment=4, stride=2, flow_res=16, image_res=16)
+    torch.manual_seed(0)
+    net = Flow2ActionNet(Flow2ActionConfig(width=8, pool="keypoints", chunk=6), skill)
+    assert net.head.keypoints.maps.out_channels == KEYPOINTS
+    plan, img, prop = torch.randn(8, 4, 16, 16, 2), torch.randint(0, 255, (8, 16, 16, 3), dtype=torch.uint8), torch.randn(8, 4)
+    target = torch.rand(8, 6, 4) * 1.6 - 0.8
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    losses = []
+    for _ in range(60):
+        loss = F.mse_loss(net(plan, img, prop), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
 
 
 def test_random_shift_moves_image_and_plan_together():

@@ -23,7 +23,27 @@ from sof_ros.errors import SofError
 from sof_ros.nn import ConvEncoder, flow_to_channels, image_to_tensor, register_flow_scale
 
 PROPRIO_DIM = 4  # ee xyz (metres) + gripper opening
-POOLS = ("mean", "flatten")
+POOLS = ("mean", "flatten", "keypoints")
+KEYPOINTS = 32
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps (B, C, h, w) -> the expected image position (x, y in [-1, 1]) of each of k
+    learned keypoint maps (B, 2k): a location finer than the map's cells, the pooling robot
+    image policies use for precise reaching (Levine et al. 2016; robomimic, diffusion_policy)."""
+
+    def __init__(self, cin: int, k: int = KEYPOINTS):
+        super().__init__()
+        self.maps = nn.Conv2d(cin, k, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        att = F.softmax(self.maps(x).flatten(2) / self.log_temperature.exp(), -1)  # (B, k, h*w)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(h * w, 2)  # (h*w, [x, y])
+        return (att @ grid).flatten(1)
 
 
 def chunk_length(cfg: Flow2ActionConfig, skill_cfg: SkillConfig) -> int:
@@ -35,7 +55,8 @@ class _ActionHead(nn.Module):
     """Spatial input (B, C, r, r) + a vector -> (B, T, 4) actions in [-1, 1].
 
     pool "mean" (v1) averages the conv features over the image, "flatten" keeps their 4x4 layout, so
-    the head knows *where* the gripper and the plan's motion are, not only that they exist."""
+    the head knows *where* the gripper and the plan's motion are, not only that they exist;
+    "keypoints" adds to the average where 32 learned keypoints are, to a fraction of a cell."""
 
     def __init__(self, cin: int, vec_dim: int, cfg: Flow2ActionConfig, horizon: int, res: int):
         super().__init__()
@@ -44,16 +65,22 @@ class _ActionHead(nn.Module):
         self.horizon = horizon
         self.use_proprio = cfg.use_proprio
         self.flatten = cfg.pool == "flatten"
-        stages = max(1, int(math.log2(res // 4))) if self.flatten else 3
+        if self.flatten:
+            stages = max(1, int(math.log2(res // 4)))
+        else:
+            stages = 2 if cfg.pool == "keypoints" else 3
         self.enc = ConvEncoder(cin, cfg.width, stages)
-        d = self.enc.out_channels * (16 if self.flatten else 1)
+        self.keypoints = SpatialSoftmax(self.enc.out_channels) if cfg.pool == "keypoints" else None
+        d = self.enc.out_channels * (16 if self.flatten else 1) + (2 * KEYPOINTS if self.keypoints is not None else 0)
         extra = vec_dim + (PROPRIO_DIM if cfg.use_proprio else 0)
         self.mlp = nn.Sequential(nn.Linear(d + extra, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
                                  nn.Linear(256, horizon * 4))
 
     def forward(self, spatial, vec, proprio):
-        x = self.enc(spatial)[-1]
-        x = x.flatten(1) if self.flatten else x.mean((2, 3))
+        feats = self.enc(spatial)[-1]
+        x = feats.flatten(1) if self.flatten else feats.mean((2, 3))
+        if self.keypoints is not None:
+            x = torch.cat([x, self.keypoints(feats)], 1)
         parts = [x] + ([vec] if vec is not None else []) + ([proprio] if self.use_proprio else [])
         return torch.tanh(self.mlp(torch.cat(parts, 1))).view(-1, self.horizon, 4)
 
