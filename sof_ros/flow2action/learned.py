@@ -38,7 +38,7 @@ class SpatialSoftmax(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         att = F.softmax(self.maps(x).flatten(2) / self.log_temperature.exp(), -1)  # (B, k, h*w)
         ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)

@@ -521,11 +521,12 @@ def die_with_parent() -> None:
 
 class StopRequest:
     """SIGINT / SIGTERM while the node spins ask it to stop after the callback that is running, not
-    inside it: a KeyboardInterrupt (or rclpy's context shutdown) raised at an arbitrary bytecode cut
-    the recorder's MCAP writer mid-record (a truncated recording: `mcap EndOfFile` in sof-demo) and
-    can leave any node's state half-updated before its close(). Before spinning (construction) and
-    on a second signal, the signal raises KeyboardInterrupt as Python's default does, so a node
-    stuck in a callback or in a long start still stops."""
+    inside it: a KeyboardInterrupt (or rclpy's context shutdown) raised at an arbitrary bytecode can
+    cut the recorder's MCAP writer mid-record and leave any node's state half-updated before its
+    close(); rclpy's shutdown also ended nodes with an RCLError traceback. Before spinning
+    (construction) and on a second signal, the signal raises KeyboardInterrupt as Python's default
+    does, so a node stuck in a callback or in a long start still stops (the recorder then closes its
+    file: a stop during its start had left one without footer, which sof-demo failed to read)."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
