@@ -170,6 +170,7 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
 _FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples")  # what every episode of one work directory must share
 _PER_ROW = ("antialias",)  # fixed in a work directory, but rows of several checkpoints may differ in a combined table
 _ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0]}  # a protocol without the key (older files; no override) means this
+_COMPARED_WHEN_ABSENT = ("solver", "plan_samples")  # recorded only when not the default, so a missing key is the default
 
 
 def solver_overrides(items: list[str] | None) -> dict:
@@ -219,9 +220,9 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
     if path.is_file():
         stored = json.loads(path.read_text())
         # (work directories from before replan_every was recorded lack it: not compared there; a
-        # missing solver is the default solver, so it is compared)
+        # missing solver or plan_samples is the default, so those are compared)
         clash = {k: (_protocol_value(stored, k), _protocol_value(protocol, k)) for k in _FIXED
-                 if (k in stored or k in ("solver", "plan_samples")) and _protocol_value(stored, k) != _protocol_value(protocol, k)}
+                 if (k in stored or k in _COMPARED_WHEN_ABSENT) and _protocol_value(stored, k) != _protocol_value(protocol, k)}
         if clash:
             raise SofError(f"{path.parent} holds an evaluation with another protocol ({clash}, stored vs asked); "
                            "use another --work directory for a different protocol")

@@ -283,9 +283,9 @@ sys.exit(run_node(SignalledInACallback, []))
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_lets_the_running_callback_finish(ros_env, sig):
-    """sof-bringup's SIGINT (and ros2 launch's SIGTERM) used to raise inside whatever callback ran;
-    in the recorder that cut the MCAP writer mid-record, and sof-demo then read a truncated recording.
-    A stop now takes effect between callbacks, and the node's close() still runs."""
+    """sof-bringup's SIGINT (and ros2 launch's SIGTERM) used to raise inside whatever callback ran,
+    which could cut the recorder's MCAP writer mid-record and left nodes' state half-updated before
+    close(). A stop now takes effect between callbacks, and the node's close() still runs."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", _SIGNALLED_NODE.replace("{sig}", sig)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=50)
