@@ -578,8 +578,11 @@ def test_bringup_summary_counts_a_frame_sent_again_and_a_plan_resent_once(ros):
             mon._on_frame(cv.image_to_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", stamp, "camera"))
         for stamp in (5, 5, 5, 7):
             mon._on_flow_plan(cv.image_to_msg(np.zeros((4, 4, 3), np.uint8), "rgb8", stamp, "camera"))
+        for stamp in (5, 5, 7, 7, 7):
+            mon._on_tokens(cv.tokens_to_msg(np.array([1, 2, 3, 4]), stamp, 16, (128, 128)))
         c = mon.summary()["counts"]
         assert (c["frames"], c["frames_repeated"], c["flow_plans"], c["flow_plans_resent"]) == (3, 2, 2, 2)
+        assert (c["tokens"], c["tokens_resent"]) == (2, 3)
     finally:
         mon.destroy_node()
 

@@ -152,14 +152,17 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
         def __init__(self):
             super().__init__("sof_bringup", **node_kwargs)
             self.t0 = time.monotonic()
-            # frames and flow_plans count distinct stamps: a frame the sim bridge sends again (lockstep)
-            # and a plan the policy sends again (plan_request) are one control step and one plan,
-            # counted apart as frames_repeated / flow_plans_resent; the others count messages
-            self.counts = {k: 0 for k in ("frames", "frames_repeated", "tokens", "flow_plans", "flow_plans_resent",
-                                          "plan_images", "markers", "commands", "nonzero_commands")}
+            # frames, tokens and flow_plans count distinct stamps: a frame the sim bridge sends again
+            # (lockstep) and a plan the policy sends again (plan_request) are one control step and one
+            # plan, counted apart as frames_repeated / tokens_resent / flow_plans_resent; the others
+            # count messages
+            self.counts = {k: 0 for k in ("frames", "frames_repeated", "tokens", "tokens_resent", "flow_plans",
+                                          "flow_plans_resent", "plan_images", "markers", "commands",
+                                          "nonzero_commands")}
             self.latency_ms: list[float] = []
             self._frame_stamps: dict[int, None] = {}
             self._plan_stamps: dict[int, None] = {}
+            self._token_stamps: dict[int, None] = {}
             self.success = False
             self.success_after_s = None
             self.last_status = ""
@@ -188,8 +191,8 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
         def _count(self, key):
             self.counts[key] += 1
 
-        def _count_stamp(self, msg, seen: dict, key: str, again: str) -> None:
-            stamp = cv.stamp_to_ns(msg.header.stamp)
+        def _count_stamp(self, msg, seen: dict, key: str, again: str, stamp: int | None = None) -> None:
+            stamp = cv.stamp_to_ns(msg.header.stamp) if stamp is None else stamp
             self.counts[again if stamp in seen else key] += 1
             seen[stamp] = None
             while len(seen) > 1000:
@@ -202,11 +205,13 @@ def make_monitor(specs: list[graph.NodeSpec], instruction: str, **node_kwargs):
             self._count_stamp(msg, self._plan_stamps, "flow_plans", "flow_plans_resent")
 
         def _on_tokens(self, msg):
-            self.counts["tokens"] += 1
             try:
-                self.last_tokens = cv.msg_to_tokens(msg)[0].tolist()
+                tokens, stamp, *_ = cv.msg_to_tokens(msg)
             except cv.ConversionError:
-                pass
+                self.counts["tokens"] += 1  # malformed: the Flow2Action node says why; counted as a message
+                return
+            self._count_stamp(msg, self._token_stamps, "tokens", "tokens_resent", stamp)
+            self.last_tokens = tokens.tolist()
 
         def _on_twist(self, msg):
             self.counts["commands"] += 1
