@@ -118,6 +118,34 @@ def test_a_checkpoint_for_another_arm_is_refused():
             check_embodiment(CHECKPOINT, "sawyer")
 
 
+def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoints_demonstrations(tmp_path):
+    """Two sof-bench invocations may share a work directory, one per suite: the first to finish
+    printed an empty table for the other suite, and every table said "demonstrations used 20..49"
+    whatever the checkpoint was trained on."""
+    from sof_ros.bench.libero import demonstrations_of, markdown, split_by_suite
+    from sof_ros.sim.libero_env import suite_tasks
+
+    goal, ten = suite_tasks("libero_goal")[:2], suite_tasks("libero_10")[:1]
+    protocol = {"tasks": goal + ten, "cameras": ["agentview"], "first_seed": 0}
+    for i, task in enumerate(goal):
+        path = tmp_path / "episodes" / "sof" / task / "agentview.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps({"seed": s, "success": s < i, "steps": 50, "wall_s": 1.0}) + "\n"
+                                for s in range(3)))
+    suites = split_by_suite(tmp_path, protocol, ["sof"])
+    assert list(suites) == ["libero_goal"]
+    row = suites["libero_goal"]["rows"]["sof"]
+    assert row["per_task"] == {goal[0]: 0.0, goal[1]: 1 / 3} and row["episodes"] == 6
+
+    demos = demonstrations_of(CHECKPOINT)
+    assert demos == {"first_state": 20, "per_task": 6, "d_act_per_task": 2}
+    res = {"command": "c", "commit": "x", "machine": "m", "suites": suites,
+           "protocol": {"first_seed": 0, "episodes_per_task": 3, "max_steps_env": 600, "max_steps": {"libero_goal": 300},
+                        "camera": "agentview", "resolution": [128, 128], "demonstrations": demos}}
+    text = markdown(res)
+    assert "states 20..25, 6 per task, the first 2 of each with actions" in text and "libero_10" not in text
+
+
 def test_panda_sim_mode_is_the_panda_graph_plus_the_bridge():
     from sof_ros.errors import SofError
     from sof_ros.ros import graph

@@ -52,8 +52,24 @@ def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
                 "steps_to_success_mean": _mean([r["steps"] for v in recs.values() for r in v[:n] if r["success"]]),
                 "wall_s_per_episode": _mean([r["wall_s"] for v in recs.values() for r in v[:n]]),
             }
-        out[suite] = entry
+        if entry["rows"]:  # a suite whose tasks another invocation is still running is not reported empty
+            out[suite] = entry
     return out
+
+
+def demonstrations_of(checkpoint: str | Path) -> dict | None:
+    """What the checkpoint's own config says its demonstrations were (sof-collect's seeds are LIBERO's
+    initial states), so a table says which states training saw beside the held-out ones. Not
+    `--config`'s: its collect keys describe the shipped recipe, not necessarily this checkpoint."""
+    import math
+
+    from sof_ros.config import load_checkpoint_config
+
+    if not (Path(checkpoint) / "config.yaml").is_file():
+        return None
+    c = load_checkpoint_config(checkpoint).collect
+    return {"first_state": int(c.seed), "per_task": int(c.episodes_per_task),
+            "d_act_per_task": math.ceil(c.act_fraction * c.episodes_per_task)}
 
 
 def read_provenance(work: Path) -> dict:
@@ -72,13 +88,21 @@ def _mean(xs):
     return round(sum(xs) / len(xs), 2) if xs else None
 
 
+def _demonstrations(pr: dict) -> str:
+    d = pr.get("demonstrations")
+    if not d:  # files written before the protocol recorded them
+        return "demonstrations from states 20.. (see the checkpoint's config)"
+    return (f"the checkpoint's demonstrations: states {d['first_state']}..{d['first_state'] + d['per_task'] - 1}, "
+            f"{d['per_task']} per task, the first {d['d_act_per_task']} of each with actions")
+
+
 def markdown(res: dict) -> str:
     from sof_ros.bench.meta import markdown_header
 
     pr = res["protocol"]
     lines = markdown_header("LIBERO closed-loop success (Franka Panda)", res) + [
         f"- protocol: initial states {pr['first_seed']}..{pr['first_seed'] + pr['episodes_per_task'] - 1} of every task "
-        f"(LIBERO's own evaluation states; demonstrations used 20..49), {pr['episodes_per_task']} episodes per task, "
+        f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {pr['episodes_per_task']} episodes per task, "
         f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
         f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
         "Wilson interval of the pooled episodes"]
@@ -139,6 +163,7 @@ def main(argv=None):
                             "max_steps_env": protocol["max_steps"] * ENV_STEPS_PER_CONTROL, "episodes_per_task": n,
                             "first_seed": protocol["first_seed"], "camera": protocol["cameras"][0],
                             "resolution": protocol["resolution"], "checkpoint": a.checkpoint,
+                            "demonstrations": demonstrations_of(a.checkpoint),
                             "control": "one control step = 2 LIBERO env steps (10 Hz); action 1.0 = 0.01 m of "
                                        "end-effector target (sof_ros.sim.libero_env)"},
                "suites": suites,
