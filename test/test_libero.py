@@ -144,6 +144,12 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
                         "camera": "agentview", "resolution": [128, 128], "demonstrations": demos}}
     text = markdown(res)
     assert "states 20..25, 6 per task, the first 2 of each with actions" in text and "libero_10" not in text
+    assert "initial states 0..2 of every task" in text and ", 3 episodes per task" in text
+
+    res["suites"]["libero_10"] = {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.1}, "episodes_per_task": 10}}}
+    text = markdown(res)  # suites run to different depths say so, not the smaller count for both
+    assert "initial states 0..2 (libero_goal), 0..9 (libero_10)" in text
+    assert "3 (libero_goal), 10 (libero_10) episodes per task" in text
 
 
 def test_panda_sim_mode_is_the_panda_graph_plus_the_bridge():

@@ -96,13 +96,27 @@ def _demonstrations(pr: dict) -> str:
             f"{d['per_task']} per task, the first {d['d_act_per_task']} of each with actions")
 
 
+def _per_suite(per_suite: dict) -> str:
+    counts = set(per_suite.values())
+    return str(counts.pop()) if len(counts) == 1 else ", ".join(f"{n} ({s})" for s, n in per_suite.items())
+
+
+def _states(first: int, per_suite: dict) -> str:
+    counts = set(per_suite.values())
+    if len(counts) == 1:
+        return f"{first}..{first + counts.pop() - 1}"
+    return ", ".join(f"{first}..{first + n - 1} ({s})" for s, n in per_suite.items())
+
+
 def markdown(res: dict) -> str:
     from sof_ros.bench.meta import markdown_header
 
     pr = res["protocol"]
+    # rows of one suite share their episode count; suites may differ (run by separate invocations)
+    per_suite = {suite: min(r["episodes_per_task"] for r in e["rows"].values()) for suite, e in res["suites"].items()}
     lines = markdown_header("LIBERO closed-loop success (Franka Panda)", res) + [
-        f"- protocol: initial states {pr['first_seed']}..{pr['first_seed'] + pr['episodes_per_task'] - 1} of every task "
-        f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {pr['episodes_per_task']} episodes per task, "
+        f"- protocol: initial states {_states(pr['first_seed'], per_suite)} of every task "
+        f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {_per_suite(per_suite)} episodes per task, "
         f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
         f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
         "Wilson interval of the pooled episodes"]
