@@ -61,15 +61,14 @@ def demonstrations_of(checkpoint: str | Path) -> dict | None:
     """What the checkpoint's own config says its demonstrations were (sof-collect's seeds are LIBERO's
     initial states), so a table says which states training saw beside the held-out ones. Not
     `--config`'s: its collect keys describe the shipped recipe, not necessarily this checkpoint."""
-    import math
-
     from sof_ros.config import load_checkpoint_config
+    from sof_ros.data.collect import d_act_count
 
     if not (Path(checkpoint) / "config.yaml").is_file():
         return None
     c = load_checkpoint_config(checkpoint).collect
     return {"first_state": int(c.seed), "per_task": int(c.episodes_per_task),
-            "d_act_per_task": math.ceil(c.act_fraction * c.episodes_per_task)}
+            "d_act_per_task": d_act_count(c.act_fraction, c.episodes_per_task)}
 
 
 def read_provenance(work: Path) -> dict:
@@ -96,16 +95,11 @@ def _demonstrations(pr: dict) -> str:
             f"{d['per_task']} per task, the first {d['d_act_per_task']} of each with actions")
 
 
-def _per_suite(per_suite: dict) -> str:
-    counts = set(per_suite.values())
-    return str(counts.pop()) if len(counts) == 1 else ", ".join(f"{n} ({s})" for s, n in per_suite.items())
-
-
-def _states(first: int, per_suite: dict) -> str:
-    counts = set(per_suite.values())
-    if len(counts) == 1:
-        return f"{first}..{first + counts.pop() - 1}"
-    return ", ".join(f"{first}..{first + n - 1} ({s})" for s, n in per_suite.items())
+def _by_suite(per_suite: dict, text) -> str:
+    """text(n) once when every suite ran n episodes per task, else per suite."""
+    if len(set(per_suite.values())) == 1:
+        return text(next(iter(per_suite.values())))
+    return ", ".join(f"{text(n)} ({s})" for s, n in per_suite.items())
 
 
 def markdown(res: dict) -> str:
@@ -114,9 +108,10 @@ def markdown(res: dict) -> str:
     pr = res["protocol"]
     # rows of one suite share their episode count; suites may differ (run by separate invocations)
     per_suite = {suite: min(r["episodes_per_task"] for r in e["rows"].values()) for suite, e in res["suites"].items()}
+    first = pr["first_seed"]
     lines = markdown_header("LIBERO closed-loop success (Franka Panda)", res) + [
-        f"- protocol: initial states {_states(pr['first_seed'], per_suite)} of every task "
-        f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {_per_suite(per_suite)} episodes per task, "
+        f"- protocol: initial states {_by_suite(per_suite, lambda n: f'{first}..{first + n - 1}')} of every task "
+        f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {_by_suite(per_suite, str)} episodes per task, "
         f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
         f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; average = mean over tasks with the 95% "
         "Wilson interval of the pooled episodes"]

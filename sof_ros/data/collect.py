@@ -36,6 +36,11 @@ def rollout_expert(arm, policy, seed: int, max_steps: int, noise: float, rng: np
     return observations, np.asarray(actions, dtype=np.float32)
 
 
+def d_act_count(act_fraction: float, episodes_per_task: int) -> int:
+    """How many of a (task, camera)'s first episodes sof-collect flags in_d_act."""
+    return math.ceil(act_fraction * episodes_per_task)
+
+
 def episode_arrays(observations, geom_body: np.ndarray) -> dict[str, np.ndarray]:
     """Frames, camera, proprioception and body poses; depth and segmentation when they were rendered."""
     out = {"rgb": np.stack([o.rgb for o in observations])}
@@ -74,7 +79,7 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
     cameras = list(enumerate(camera if isinstance(camera, list) else [camera or sim.camera]))
     ds = Dataset.create(out)
     index = ds.next_index(index_block)
-    n_act = math.ceil(act_fraction * episodes_per_task)
+    n_act = d_act_count(act_fraction, episodes_per_task)
     rates: dict[str, list[int]] = {}
     bar = tqdm(total=len(tasks) * episodes_per_task * len(cameras), desc="collect", unit="ep", disable=not progress)
     for cam_index, camera in cameras:
