@@ -25,7 +25,7 @@ from test_graph import launch_stubs  # noqa: E402,F401  (fixture: launch / launc
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "put_the_bowl_on_the_stove"  # LIBERO-GOAL
-SEED = 2  # LIBERO's evaluation initial state 2 (held out): the shipped checkpoint solves it in ~110 steps
+SEED = 3  # LIBERO's evaluation initial state 3 (held out): the shipped checkpoint solves it in ~100 steps (sof-eval)
 CHECKPOINT = ROOT / "models" / "sof_libero"
 
 
@@ -138,12 +138,12 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
     assert row["per_task"] == {goal[0]: 0.0, goal[1]: 1 / 3} and row["episodes"] == 6
 
     demos = demonstrations_of(CHECKPOINT)
-    assert demos == {"first_state": 20, "per_task": 6, "d_act_per_task": 2}
+    assert demos == {"first_state": 20, "per_task": 16, "d_act_per_task": 2}
     res = {"command": "c", "commit": "x", "machine": "m", "suites": suites,
            "protocol": {"first_seed": 0, "episodes_per_task": 3, "max_steps_env": 600, "max_steps": {"libero_goal": 300},
                         "camera": "agentview", "resolution": [128, 128], "demonstrations": demos}}
     text = markdown(res)
-    assert "states 20..25, 6 per task, the first 2 of each with actions" in text and "libero_10" not in text
+    assert "states 20..35, 16 per task, the first 2 of each with actions" in text and "libero_10" not in text
     assert "initial states 0..2 of every task" in text and ", 3 episodes per task" in text
 
     res["suites"]["libero_10"] = {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.1}, "episodes_per_task": 10}}}
