@@ -333,6 +333,34 @@ def test_stall_asks_for_a_fresh_plan(scene):
     assert "stalled" in s.last_reason
 
 
+@pytest.mark.parametrize("case", ["holding", "unusable_plan"])
+def test_an_arm_left_idle_asks_for_a_fresh_plan(scene, case):
+    """A plan that shows a still object from a still frame held the arm still for the rest of the
+    episode (the same frame gives the same greedy plan): idle_steps ends that, and 0 keeps it off."""
+    still = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0]})
+    plan = np.full_like(still, np.nan) if case == "unusable_plan" else still
+
+    def run(idle_steps, steps, ee=scene["ee"]):
+        s = GeometricFlow2Action(idle_steps=idle_steps)
+        s.mode, s.in_contact, s.grip = "push", True, CLOSED  # at the object, pushing, as the plan stopped
+        fired = []
+        for step in range(steps):
+            s.act(plan, scene["depth"], scene["K"], scene["P"], ee(step) if callable(ee) else ee, step,
+                  scene["mask"], scene["robot"], plan_id=1)
+            fired.append(s.needs_replan)
+        return s, fired
+
+    s, fired = run(0, 100)
+    assert not any(fired) and s.replans == 0, s.last_reason  # off: the old behaviour, held for good
+    want = "NaN" if case == "unusable_plan" else "holding"
+    assert want in s.last_reason, s.last_reason
+    s, fired = run(20, 21)  # the first step has no previous position to compare with
+    assert fired.index(True) == 20 and s.replans == 1 and s.last_reason.startswith("idle 20 steps"), s.last_reason
+    # an arm that is moving is not idle, whatever the plan says
+    s, fired = run(20, 40, ee=lambda k: scene["ee"] + np.array([0.002 * k, 0, 0]))
+    assert not any(fired), s.last_reason
+
+
 def test_policy_samples_a_fresh_plan_after_a_stall():
     """SofLearningFreePolicy.plan: greedy normally, temperature > 0 once the solver reports a stall."""
     import torch

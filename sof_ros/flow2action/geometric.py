@@ -61,7 +61,12 @@ targets). The first plan that moves the object fixes the mode: grasp when it lif
   kept while the arm, near the object, hides part of its mask;
 * stall: `stall_steps` control steps with under `stall_m` of hand motion while the subgoal is
   further than `precision_m` -> `needs_replan` is set (the policy draws a fresh plan with
-  temperature) and the hand backs off upward for `backoff_steps` steps.
+  temperature) and the hand backs off upward for `backoff_steps` steps;
+* idle (`idle_steps`, 0 = off): as many control steps with under `stall_m` of hand motion because
+  nothing is left to do -- the subgoal reached, or no subgoal at all (the plan shows nothing moving,
+  or could not be analysed) -> the same fresh plan and back-off. Without it a plan that shows a still
+  object from a still frame holds the arm still for the rest of the episode: the same frame gives
+  the same greedy plan (traced: 452 of 500 steps on door-close, a held closed fist on LIBERO).
 
 Action: clip(gain * (subgoal - ee_pos) / 0.01, -1, 1) with the gripper command; MetaWorld moves the
 mocap by action * 1 cm per control step.
@@ -342,7 +347,7 @@ class GeometricFlow2Action:
                  lift_m: float = 0.03, close_steps: int = 8, hover_m: float = 0.12, reach_tol_m: float = 0.02,
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
                  release_m: float = 0.05, drop_m: float = 0.10, stall_steps: int = 15, stall_m: float = 0.001,
-                 backoff_steps: int = 6,
+                 backoff_steps: int = 6, idle_steps: int = 0,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
@@ -371,6 +376,9 @@ class GeometricFlow2Action:
         self.push_back_m, self.push_down_m, self.release_m = float(push_back_m), float(push_down_m), float(release_m)
         self.drop_m = float(drop_m)
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
+        if isinstance(idle_steps, bool) or not isinstance(idle_steps, (int, np.integer)) or idle_steps < 0:
+            raise SofError(f"idle_steps must be a whole number >= 0 (0: off), got {idle_steps!r}")
+        self.idle_steps = int(idle_steps)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
@@ -429,6 +437,7 @@ class GeometricFlow2Action:
         self._hold_at: np.ndarray | None = None  # where the hand presses while the gripper closes
         self._backoff = 0
         self._stall = 0
+        self._idle = 0  # control steps in a row the hand has stood still with nothing left to do
         self._prev_ee: np.ndarray | None = None
 
     # --- input checks (SofError for what a caller can fix) -----------------------------------
@@ -878,7 +887,10 @@ class GeometricFlow2Action:
             self._plan_start = int(step_in_plan)
         ee = self._check_ee(ee_pos)
         if not self.last_motion.ok:
-            return self._zero(self.last_motion.reason)
+            a = self._zero(self.last_motion.reason)  # no motion without a usable plan, not even a back-off
+            self._backoff = max(0, self._backoff - 1)
+            self._watch_stall(ee)  # a plan that cannot be analysed, again and again from the same frame: idle
+            return a
         self._watch_stall(ee)
         tgt = self.target(ee, int(step_in_plan))
         if self._hold > 0:
@@ -896,20 +908,32 @@ class GeometricFlow2Action:
         return a
 
     def _watch_stall(self, ee: np.ndarray) -> None:
+        """Stall (still, the subgoal far) and idle (still, nothing left to do): after `stall_steps` /
+        `idle_steps` such steps in a row, back off and ask for a fresh plan."""
         moved = np.inf if self._prev_ee is None else float(np.linalg.norm(ee - self._prev_ee))
         self._prev_ee = ee.copy()
         far = self.current_target is not None and float(np.linalg.norm(self.current_target - ee)) > self.precision_m
-        if self._hold > 0 or self._backoff > 0 or moved >= self.stall_m or not far:
-            self._stall = 0  # moving, or still because the target is reached: not a stall
+        if self._hold > 0 or self._backoff > 0 or moved >= self.stall_m:
+            self._stall = self._idle = 0  # moving, closing the gripper or backing off
             return
+        if not far:  # still because the target is reached, or there is none: not a stall, maybe idle
+            self._stall = 0
+            self._idle += 1
+            if self.idle_steps and self._idle >= self.idle_steps:
+                self._ask_fresh_plan(f"idle {self.idle_steps} steps (nothing planned moves)")
+            return
+        self._idle = 0
         self._stall += 1
         if self._stall >= self.stall_steps:
-            self._stall = 0
-            self.needs_replan = True
-            self.replans += 1
-            self._backoff = self.backoff_steps
-            self.waypoints = []
-            self.last_reason = f"stalled {self.stall_steps} steps: backing off and asking for a fresh plan"
+            self._ask_fresh_plan(f"stalled {self.stall_steps} steps")
+
+    def _ask_fresh_plan(self, why: str) -> None:
+        self._stall = self._idle = 0
+        self.needs_replan = True
+        self.replans += 1
+        self._backoff = self.backoff_steps
+        self.waypoints = []
+        self.last_reason = f"{why}: backing off and asking for a fresh plan"
 
     def _zero(self, reason: str) -> np.ndarray:
         self.last_reason = reason
