@@ -562,6 +562,10 @@ def test_the_shipped_v2_skills_press_a_button_through_the_learning_free_row():
     ckpt = str(Path(__file__).resolve().parents[1] / "models" / "sof_metaworld_v2")
     policy = load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press")
     assert policy.replan_every == 16  # the checkpoint's own interval (config.yaml eval.replan_every)
+    assert policy.solver.idle_steps == 24  # the row's watchdog on a still arm; sof-eval --solver idle_steps=0 turns it off
+    from sof_ros.policies.learning_free import solver_settings
+    with solver_settings({"idle_steps": 0}):
+        assert load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press").solver.idle_steps == 0
     arm = make_arm("button-press", eval_config(ckpt, None).sim, camera="corner", with_depth=True)
     plan = policy.plan(arm.reset(1000).agent_input(), arm.instruction)
     assert plan.flow.shape == (16, 64, 64, 2) and plan.frames_per_step == 2  # 32 control steps ahead
