@@ -168,7 +168,9 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
 
 
 _FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples")  # what every episode of one work directory must share
-_PER_ROW = ("antialias",)  # fixed in a work directory, but rows of several checkpoints may differ in a combined table
+# fixed in a work directory, but rows of several checkpoints (antialias) or runs (the learning-free
+# rows' solver settings) may differ in a combined table: each row carries its own
+_PER_ROW = ("antialias", "solver")
 _ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0]}  # a protocol without the key (older files; no override) means this
 _COMPARED_WHEN_ABSENT = ("solver", "plan_samples")  # recorded only when not the default, so a missing key is the default
 
@@ -352,6 +354,8 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
         "wall_s_per_episode": float(np.mean(wall)),
         "antialias": protocol.get("antialias"),  # None: measured before the protocol recorded it
     }
+    if row.startswith("sof_learning_free"):  # the only rows --solver reaches
+        entry["solver"] = dict(protocol.get("solver") or {})
     if lat:
         entry["control_step_ms_p50"] = float(np.percentile(lat, 50))
         entry["control_step_ms_p95"] = float(np.percentile(lat, 95))
@@ -397,6 +401,8 @@ def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
                 raise SofError(f"row '{name}' is in {rows[name]['provenance']['file']} and in {p}; combine one of them")
             prov = row.get("provenance") or {k: res.get(k) for k in ("command", "commit", "machine")}
             rows[name] = {**row, "provenance": {**prov, "file": prov.get("file", p.name)}}
+            if name.startswith("sof_learning_free") and "solver" not in row:  # a file from before rows carried it
+                rows[name]["solver"] = dict(res["protocol"].get("solver") or {})
     missing = [r for r in only or [] if r not in rows]
     if missing:
         raise SofError(f"--rows {' '.join(missing)}: no such row in {', '.join(str(p) for p, _ in loaded)}; "
@@ -411,6 +417,12 @@ def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
 def ties(rows: dict) -> list[str]:
     names = list(rows)
     return [f"{a} and {b}" for i, a in enumerate(names) for b in names[i + 1:] if tied(rows[a], rows[b])]
+
+
+def _solver_words(solver: dict | None) -> str:
+    if solver is None:
+        return "-"  # not a learning-free row
+    return ", ".join(f"{k}={v}" for k, v in solver.items()) if solver else "the row's defaults"
 
 
 def markdown(results: dict) -> str:
@@ -444,9 +456,9 @@ def markdown(results: dict) -> str:
     if measured:
         aa = {True: "yes", False: "no", None: "not recorded"}
         lines += ["", "Where each row was measured (the command above combined their results files):", "",
-                  "| row | commit | frames antialiased | command |", "|---|---|---|---|"]
-        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | {aa[rows[n].get('antialias')]} | `{p.get('command')}` |"
-                  for n, p in measured.items()]
+                  "| row | commit | frames antialiased | learning-free solver settings | command |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | {aa[rows[n].get('antialias')]} | "
+                  f"{_solver_words(rows[n].get('solver'))} | `{p.get('command')}` |" for n, p in measured.items()]
     lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
               f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
               f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]

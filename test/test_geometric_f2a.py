@@ -576,12 +576,12 @@ def test_the_shipped_v2_skills_press_a_button_through_the_learning_free_row():
 
 def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, monkeypatch):
     """sof-eval --solver: the learning-free row is built with the settings, the work directory's
-    protocol records them (a run with other settings is refused there, and by --combine), the table
-    states them, and the caller's own solver settings are back afterwards."""
+    protocol records them (a run with other settings is refused there), the table states them, a
+    combined table keeps each row's own, and the caller's own solver settings are back afterwards."""
     pytest.importorskip("metaworld")
     import json
 
-    from sof_ros.eval import combine, main as eval_main
+    from sof_ros.eval import combine, main as eval_main, markdown
     from sof_ros.flow2action import geometric
     from sof_ros.policies import learning_free
 
@@ -607,6 +607,13 @@ def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, mo
     assert "learning-free solver settings gain=0.3, held_motion=translation" in (tmp_path / "a.md").read_text()
     with pytest.raises(SystemExit):  # the default solver into the same work directory
         eval_main(base + ["--out", str(tmp_path / "b.json")])
-    eval_main(base[:-1] + [str(tmp_path / "w2"), "--out", str(tmp_path / "b.json")])
-    with pytest.raises(SofError, match="another protocol.*solver"):
-        combine([tmp_path / "a.json", tmp_path / "b.json"])
+    other = ["--rows", "sof_learning_free"] + base[4:-1] + [str(tmp_path / "w2"), "--out", str(tmp_path / "b.json")]
+    eval_main(["--checkpoint", ckpt] + other)
+    # each learning-free row keeps the settings it was measured with, so one table may hold rows of
+    # different settings (a new solver default measured beside an older row) and says which is which
+    res = combine([tmp_path / "a.json", tmp_path / "b.json"])
+    assert "solver" not in res["protocol"]
+    assert res["rows"]["sof_learning_free_oracle"]["solver"] == {"gain": 0.3, "held_motion": "translation"}
+    assert res["rows"]["sof_learning_free"]["solver"] == {}
+    text = markdown({**res, "command": "sof-eval --combine a.json b.json", "commit": "x", "machine": "m"})
+    assert "| gain=0.3, held_motion=translation | `" in text and "| the row's defaults | `" in text, text
