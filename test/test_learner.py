@@ -357,7 +357,7 @@ def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_pat
     out = tmp_path / "all.json"
     main(["--combine", str(a), str(b), "--out", str(out)])
     md = out.with_suffix(".md").read_text()
-    assert "| sof_learning_free_oracle | `bbbb` | not recorded | `sof-eval at bbbb` |" in md
+    assert "| sof_learning_free_oracle | `bbbb` | not recorded | the row's defaults | `sof-eval at bbbb` |" in md
     assert json.loads(out.read_text())["rows"]["sof"]["provenance"]["commit"] == "aaaa"
     assert combine([out])["rows"]["sof"]["provenance"]["file"] == a.name  # re-combining keeps where rows came from
     assert "Where each row" not in markdown({**json.loads(a.read_text()), "rows": json.loads(a.read_text())["rows"]})
