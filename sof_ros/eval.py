@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -284,7 +285,10 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        from sof_ros.procs import worker_dies_with
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_dies_with,
+                                 initargs=(os.getpid(),)) as pool:
             for fut in as_completed([pool.submit(_run_job, j) for j in jobs]):
                 done(fut.result())
     bar.close()

@@ -33,9 +33,14 @@ def _estimator(name: str, opts: dict):
     return _estimator_cache[key]
 
 
-def _worker_init(threads: int) -> None:
-    """Pin OpenCV/torch threads: N processes x M threads must not oversubscribe the cores."""
+def _worker_init(threads: int, parent_pid: int) -> None:
+    """Pin OpenCV/torch threads: N processes x M threads must not oversubscribe the cores. The worker
+    goes when the sof-flow process that started it goes."""
     import cv2
+
+    from sof_ros.procs import worker_dies_with
+
+    worker_dies_with(parent_pid)
 
     cv2.setNumThreads(threads)
     try:
@@ -164,7 +169,7 @@ def extract_dataset(root: str | Path, estimator_name: str = "dis", workers: int 
         import multiprocessing
 
         # spawn, not fork: a forked child can inherit OpenCV/OpenMP thread-pool locks held by the parent
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init, initargs=(1,),
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init, initargs=(1, os.getpid()),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(process_episode, *job) for job in jobs]
             try:

@@ -509,11 +509,9 @@ def die_with_parent() -> None:
         # inherited from a starter run as a background job of a non-interactive shell (or nohup): the
         # death signal, and sof-bringup's stop, would be ignored and the node outlive its killed starter
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    import ctypes
+    from sof_ros.procs import parent_death_signal
 
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if not parent_death_signal(signal.SIGINT):
         return
     if os.getppid() != int(parent):  # died before the line above: nobody would stop this node
         raise SystemExit(f"the process that started this node ({parent}) is gone; not starting")
