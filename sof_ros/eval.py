@@ -172,6 +172,11 @@ _FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "an
 # fixed in a work directory, but rows of several checkpoints (antialias) or runs (the learning-free
 # rows' solver settings) may differ in a combined table: each row carries its own
 _PER_ROW = ("antialias", "solver")
+
+
+def reads_solver(row: str) -> bool:
+    """The rows `--solver` reaches: the learning-free ones, which run the geometric solver."""
+    return row.startswith("sof_learning_free")
 _ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0]}  # a protocol without the key (older files; no override) means this
 _COMPARED_WHEN_ABSENT = ("solver", "plan_samples")  # recorded only when not the default, so a missing key is the default
 
@@ -249,7 +254,7 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     for row in rows:
         row_spec(row)
     solver = dict(solver or {})
-    if solver and not any(r.startswith("sof_learning_free") for r in rows):
+    if solver and not any(reads_solver(r) for r in rows):
         raise SofError("--solver sets the geometric solver of the learning-free rows; none of them is in --rows")
     if workers < 1:
         raise SofError(f"--workers must be >= 1, got {workers}")
@@ -358,7 +363,7 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
         "wall_s_per_episode": float(np.mean(wall)),
         "antialias": protocol.get("antialias"),  # None: measured before the protocol recorded it
     }
-    if row.startswith("sof_learning_free"):  # the only rows --solver reaches
+    if reads_solver(row):
         entry["solver"] = dict(protocol.get("solver") or {})
     if lat:
         entry["control_step_ms_p50"] = float(np.percentile(lat, 50))
@@ -405,7 +410,7 @@ def combine(paths: list[str | Path], only: list[str] | None = None) -> dict:
                 raise SofError(f"row '{name}' is in {rows[name]['provenance']['file']} and in {p}; combine one of them")
             prov = row.get("provenance") or {k: res.get(k) for k in ("command", "commit", "machine")}
             rows[name] = {**row, "provenance": {**prov, "file": prov.get("file", p.name)}}
-            if name.startswith("sof_learning_free") and "solver" not in row:  # a file from before rows carried it
+            if reads_solver(name) and "solver" not in row:  # a file from before rows carried it
                 rows[name]["solver"] = dict(res["protocol"].get("solver") or {})
     missing = [r for r in only or [] if r not in rows]
     if missing:
