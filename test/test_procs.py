@@ -17,16 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 OWNER = textwrap.dedent("""
     import multiprocessing as mp, os, sys, time
     from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
     from sof_ros.procs import worker_dies_with
 
-    def pid(_):
-        time.sleep(0.2)  # long enough that both workers take a task
-        return os.getpid()
+    def busy(out):  # a worker inside a long job when its owner is killed, as sof-eval's are
+        Path(out, str(os.getpid())).touch()
+        time.sleep(600)
 
     if __name__ == "__main__":
         init = dict(initializer=worker_dies_with, initargs=(os.getpid(),)) if sys.argv[1] == "guarded" else {}
         with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), **init) as pool:
-            print(" ".join(str(p) for p in set(pool.map(pid, range(6)))), flush=True)
+            for _ in range(2):  # each worker is held by one job, so the second job goes to the other
+                pool.submit(busy, sys.argv[2])
             time.sleep(600)
 """)
 
@@ -44,12 +46,16 @@ def test_pool_workers_go_when_their_owner_is_killed(tmp_path, guarded):
     script = tmp_path / "owner.py"
     script.write_text(OWNER)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    owner = subprocess.Popen([sys.executable, str(script), "guarded" if guarded else "plain"], stdout=subprocess.PIPE,
-                             text=True, env=env)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    owner = subprocess.Popen([sys.executable, str(script), "guarded" if guarded else "plain", str(pids)], env=env)
     workers = []
     try:
-        workers = [int(p) for p in owner.stdout.readline().split()]
-        assert workers and all(_running(p) for p in workers)
+        deadline = time.monotonic() + 60  # two spawned interpreters importing sof_ros on a loaded CPU
+        while time.monotonic() < deadline and len(list(pids.iterdir())) < 2:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2 and all(_running(p) for p in workers), workers
         owner.send_signal(signal.SIGKILL)  # no cleanup at all: the worst case
         owner.wait(timeout=10)
         deadline = time.monotonic() + (15 if guarded else 3)  # guarded: dies within ms; unguarded: would stay
