@@ -147,6 +147,39 @@ def test_one_plan_turning_the_push_round_does_not_turn_the_arm(scene):
     assert s._push_dir[2] > 0.9, s.last_reason
 
 
+@pytest.mark.parametrize("large", [False, True])
+def test_plans_that_lift_the_object_turn_a_push_into_a_grasp(scene, large):
+    """Traced on basketball and shelf-place with predicted plans: the first plan, made with the hand
+    far away, shows the ball sinking into the table, which fixes a push; every later plan made with
+    the hand at the ball lifts it. push_to_grasp_plans plans in a row that lift a small object turn
+    the push into a grasp; a large object (door, faucet) stays pushed; 0 keeps the first plan's mode."""
+    args = (scene["depth"], scene["K"], scene["P"], scene["ee"], scene["mask"], scene["robot"])
+    down = rigid_plan(scene, {M(scene["mask"]): [0.05, 0, -0.05]})
+    up = rigid_plan(scene, {M(scene["mask"]): [0, 0, 0.10]})
+    s = GeometricFlow2Action(push_to_grasp_plans=2, push_turn_plans=1, large_object_m=0.0 if large else 1.0)
+    s.new_plan(down, *args, frames_per_step=4, plan_id=0)
+    assert s.mode == "push" and s.grip == CLOSED, s.last_reason
+    s.new_plan(up, *args, frames_per_step=4, plan_id=1)  # one lifting plan: still a push
+    assert s.mode == "push", s.last_reason
+    s.new_plan(down, *args, frames_per_step=4, plan_id=2)  # a plan that does not lift starts the count again
+    s.new_plan(up, *args, frames_per_step=4, plan_id=3)
+    assert s.mode == "push", s.last_reason
+    s.new_plan(up, *args, frames_per_step=4, plan_id=4)  # the second in a row
+    if large:
+        assert s.mode == "push", s.last_reason
+        return
+    assert s.mode == "grasp" and s.grip == OPEN and not s.in_contact, s.last_reason
+    assert "a grasp, not a push" in s.last_reason, s.last_reason
+    hover, grasp = s.waypoints  # from above the object, as a grasp decided by the first plan
+    np.testing.assert_allclose(hover, grasp + [0, 0, s.hover_m], atol=1e-9)
+    s = GeometricFlow2Action()  # off (the default): the first plan's mode stays
+    for i, plan in enumerate((down, up, up, up)):
+        s.new_plan(plan, *args, frames_per_step=4, plan_id=i)
+    assert s.mode == "push", s.last_reason
+    with pytest.raises(SofError, match="push_to_grasp_plans must be a whole number"):
+        GeometricFlow2Action(push_to_grasp_plans=-1)
+
+
 @pytest.mark.parametrize("large", [True, False])
 def test_a_large_object_is_pushed_from_where_the_hand_is(scene, large):
     """For an object over large_object_m across, a hand within contact_m of the push start pushes

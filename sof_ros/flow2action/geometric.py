@@ -35,7 +35,10 @@ pixels [j*s, (j+1)*s) (area downsampling, s = W/w).
 
 Control (`act`, every control step), from 3-D subgoals (`subgoals`, also the ROS node's pose
 targets). The first plan that moves the object fixes the mode: grasp when it lifts the object by
-`lift_m` or more (AVDC's test), else push.
+`lift_m` or more (AVDC's test), else push. With `push_to_grasp_plans` N > 0, N plans in a row that
+lift an object under `large_object_m` across turn a push into a grasp (traced with predicted plans:
+the first plan, made with the hand far away, sank the ball into the table and fixed a push; every
+plan made with the hand at the ball lifted it). 0 (the default) keeps the first plan's mode.
 * grasp: hover `hover_m` above the grasp point, descend to the object's lower part
   (`grasp_z_frac` of its visible height), close for `close_steps` steps still pressing to that
   point. Held, the object's fitted motion carries the hand unless it would take the hand below
@@ -347,7 +350,7 @@ class GeometricFlow2Action:
                  lift_m: float = 0.03, close_steps: int = 8, hover_m: float = 0.12, reach_tol_m: float = 0.02,
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
                  release_m: float = 0.05, drop_m: float = 0.10, stall_steps: int = 15, stall_m: float = 0.001,
-                 backoff_steps: int = 6, idle_steps: int = 0,
+                 backoff_steps: int = 6, idle_steps: int = 0, push_to_grasp_plans: int = 0,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
@@ -379,6 +382,10 @@ class GeometricFlow2Action:
         if isinstance(idle_steps, bool) or not isinstance(idle_steps, (int, np.integer)) or idle_steps < 0:
             raise SofError(f"idle_steps must be a whole number >= 0 (0: off), got {idle_steps!r}")
         self.idle_steps = int(idle_steps)
+        if isinstance(push_to_grasp_plans, bool) or not isinstance(push_to_grasp_plans, (int, np.integer)) \
+                or push_to_grasp_plans < 0:
+            raise SofError(f"push_to_grasp_plans must be a whole number >= 0 (0: off), got {push_to_grasp_plans!r}")
+        self.push_to_grasp_plans = int(push_to_grasp_plans)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
@@ -423,6 +430,7 @@ class GeometricFlow2Action:
         self._push_dir: np.ndarray | None = None  # push: the last direction a plan pushed the object
         self._push_hand = False  # push: the hand pushes from where it is (push_from), decided per plan
         self._push_turns = 0  # push: plans in a row whose direction turned more than push_turn_deg from it
+        self._lift_plans = 0  # push: plans in a row that lift the object (push_to_grasp_plans)
         self.current_target: np.ndarray | None = None
         self.subgoals: np.ndarray | None = None  # (T+1, 3) world subgoals, followed in order
         self._sub = 0  # index of the subgoal being chased
@@ -712,8 +720,16 @@ class GeometricFlow2Action:
             return mot
         g = mot.grasp_point
         chain = mot.carry(g)
+        lifts = mot.obj_moving and float(chain[:, 2].max() - g[2]) >= self.lift_m
+        turned = False
         if mot.obj_moving and self.mode is None:  # AVDC: a grasp when the plan lifts the object, else a push
-            self.mode = "grasp" if float(chain[:, 2].max() - g[2]) >= self.lift_m else "push"
+            self.mode = "grasp" if lifts else "push"
+        elif mot.obj_moving and self.mode == "push" and self.push_to_grasp_plans > 0:
+            self._lift_plans = self._lift_plans + 1 if lifts and not self._large(mot) else 0
+            if self._lift_plans >= self.push_to_grasp_plans:  # the push was read off a plan that lied
+                self.mode, self._push_dir, self._push_turns, self._lift_plans = "grasp", None, 0, 0
+                self.waypoints, self._after_reach, self._hold_at, turned = [], None, None, True
+                self._let_go()
         near = float(np.linalg.norm(mot.obj_points - ee, axis=1).min())
         dropped = False
         if self.mode == "grasp" and self.in_contact and self._hold <= 0:
@@ -728,6 +744,8 @@ class GeometricFlow2Action:
             self._hold_at = None
         if self.mode == "grasp":
             why = self._plan_grasp(mot, ee, g)
+            if turned:
+                why = f"{self.push_to_grasp_plans} plan(s) in a row lift the object: a grasp, not a push; {why}"
             if dropped:
                 why = f"dropped: the object is {near:.2f} m from the hand; {why}"
         elif self.mode == "push":
@@ -784,12 +802,15 @@ class GeometricFlow2Action:
         self._set_subgoals(ee[None])
         return "object still in the plan, held: holding"
 
+    def _large(self, mot: PlanMotion) -> bool:
+        """The object spans large_object_m or more (a door, a faucet): pushed, never picked up."""
+        lo, hi = np.percentile(mot.obj_points, [5, 95], axis=0)
+        return float(np.linalg.norm(hi - lo)) >= self.large_object_m
+
     def _plan_push(self, mot: PlanMotion, ee: np.ndarray, g: np.ndarray, chain: np.ndarray, near: float) -> str:
         self.grip = CLOSED  # a closed fist pushes (AVDC)
         kept = False
-        lo, hi = np.percentile(mot.obj_points, [5, 95], axis=0)
-        self._push_hand = self.push_from == "hand" or (self.push_from == "size" and
-                                                      float(np.linalg.norm(hi - lo)) >= self.large_object_m)
+        self._push_hand = self.push_from == "hand" or (self.push_from == "size" and self._large(mot))
         if not mot.obj_moving:
             if self.in_contact or self._push_dir is None:
                 self._set_subgoals(ee[None])
