@@ -165,10 +165,13 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
                 "antialias": bool(cfg.sim.antialias)}  # frames rendered as the checkpoint's training frames were
     if int(e.plan_samples) != 1:  # the learning-free row's plan is the medoid of several
         protocol["plan_samples"] = [int(e.plan_samples), float(e.plan_sample_temperature)]
+    if float(e.ensemble) > 0:  # the learned rows average their overlapping action chunks
+        protocol["ensemble"] = float(e.ensemble)
     return {**protocol, "solver": dict(sorted(solver.items()))} if solver else protocol
 
 
-_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples")  # what every episode of one work directory must share
+_FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples",
+          "ensemble")  # what every episode of one work directory must share
 # fixed in a work directory, but rows of several checkpoints (antialias) or runs (the learning-free
 # rows' solver settings) may differ in a combined table: each row carries its own
 _PER_ROW = ("antialias", "solver")
@@ -177,8 +180,8 @@ _PER_ROW = ("antialias", "solver")
 def reads_solver(row: str) -> bool:
     """The rows `--solver` reaches: the learning-free ones, which run the geometric solver."""
     return row.startswith("sof_learning_free")
-_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0]}  # a protocol without the key (older files; no override) means this
-_COMPARED_WHEN_ABSENT = ("solver", "plan_samples")  # recorded only when not the default, so a missing key is the default
+_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0], "ensemble": 0.0}  # a protocol without the key (older files; no override) means this
+_COMPARED_WHEN_ABSENT = ("solver", "plan_samples", "ensemble")  # recorded only when not the default, so a missing key is the default
 
 
 def solver_overrides(items: list[str] | None) -> dict:
@@ -228,7 +231,7 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
     if path.is_file():
         stored = json.loads(path.read_text())
         # (work directories from before replan_every was recorded lack it: not compared there; a
-        # missing solver or plan_samples is the default, so those are compared)
+        # missing solver, plan_samples or ensemble is the default, so those are compared)
         clash = {k: (_protocol_value(stored, k), _protocol_value(protocol, k)) for k in _FIXED
                  if (k in stored or k in _COMPARED_WHEN_ABSENT) and _protocol_value(stored, k) != _protocol_value(protocol, k)}
         if clash:
@@ -446,6 +449,8 @@ def markdown(results: dict) -> str:
            if pr.get("solver") else "")
         + (f"learning-free plan = medoid of {pr['plan_samples'][0]} plans (greedy + sampled at temperature "
            f"{pr['plan_samples'][1]:g}); " if pr.get("plan_samples") else "")
+        + (f"learned rows average their overlapping action chunks (temporal ensembling, weight exp(-{pr['ensemble']:g} "
+           "x age in plans)); " if pr.get("ensemble") else "")
         + "score = mean over task x camera with its 95% Wilson interval",
         "",
         "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",

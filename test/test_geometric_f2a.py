@@ -473,7 +473,8 @@ def test_policy_plans_the_medoid_of_several_plans():
 
 
 def test_plan_sampling_is_part_of_the_protocol(tmp_path):
-    """Episodes planned on the medoid of several plans never mix with greedy ones in a work directory."""
+    """Episodes planned on the medoid of several plans (or with temporal ensembling) never mix with
+    greedy (plain) ones in a work directory."""
     from sof_ros.config import load_config
     from sof_ros.eval import open_work, protocol_of
 
@@ -483,6 +484,10 @@ def test_plan_sampling_is_part_of_the_protocol(tmp_path):
     cfg.eval.plan_samples = 8
     assert protocol_of(cfg)["plan_samples"] == [8, 1.0]
     with pytest.raises(SofError, match="another protocol.*plan_samples"):
+        open_work(tmp_path, protocol_of(cfg))
+    cfg.eval.plan_samples, cfg.eval.ensemble = 1, 0.5  # temporal ensembling of the learned rows: the same
+    assert protocol_of(cfg)["ensemble"] == 0.5
+    with pytest.raises(SofError, match="another protocol.*ensemble"):
         open_work(tmp_path, protocol_of(cfg))
 
 
