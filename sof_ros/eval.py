@@ -134,7 +134,8 @@ def _run_job(job: dict) -> dict:
     if not todo:
         return {**job, "ran": 0}
     with solver_settings(job.get("solver") or {}):
-        policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"])
+        policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"],
+                             eval_cfg=job["eval"])
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
                    with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,11 +168,13 @@ def protocol_of(cfg: SofConfig, replan_every: int | None = None, solver: dict | 
         protocol["plan_samples"] = [int(e.plan_samples), float(e.plan_sample_temperature)]
     if float(e.ensemble) > 0:  # the learned rows average their overlapping action chunks
         protocol["ensemble"] = float(e.ensemble)
+    if float(e.plan_flow_scale) != 1.0:  # the learning-free row reads its predicted plans scaled
+        protocol["plan_flow_scale"] = float(e.plan_flow_scale)
     return {**protocol, "solver": dict(sorted(solver.items()))} if solver else protocol
 
 
 _FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "antialias", "plan_samples",
-          "ensemble")  # what every episode of one work directory must share
+          "ensemble", "plan_flow_scale")  # what every episode of one work directory must share
 # fixed in a work directory, but rows of several checkpoints (antialias) or runs (the learning-free
 # rows' solver settings) may differ in a combined table: each row carries its own
 _PER_ROW = ("antialias", "solver")
@@ -180,8 +183,8 @@ _PER_ROW = ("antialias", "solver")
 def reads_solver(row: str) -> bool:
     """The rows `--solver` reaches: the learning-free ones, which run the geometric solver."""
     return row.startswith("sof_learning_free")
-_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0], "ensemble": 0.0}  # a protocol without the key (older files; no override) means this
-_COMPARED_WHEN_ABSENT = ("solver", "plan_samples", "ensemble")  # recorded only when not the default, so a missing key is the default
+_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0], "ensemble": 0.0, "plan_flow_scale": 1.0}  # a protocol without the key (older files; no override) means this
+_COMPARED_WHEN_ABSENT = ("solver", "plan_samples", "ensemble", "plan_flow_scale")  # recorded only when not the default, so a missing key is the default
 
 
 def solver_overrides(items: list[str] | None) -> dict:
@@ -231,7 +234,7 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
     if path.is_file():
         stored = json.loads(path.read_text())
         # (work directories from before replan_every was recorded lack it: not compared there; a
-        # missing solver, plan_samples or ensemble is the default, so those are compared)
+        # missing solver, plan_samples, ensemble or plan_flow_scale is the default, so those are compared)
         clash = {k: (_protocol_value(stored, k), _protocol_value(protocol, k)) for k in _FIXED
                  if (k in stored or k in _COMPARED_WHEN_ABSENT) and _protocol_value(stored, k) != _protocol_value(protocol, k)}
         if clash:
@@ -270,13 +273,13 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
         make_arm(e.tasks[0], cfg.sim, camera=cam).close()
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
         with solver_settings(solver):
-            load_policy(row, checkpoint, device, task=e.tasks[0])
+            load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e)
     work = Path(work)
     protocol = open_work(work, protocol_of(cfg, replan_every, solver))
     n = int(episodes or e.episodes_per_task_camera)
     seeds = list(range(e.first_seed, e.first_seed + n))
     jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
-                 solver=solver, sim=cfg.sim, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
+                 solver=solver, sim=cfg.sim, eval=e, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
             for r in rows for t in e.tasks for c in e.cameras]
     i, n_shards = shard
     jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
@@ -571,6 +574,9 @@ def main(argv=None):
             solver = solver_overrides(a.solver)
             cfg = eval_config(a.checkpoint, a.config)
             e = cfg.eval
+            replan_every = a.replan_every
+            if replan_every is None and e.replan_every != eval_config(a.checkpoint, None).eval.replan_every:
+                replan_every = e.replan_every  # --config changed the interval: an override, recorded as one
             for key in ("tasks", "cameras", "first_seed", "max_steps"):
                 if getattr(a, key) is not None:
                     setattr(e, key, getattr(a, key))
@@ -581,7 +587,7 @@ def main(argv=None):
                 assert 0 <= i < n
             except (ValueError, AssertionError):
                 raise SofError(f"--shard must be i/n with 0 <= i < n, got '{a.shard}'") from None
-            results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, a.replan_every,
+            results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, replan_every,
                                workers=a.workers, shard=(i, n), solver=solver)
         if not results["rows"]:
             raise SofError(f"nothing to report: {a.work} holds no finished episodes")

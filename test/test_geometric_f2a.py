@@ -655,3 +655,40 @@ def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, mo
     assert res["rows"]["sof_learning_free"]["solver"] == {}
     text = markdown({**res, "command": "sof-eval --combine a.json b.json", "commit": "x", "machine": "m"})
     assert "| gain=0.3, held_motion=translation | `" in text and "| the row's defaults | `" in text, text
+
+
+def test_sof_eval_config_settings_reach_the_policy_and_the_protocol(tmp_path, monkeypatch):
+    """An `eval` key of sof-eval --config that a policy reads at run time (temporal ensembling, the plan
+    flow scale, the re-plan interval) is what the policy runs with and what the protocol records.
+    It used to reach the protocol only: a run "with ensembling" repeated the plain run episode for
+    episode, while its results file said otherwise."""
+    pytest.importorskip("metaworld")
+    import json
+
+    import yaml
+
+    from sof_ros import eval as sof_eval
+
+    seen = []
+
+    def spy_rollout(arm, seed, max_steps, policy, instruction=None):
+        seen.append(dict(ensemble=policy.ensemble, flow_scale=policy.solver.flow_scale, every=policy.replan_every))
+        return False, 1, [0.0], [0.0]
+
+    monkeypatch.setattr(sof_eval, "rollout", spy_rollout)
+    ckpt = str(Path(__file__).resolve().parents[1] / "models" / "sof_metaworld_v2")
+    base = ["--checkpoint", ckpt, "--rows", "sof_learning_free", "--tasks", "button-press-topdown",
+            "--cameras", "corner", "--episodes", "1", "--max-steps", "2"]
+    sof_eval.main(base + ["--work", str(tmp_path / "plain"), "--out", str(tmp_path / "plain.json")])
+    own = seen.pop()
+    assert own["ensemble"] == 0.0 and own["flow_scale"] == 1.0
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"eval": {"ensemble": 0.5, "plan_flow_scale": 2.0,
+                                            "replan_every": own["every"] * 2}}))
+    sof_eval.main(base + ["--config", str(cfg), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "a.json")])
+    assert seen == [dict(ensemble=0.5, flow_scale=2.0, every=own["every"] * 2)]
+    protocol = json.loads((tmp_path / "w" / "protocol.json").read_text())
+    assert (protocol["ensemble"], protocol["plan_flow_scale"], protocol["replan_every"]) == (0.5, 2.0, own["every"] * 2)
+    plain = json.loads((tmp_path / "plain" / "protocol.json").read_text())
+    assert "ensemble" not in plain and "plan_flow_scale" not in plain and plain["replan_every"] == 0
+    assert "temporal ensembling" in (tmp_path / "a.md").read_text()

@@ -10,6 +10,7 @@ This module is NumPy-only so the ROS nodes and their tests can use the types wit
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -116,10 +117,12 @@ def stages_for(rows) -> tuple[str, ...]:
 
 
 def load_policy(name: str, checkpoint: str | None = None, device: str = "cpu", replan_every: int | None = None,
-                task: str | None = None) -> Policy:
+                task: str | None = None, eval_cfg=None) -> Policy:
     """The policy for row `name` (or a "module:Class" with the same `load` signature, e.g. a test
     double), loaded from `checkpoint`. `task` is only read by the scripted expert. `replan_every`
-    None keeps the row's own interval; 0 or less is refused (it used to mean the default silently)."""
+    None keeps the row's own interval; 0 or less is refused (it used to mean the default silently).
+    `eval_cfg` (an `EvalConfig`) replaces the checkpoint's own `eval` section for the rows that read
+    one (temporal ensembling, plan sampling, plan flow scale): an evaluation's protocol is the policy's."""
     if replan_every is not None and int(replan_every) < 1:
         raise SofError(f"replan_every must be a positive number of control steps, got {replan_every}; "
                        "leave it out for the row's own interval")
@@ -131,4 +134,7 @@ def load_policy(name: str, checkpoint: str | None = None, device: str = "cpu", r
             raise SofError(f"cannot import policy class '{name}': {exc}") from None
     else:
         cls = row_spec(name).cls()
-    return cls.load(checkpoint, device=device, replan_every=replan_every, task=task)
+    extra = {}
+    if eval_cfg is not None and "eval_cfg" in inspect.signature(cls.load).parameters:  # rows without a
+        extra["eval_cfg"] = eval_cfg  # checkpoint config (expert, oracle) read no evaluation settings
+    return cls.load(checkpoint, device=device, replan_every=replan_every, task=task, **extra)

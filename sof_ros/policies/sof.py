@@ -2,6 +2,8 @@
 the comparisons trained on the same data (Skill2Action, behaviour cloning, pixel-space skills)."""
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,9 @@ class CheckpointPolicy:
         self._gen = torch.Generator(device=device).manual_seed(0)
 
     @classmethod
-    def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
+    def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None,
+             eval_cfg=None):
+        """`eval_cfg`: the evaluation settings to run with instead of the checkpoint's own `eval` section."""
         from sof_ros.config import load_checkpoint_config
         from sof_ros.train import build_models, load_weights
 
@@ -54,6 +58,8 @@ class CheckpointPolicy:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise SofError("--device cuda requested but no CUDA device is available; use --device cpu")
         cfg = load_checkpoint_config(path)
+        if eval_cfg is not None:
+            cfg.eval = copy.deepcopy(eval_cfg)
         models = build_models(cfg)
         for stage in row_spec(cls.name).stages:
             load_weights(models[stage], path / f"{stage}.pt", device)
