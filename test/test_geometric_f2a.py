@@ -364,6 +364,10 @@ def test_stall_asks_for_a_fresh_plan(scene):
         s.act(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], step, scene["mask"], scene["robot"], plan_id=1)
     assert s.needs_replan and s.replans == 1, s.last_reason
     assert "stalled" in s.last_reason
+    for step in range(16, 30):  # backed off, the approach dropped: nothing to chase until the fresh plan
+        a = s.act(plan, scene["depth"], scene["K"], scene["P"], scene["ee"], step, scene["mask"], scene["robot"],
+                  plan_id=1)
+    assert np.all(a[:3] == 0) and s.last_reason.count("no subgoal") == 1, s.last_reason  # said once, not per step
 
 
 @pytest.mark.parametrize("case", ["holding", "unusable_plan"])

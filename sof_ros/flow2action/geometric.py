@@ -335,6 +335,9 @@ def _world_T(P: np.ndarray, T_cam: np.ndarray) -> np.ndarray:
     return P @ T_cam @ Pinv
 
 
+NO_SUBGOAL = "; no subgoal: zero motion"
+
+
 # --- the solver ---------------------------------------------------------------------------
 class GeometricFlow2Action:
     """Flow plan + depth + object mask + camera model + TCP position -> actions [dx, dy, dz, grip].
@@ -918,8 +921,8 @@ class GeometricFlow2Action:
             self._hold -= 1
         if self._backoff > 0:
             self._backoff -= 1
-        if tgt is None:
-            return self._zero(self.last_reason + "; no subgoal: zero motion")
+        if tgt is None:  # the plan's own reason, said once (it grew by one suffix per control step)
+            return self._zero(self.last_reason if self.last_reason.endswith(NO_SUBGOAL) else self.last_reason + NO_SUBGOAL)
         self.current_target = tgt
         a = np.zeros(4)
         a[:3] = np.clip(self.gain * (tgt - ee) / ACTION_SCALE_M, -1.0, 1.0)
