@@ -274,6 +274,8 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
         with solver_settings(solver):
             load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e)
+    if replan_every is None and checkpoint and e.replan_every != eval_config(checkpoint, None).eval.replan_every:
+        replan_every = e.replan_every  # a config changed the checkpoint's interval: an override, recorded as one
     work = Path(work)
     protocol = open_work(work, protocol_of(cfg, replan_every, solver))
     n = int(episodes or e.episodes_per_task_camera)
@@ -574,9 +576,6 @@ def main(argv=None):
             solver = solver_overrides(a.solver)
             cfg = eval_config(a.checkpoint, a.config)
             e = cfg.eval
-            replan_every = a.replan_every
-            if replan_every is None and e.replan_every != eval_config(a.checkpoint, None).eval.replan_every:
-                replan_every = e.replan_every  # --config changed the interval: an override, recorded as one
             for key in ("tasks", "cameras", "first_seed", "max_steps"):
                 if getattr(a, key) is not None:
                     setattr(e, key, getattr(a, key))
@@ -587,7 +586,7 @@ def main(argv=None):
                 assert 0 <= i < n
             except (ValueError, AssertionError):
                 raise SofError(f"--shard must be i/n with 0 <= i < n, got '{a.shard}'") from None
-            results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, replan_every,
+            results = evaluate(a.checkpoint, a.rows or e.rows, cfg, a.work, a.device, a.replan_every,
                                workers=a.workers, shard=(i, n), solver=solver)
         if not results["rows"]:
             raise SofError(f"nothing to report: {a.work} holds no finished episodes")
