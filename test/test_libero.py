@@ -210,3 +210,38 @@ def test_panda_graph_in_sim_mode_over_dds_succeeds_with_the_shipped_checkpoint(t
     assert s["success"], json.dumps(s) + logs
     assert proc.returncode == 0 and not s["died"]
     assert s["counts"]["nonzero_commands"] > 10 and s["counts"]["flow_plans"] > 2
+
+
+def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp_path, monkeypatch, capsys):
+    """A config that re-plans every 16 steps (the learning-free row's interval) is recorded as an
+    override by the evaluation; the report then asked for the checkpoint's own interval and refused
+    to merge the run it had just finished. Now it reports what the work directory holds, and says so."""
+    import yaml
+
+    from sof_ros import eval as sof_eval
+    from sof_ros.bench.libero import main as bench_main
+    from sof_ros.eval import open_work, protocol_of
+
+    task = "put_the_bowl_on_the_stove"
+
+    def fake_evaluate(checkpoint, rows, cfg, work, episodes=None, **kw):
+        open_work(Path(work), protocol_of(cfg, 16))  # as evaluate records a config's interval
+        path = Path(work) / "episodes" / rows[0] / task / "agentview.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"seed": 0, "success": True, "steps": 50, "wall_s": 1.0}) + "\n")
+
+    monkeypatch.setattr(sof_eval, "evaluate", fake_evaluate)
+    cfg = yaml.safe_load((ROOT / "config" / "libero.yaml").read_text())
+    cfg["eval"]["replan_every"] = 16
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "r.json"
+    args = ["--config", str(tmp_path / "c.yaml"), "--checkpoint", str(CHECKPOINT), "--rows", "sof_learning_free",
+            "--tasks", task, "--episodes", "1", "--work", str(tmp_path / "w"), "--out", str(out)]
+    assert bench_main(args) in (None, 0)
+    res = json.loads(out.read_text())
+    assert res["protocol"]["replan_every"] == 16
+    assert res["suites"]["libero_goal"]["rows"]["sof_learning_free"]["per_task"] == {task: 1.0}
+    assert "re-planning every 16 control steps" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):  # a clear message, not a traceback
+        bench_main(["--merge-only", "--work", str(tmp_path / "none"), "--out", str(tmp_path / "n.json")])
+    assert "holds no evaluation (no protocol.json)" in capsys.readouterr().err
