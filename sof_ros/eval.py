@@ -178,13 +178,28 @@ _FIXED = ("max_steps", "first_seed", "resolution", "replan_every", "solver", "an
 # fixed in a work directory, but rows of several checkpoints (antialias) or runs (the learning-free
 # rows' solver settings) may differ in a combined table: each row carries its own
 _PER_ROW = ("antialias", "solver")
+_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0], "ensemble": 0.0, "plan_flow_scale": 1.0}  # a protocol without the key (older files; no override) means this
+_COMPARED_WHEN_ABSENT = ("solver", "plan_samples", "ensemble", "plan_flow_scale")  # recorded only when not the default, so a missing key is the default
+RUN_SETTINGS = ("replan_every", "solver", "plan_samples", "ensemble", "plan_flow_scale")  # how the policies ran
 
 
 def reads_solver(row: str) -> bool:
     """The rows `--solver` reaches: the learning-free ones, which run the geometric solver."""
     return row.startswith("sof_learning_free")
-_ABSENT = {"replan_every": 0, "solver": {}, "plan_samples": [1, 0.0], "ensemble": 0.0, "plan_flow_scale": 1.0}  # a protocol without the key (older files; no override) means this
-_COMPARED_WHEN_ABSENT = ("solver", "plan_samples", "ensemble", "plan_flow_scale")  # recorded only when not the default, so a missing key is the default
+
+
+def settings_words(pr: dict) -> str:
+    """The protocol's run settings that are not the defaults, as clauses of a results table's protocol
+    line (sof-eval's and sof-bench libero's)."""
+    return ((f"re-planning every {pr['replan_every']} control steps; " if pr.get("replan_every") else "")
+            + ("learning-free solver settings " + ", ".join(f"{k}={v}" for k, v in pr["solver"].items()) + "; "
+               if pr.get("solver") else "")
+            + (f"learning-free plan = medoid of {pr['plan_samples'][0]} plans (greedy + sampled at temperature "
+               f"{pr['plan_samples'][1]:g}); " if pr.get("plan_samples") else "")
+            + (f"learned rows average their overlapping action chunks (temporal ensembling, weight "
+               f"exp(-{pr['ensemble']:g} x age in plans)); " if pr.get("ensemble") else "")
+            + (f"learning-free row reads its predicted plans at {pr['plan_flow_scale']:g}x their motion; "
+               if pr.get("plan_flow_scale") else ""))
 
 
 def solver_overrides(items: list[str] | None) -> dict:
@@ -449,14 +464,8 @@ def markdown(results: dict) -> str:
         *markdown_header("MetaWorld closed-loop success", results),
         f"- protocol: {len(tasks)} tasks x cameras {', '.join(pr['cameras'])}; held-out seeds from "
         f"{pr['first_seed']}; at most {pr['max_steps']} control steps; {pr['resolution'][0]}x{pr['resolution'][1]} "
-        + {True: "antialiased ", False: "not antialiased "}.get(pr.get("antialias"), "") + "renders; " + (f"re-planning every {pr['replan_every']} steps; " if pr.get("replan_every") else "")
-        + ("learning-free solver settings " + ", ".join(f"{k}={v}" for k, v in pr["solver"].items()) + "; "
-           if pr.get("solver") else "")
-        + (f"learning-free plan = medoid of {pr['plan_samples'][0]} plans (greedy + sampled at temperature "
-           f"{pr['plan_samples'][1]:g}); " if pr.get("plan_samples") else "")
-        + (f"learned rows average their overlapping action chunks (temporal ensembling, weight exp(-{pr['ensemble']:g} "
-           "x age in plans)); " if pr.get("ensemble") else "")
-        + "score = mean over task x camera with its 95% Wilson interval",
+        + {True: "antialiased ", False: "not antialiased "}.get(pr.get("antialias"), "") + "renders; "
+        + settings_words(pr) + "score = mean over task x camera with its 95% Wilson interval",
         "",
         "| row | " + " | ".join(tasks) + " | average [95% CI] | episodes per task x camera | s/episode |",
         "|---|" + "---|" * (len(tasks) + 3),

@@ -695,4 +695,5 @@ def test_sof_eval_config_settings_reach_the_policy_and_the_protocol(tmp_path, mo
     assert (protocol["ensemble"], protocol["plan_flow_scale"], protocol["replan_every"]) == (0.5, 2.0, own["every"] * 2)
     plain = json.loads((tmp_path / "plain" / "protocol.json").read_text())
     assert "ensemble" not in plain and "plan_flow_scale" not in plain and plain["replan_every"] == 0
-    assert "temporal ensembling" in (tmp_path / "a.md").read_text()
+    md = (tmp_path / "a.md").read_text()
+    assert "temporal ensembling" in md and f"re-planning every {own['every'] * 2} control steps" in md and "at 2x their motion" in md

@@ -104,6 +104,7 @@ def _by_suite(per_suite: dict, text) -> str:
 
 def markdown(res: dict) -> str:
     from sof_ros.bench.meta import markdown_header
+    from sof_ros.eval import settings_words
 
     pr = res["protocol"]
     # rows of one suite share their episode count; suites may differ (run by separate invocations)
@@ -113,11 +114,7 @@ def markdown(res: dict) -> str:
         f"- protocol: initial states {_by_suite(per_suite, lambda n: f'{first}..{first + n - 1}')} of every task "
         f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {_by_suite(per_suite, str)} episodes per task, "
         f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
-        f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; "
-        + (f"re-planning every {pr['replan_every']} control steps (not the checkpoint's own interval); "
-           if pr.get("replan_every") else "")
-        + (f"learning-free solver settings {', '.join(f'{k}={v}' for k, v in pr['solver'].items())}; "
-           if pr.get("solver") else "")
+        f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; " + settings_words(pr)
         + "average = mean over tasks with the 95% Wilson interval of the pooled episodes"]
     for row, prov in res.get("rows_provenance", {}).items():
         lines.append(f"- row {row}: run at `{prov['commit']}` by `{prov['command']}`")
@@ -137,7 +134,7 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     def body():
         from sof_ros.bench.meta import command_line, git_commit, machine
-        from sof_ros.eval import eval_config, evaluate, merge
+        from sof_ros.eval import RUN_SETTINGS, eval_config, evaluate, merge
         from sof_ros.sim.libero_env import ENV_STEPS_PER_CONTROL
 
         p = argparse.ArgumentParser(prog="sof-bench libero", description=__doc__,
@@ -180,8 +177,7 @@ def main(argv=None):
                             "max_steps_env": protocol["max_steps"] * ENV_STEPS_PER_CONTROL, "episodes_per_task": n,
                             "first_seed": protocol["first_seed"], "camera": protocol["cameras"][0],
                             "resolution": protocol["resolution"], "checkpoint": a.checkpoint,
-                            "replan_every": int(protocol.get("replan_every", 0)),  # 0: each row's own
-                            **({"solver": protocol["solver"]} if protocol.get("solver") else {}),
+                            **{k: protocol[k] for k in RUN_SETTINGS if k in protocol},  # replan_every 0: each row's own
                             "demonstrations": demonstrations_of(a.checkpoint),
                             "control": "one control step = 2 LIBERO env steps (10 Hz); action 1.0 = 0.01 m of "
                                        "end-effector target (sof_ros.sim.libero_env)"},

@@ -338,6 +338,13 @@ def _world_T(P: np.ndarray, T_cam: np.ndarray) -> np.ndarray:
 NO_SUBGOAL = "; no subgoal: zero motion"
 
 
+def _count_or_off(name: str, value) -> int:
+    """A solver setting that counts steps or plans, 0 meaning the rule is off."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise SofError(f"{name} must be a whole number >= 0 (0: off), got {value!r}")
+    return int(value)
+
+
 # --- the solver ---------------------------------------------------------------------------
 class GeometricFlow2Action:
     """Flow plan + depth + object mask + camera model + TCP position -> actions [dx, dy, dz, grip].
@@ -382,13 +389,8 @@ class GeometricFlow2Action:
         self.push_back_m, self.push_down_m, self.release_m = float(push_back_m), float(push_down_m), float(release_m)
         self.drop_m = float(drop_m)
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
-        if isinstance(idle_steps, bool) or not isinstance(idle_steps, (int, np.integer)) or idle_steps < 0:
-            raise SofError(f"idle_steps must be a whole number >= 0 (0: off), got {idle_steps!r}")
-        self.idle_steps = int(idle_steps)
-        if isinstance(push_to_grasp_plans, bool) or not isinstance(push_to_grasp_plans, (int, np.integer)) \
-                or push_to_grasp_plans < 0:
-            raise SofError(f"push_to_grasp_plans must be a whole number >= 0 (0: off), got {push_to_grasp_plans!r}")
-        self.push_to_grasp_plans = int(push_to_grasp_plans)
+        self.idle_steps = _count_or_off("idle_steps", idle_steps)
+        self.push_to_grasp_plans = _count_or_off("push_to_grasp_plans", push_to_grasp_plans)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")

@@ -3,7 +3,6 @@ the comparisons trained on the same data (Skill2Action, behaviour cloning, pixel
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 
 import numpy as np
