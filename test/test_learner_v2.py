@@ -333,8 +333,15 @@ def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
     shared = Dataset(tmp_path / "one").episodes()
     assert [(e.index, e.camera) for e in shared] == [(0, "corner"), (1, "corner"), (100000, "corner3"),
                                                       (100001, "corner3")]
+    # so does a process collecting another task, in the block it is given
+    main(["--out", str(tmp_path / "one"), "--config", str(cfg), "--tasks", "door-open", "--episodes", "1",
+          "--cameras", "corner", "--block", "2"])
+    assert [(e.index, e.task) for e in Dataset(tmp_path / "one").episodes()][-1] == (200000, "door-open")
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "one"), "--config", str(cfg), "--tasks", "door-open", "--episodes", "1",
+              "--cameras", "corner", "--camera-index", "0", "--block", "2"])
     for bad in (-1, 10):  # a negative or seventh-digit episode number would sort out of order
-        with pytest.raises(DatasetError, match="--camera-index takes 0 to 9"):
+        with pytest.raises(DatasetError, match="--camera-index and --block take 0 to 9"):
             Dataset(tmp_path / "one").next_index(bad)
 
 

@@ -123,6 +123,9 @@ def main(argv=None):
         p.add_argument("--camera-index", type=int, help="with one camera: its place in the full camera list "
                        "(seeds seed + index * episodes), to collect cameras in parallel processes, into one --out "
                        f"(episodes numbered from index * {INDEX_BLOCK})")
+        p.add_argument("--block", type=int, help=f"number this process's episodes from block * {INDEX_BLOCK}, so "
+                       "processes collecting different --tasks can write one --out at once (each task's expert "
+                       "noise then continues from the tasks before it in that process only)")
         p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="image size")
         p.add_argument("--act-fraction", type=float, help="share of episodes per task marked as D_act")
         p.add_argument("--only-successful", action="store_true", help="drop failed expert episodes")
@@ -138,10 +141,12 @@ def main(argv=None):
             if len(cameras) != 1:
                 raise SofError("--camera-index goes with exactly one --cameras entry")
             seed += a.camera_index * n
+        if a.block is not None and a.camera_index is not None:
+            raise SofError("--block and --camera-index both choose the episode numbers; give one")
         rates = collect(a.out, a.tasks or c.tasks, n, seed, cfg.sim,
                         c.act_fraction if a.act_fraction is None else a.act_fraction,
                         c.expert_noise, list(cameras), a.only_successful or c.only_successful,
-                        depth=c.depth, index_block=a.camera_index)
+                        depth=c.depth, index_block=a.camera_index if a.block is None else a.block)
         print("expert success per task:")
         for task, rate in rates.items():
             print(f"  {task:24s} {rate:.2f}")

@@ -136,10 +136,11 @@ class Dataset:
 
     def next_index(self, block: int | None = None) -> int:
         """The number for the next episode; within `block` (episodes block * INDEX_BLOCK onwards), so
-        processes that each own a block (`sof-collect --camera-index`) can write one dataset at once."""
+        processes that each own a block (`sof-collect --camera-index` or `--block`) can write one
+        dataset at once."""
         if block is not None and not 0 <= int(block) < INDEX_BLOCKS:
             raise DatasetError(f"episode block {block} is outside 0..{INDEX_BLOCKS - 1} (episode numbers hold 6 "
-                               f"digits); sof-collect --camera-index takes 0 to {INDEX_BLOCKS - 1}")
+                               f"digits); sof-collect --camera-index and --block take 0 to {INDEX_BLOCKS - 1}")
         lo = 0 if block is None else int(block) * INDEX_BLOCK
         hi = None if block is None else lo + INDEX_BLOCK
         taken = [int(p.stem.split("_")[1]) for p in self.episode_paths()]
