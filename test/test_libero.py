@@ -224,7 +224,10 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
 
     task = "put_the_bowl_on_the_stove"
 
+    seen = {}
+
     def fake_evaluate(checkpoint, rows, cfg, work, episodes=None, **kw):
+        seen.update(kw)
         open_work(Path(work), protocol_of(cfg, 16))  # as evaluate records a config's interval
         path = Path(work) / "episodes" / rows[0] / task / "agentview.jsonl"
         path.parent.mkdir(parents=True)
@@ -237,7 +240,8 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     out = tmp_path / "r.json"
     args = ["--config", str(tmp_path / "c.yaml"), "--checkpoint", str(CHECKPOINT), "--rows", "sof_learning_free",
             "--tasks", task, "--episodes", "1", "--work", str(tmp_path / "w"), "--out", str(out)]
-    assert bench_main(args) in (None, 0)
+    assert bench_main(args + ["--workers", "2"]) in (None, 0)
+    assert seen["workers"] == 2  # both cores, and the row's provenance recorded by sof-bench itself
     res = json.loads(out.read_text())
     assert res["protocol"]["replan_every"] == 16
     assert res["suites"]["libero_goal"]["rows"]["sof_learning_free"]["per_task"] == {task: 1.0}
@@ -245,3 +249,6 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     with pytest.raises(SystemExit):  # a clear message, not a traceback
         bench_main(["--merge-only", "--work", str(tmp_path / "none"), "--out", str(tmp_path / "n.json")])
     assert "holds no evaluation (no protocol.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_main(args + ["--workers", "0"])
+    assert "--workers must be at least 1" in capsys.readouterr().err

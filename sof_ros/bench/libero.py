@@ -145,6 +145,8 @@ def main(argv=None):
         p.add_argument("--tasks", nargs="+", help="default: the config's eval.tasks (both suites)")
         p.add_argument("--episodes", type=int, help="initial states per task (default: eval.episodes_per_task_camera)")
         p.add_argument("--work", default="runs/eval/libero", help="sof-eval work directory (resumable)")
+        p.add_argument("--workers", type=int, default=1, help="episode processes (one per CPU core; LIBERO renders "
+                       "and steps on the CPU)")
         p.add_argument("--merge-only", action="store_true", help="report what --work holds, run nothing")
         p.add_argument("--out", default="benchmarks/results/libero.json")
         a = p.parse_args(argv)
@@ -159,8 +161,10 @@ def main(argv=None):
             e.episodes_per_task_camera = a.episodes
         rows = list(a.rows or e.rows)
         work = Path(a.work)
+        if a.workers < 1:
+            raise SofError(f"--workers must be at least 1, got {a.workers}")
         if not a.merge_only:
-            evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera)
+            evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera, workers=a.workers)
             record_provenance(work, rows, provenance)
         # what the work directory holds, as evaluate fixed it (a config's re-plan interval recorded as an
         # override: asking again with the checkpoint's own refused the merge of a run that had finished)
