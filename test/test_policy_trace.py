@@ -32,8 +32,11 @@ def test_sof_plans_of_each_runtime_equal_eager_plans(runtime):
                          ee_pos=np.array([0.0, 0.6, 0.2]) + rng.normal(0, 0.05, 3), gripper=float(rng.uniform()))
         a, b = eager.plan(obs, instructions[k % 4]), traced.plan(obs, instructions[k % 4])
         np.testing.assert_array_equal(a.tokens, b.tokens)
-        np.testing.assert_allclose(a.flow, b.flow, atol=1e-5)
-        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)  # float32 rounding of another kernel library
+        # float32 rounding of another kernel library, which depends on the CPU: ONNX Runtime's actions
+        # were 1.06e-5 off eager on an Intel Xeon and within 1e-5 on an AMD EPYC; 1e-4 of an action is
+        # 1 micrometre of end-effector motion, and a wrong trace is off by orders of magnitude more
+        np.testing.assert_allclose(a.flow, b.flow, atol=1e-4)
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
         assert a.image_size == b.image_size == size
         tokens.add(tuple(a.tokens))
     assert len(tokens) > 1  # the trace did not freeze one input's tokens into a constant
