@@ -202,6 +202,13 @@ def settings_words(pr: dict) -> str:
                if pr.get("plan_flow_scale") else ""))
 
 
+def require_at_least_one(flags: dict) -> None:
+    """Command-line counts that must be >= 1 when given (0 used to fall back to the default silently)."""
+    for flag, value in flags.items():
+        if value is not None and value < 1:
+            raise SofError(f"{flag} must be at least 1, got {value}; leave it out for the protocol's own")
+
+
 def solver_overrides(items: list[str] | None) -> dict:
     """--solver KEY=VALUE ... -> keyword arguments of the geometric solver (values read as YAML:
     numbers, words, true/false), each checked by building a solver with them."""
@@ -578,10 +585,8 @@ def main(argv=None):
         elif a.merge_only:
             results = merge(Path(a.work))
         else:
-            for flag, value in (("--episodes", a.episodes), ("--max-steps", a.max_steps),
-                                ("--replan-every", a.replan_every), ("--workers", a.workers)):
-                if value is not None and value < 1:  # 0 used to fall back to the default silently
-                    raise SofError(f"{flag} must be at least 1, got {value}; leave it out for the protocol's own")
+            require_at_least_one({"--episodes": a.episodes, "--max-steps": a.max_steps,
+                                  "--replan-every": a.replan_every, "--workers": a.workers})
             solver = solver_overrides(a.solver)
             cfg = eval_config(a.checkpoint, a.config)
             e = cfg.eval

@@ -134,7 +134,7 @@ def markdown(res: dict) -> str:
 def main(argv=None):
     def body():
         from sof_ros.bench.meta import command_line, git_commit, machine
-        from sof_ros.eval import RUN_SETTINGS, eval_config, evaluate, merge
+        from sof_ros.eval import RUN_SETTINGS, eval_config, evaluate, merge, require_at_least_one
         from sof_ros.sim.libero_env import ENV_STEPS_PER_CONTROL
 
         p = argparse.ArgumentParser(prog="sof-bench libero", description=__doc__,
@@ -150,6 +150,7 @@ def main(argv=None):
         p.add_argument("--merge-only", action="store_true", help="report what --work holds, run nothing")
         p.add_argument("--out", default="benchmarks/results/libero.json")
         a = p.parse_args(argv)
+        require_at_least_one({"--workers": a.workers})
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         cfg = eval_config(a.checkpoint, a.config)
         if cfg.sim.backend != "libero":
@@ -161,17 +162,13 @@ def main(argv=None):
             e.episodes_per_task_camera = a.episodes
         rows = list(a.rows or e.rows)
         work = Path(a.work)
-        if a.workers < 1:
-            raise SofError(f"--workers must be at least 1, got {a.workers}")
         if not a.merge_only:
             evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera, workers=a.workers)
             record_provenance(work, rows, provenance)
         # what the work directory holds, as evaluate fixed it (a config's re-plan interval recorded as an
-        # override: asking again with the checkpoint's own refused the merge of a run that had finished)
-        if not (work / "protocol.json").is_file():
-            raise SofError(f"{work} holds no evaluation (no protocol.json); run sof-bench libero without --merge-only first")
-        protocol = json.loads((work / "protocol.json").read_text())
-        merge(work, protocol)  # checks the work directory
+        # override: asking again with the checkpoint's own refused the merge of a run that had finished);
+        # merge reads it, checks the work directory and refuses one without an evaluation
+        protocol = merge(work)["protocol"]
         suites = split_by_suite(work, protocol, rows)
         if not suites:
             raise SofError(f"nothing to report: {work} holds no finished episodes")
