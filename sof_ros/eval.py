@@ -6,8 +6,9 @@ The protocol (tasks, cameras, steps, resolution, seeds) is read from the checkpo
 then from `--config`, then from the flags, so a quick look and the table cannot silently differ.
 
 An evaluation lives in a work directory (`--work`): its protocol is fixed there, every finished
-episode is appended to `episodes/<row>/<task>/<camera>.jsonl`, and a re-run skips what is done, so
-an interrupted run loses at most the episodes in flight. `--shard i/n` runs every n-th
+episode is appended to `episodes/<row>/<task>/<camera>.jsonl` with the commit and machine that ran
+it, and a re-run skips what is done, so an interrupted run loses at most the episodes in flight (and
+a row finished by several runs says which code ran its episodes). `--shard i/n` runs every n-th
 (row, task, camera) job; any invocation merges everything the work directory holds for the
 protocol into the results file (JSON, markdown, bar plot with CIs); `--merge-only` just merges.
 `--combine A.json B.json` puts the rows of results files of one protocol into one table, each row
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sof_ros.bench.meta import command_line, git_commit, machine, markdown_header
+from sof_ros.bench.meta import command_line, git_commit, machine, markdown_header, short_commit
 from sof_ros.config import SofConfig, load_checkpoint_config, load_config
 from sof_ros.errors import SofError, run_cli
 from sof_ros.policies import ROWS
@@ -143,7 +144,8 @@ def _run_job(job: dict) -> dict:
         for seed in todo:
             t0 = time.time()
             ok, steps, lat, plat = rollout(arm, seed, job["max_steps"], policy)
-            rec = {"seed": seed, "success": bool(ok), "steps": steps, "wall_s": round(time.time() - t0, 3)}
+            rec = {"seed": seed, "success": bool(ok), "steps": steps, "wall_s": round(time.time() - t0, 3),
+                   "commit": job["commit"], "machine": job["machine"]}
             if job["row"] != "expert":  # privileged state: no inference worth timing
                 rec["step_ms"] = [round(x, 3) for x in lat]
                 rec["plan_ms"] = [round(x, 3) for x in plat]
@@ -273,9 +275,10 @@ def _extend_protocol(path: Path, protocol: dict) -> dict:
 
 def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str | Path, device: str = "cpu",
              replan_every: int | None = None, progress: bool = True, workers: int = 1, shard: tuple[int, int] = (0, 1),
-             episodes: int | None = None, solver: dict | None = None) -> dict:
+             episodes: int | None = None, solver: dict | None = None, started=None) -> dict:
     """Run what is missing of rows x tasks x cameras x seeds in `work`, then merge it all. `solver`:
-    settings of the learning-free rows' geometric solver (sof-eval --solver), part of the protocol."""
+    settings of the learning-free rows' geometric solver (sof-eval --solver), part of the protocol.
+    `started()` is called once rows and protocol are checked, before the first episode."""
     from sof_ros.policies import load_policy, row_spec
     from sof_ros.policies.learning_free import solver_settings
 
@@ -302,11 +305,15 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     protocol = open_work(work, protocol_of(cfg, replan_every, solver))
     n = int(episodes or e.episodes_per_task_camera)
     seeds = list(range(e.first_seed, e.first_seed + n))
+    code = {"commit": git_commit(), "machine": machine()}  # as started: each episode record carries it
     jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
-                 solver=solver, sim=cfg.sim, eval=e, seeds=seeds, max_steps=e.max_steps, file=str(_episode_file(work, r, t, c)))
+                 solver=solver, sim=cfg.sim, eval=e, seeds=seeds, max_steps=e.max_steps,
+                 file=str(_episode_file(work, r, t, c)), **code)
             for r in rows for t in e.tasks for c in e.cameras]
     i, n_shards = shard
     jobs = [j for k, j in enumerate(jobs) if k % n_shards == i]
+    if started is not None:
+        started()
     bar = tqdm(total=len(jobs), desc="eval (row, task, camera)", disable=not progress)
 
     def done(res):
@@ -350,6 +357,28 @@ def merge(work: Path, protocol: dict | None = None) -> dict:
     return results
 
 
+UNRECORDED = "not recorded"  # episodes run before their records carried the code's commit and machine
+
+
+def episodes_code(records: list[dict]) -> dict:
+    """{"commits": {commit: episodes}, "machines": {machine: episodes}} of episode records: which code
+    ran a row that several runs (resumed, sharded, other machines) finished."""
+    out = {"commits": {}, "machines": {}}
+    for rec in records:
+        for key, field in (("commits", "commit"), ("machines", "machine")):
+            value = rec.get(field, UNRECORDED)
+            out[key][value] = out[key].get(value, 0) + 1
+    return out
+
+
+def code_words(result_commit: str, code: dict) -> str | None:
+    """A row's episodes' commits in words when they are not just the results file's own commit."""
+    commits = code.get("commits") or {}
+    if not commits or list(commits) == [result_commit]:  # no "commits": a results file from before the stamp
+        return None
+    return ", ".join(f"`{short_commit(c)}` ({n})" if c != UNRECORDED else f"{c} ({n})" for c, n in commits.items())
+
+
 def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
     first = protocol["first_seed"]
     per_cell, lat, plan_lat, wall = {}, [], [], []
@@ -361,7 +390,7 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
             if not recs:
                 continue
             counts.append(len(recs))
-            per_cell[(task, cam)] = [r["success"] for r in recs.values()]
+            per_cell[(task, cam)] = recs
             for r in recs.values():
                 lat += r.get("step_ms", [])
                 plan_lat += r.get("plan_ms", [])
@@ -371,7 +400,8 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
     cells = len(protocol["tasks"]) * len(protocol["cameras"])
     n_eps = min(counts)
     # equal episodes per cell (the first n_eps seeds of each) so the pooled rate is the mean over task x camera
-    wins = {k: sum(v[:n_eps]) for k, v in per_cell.items()}
+    counted = [r for v in per_cell.values() for _, r in sorted(v.items())[:n_eps]]
+    wins = {k: sum(r["success"] for _, r in sorted(v.items())[:n_eps]) for k, v in per_cell.items()}
     total = n_eps * len(per_cell)
     succ = sum(wins.values())
     spec = ROWS.get(row)
@@ -392,6 +422,7 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
         "episodes_per_task_camera": n_eps, "complete": len(per_cell) == cells,
         "wall_s_per_episode": float(np.mean(wall)),
         "antialias": protocol.get("antialias"),  # None: measured before the protocol recorded it
+        **episodes_code(counted),
     }
     if reads_solver(row):
         entry["solver"] = dict(protocol.get("solver") or {})
@@ -492,8 +523,13 @@ def markdown(results: dict) -> str:
         aa = {True: "yes", False: "no", None: "not recorded"}
         lines += ["", "Where each row was measured (the command above combined their results files):", "",
                   "| row | commit | frames antialiased | learning-free solver settings | command |", "|---|---|---|---|---|"]
-        lines += [f"| {n} | `{(p.get('commit') or '?')[:12]}` | {aa[rows[n].get('antialias')]} | "
+        lines += [f"| {n} | `{short_commit(p.get('commit') or '?')}` | {aa[rows[n].get('antialias')]} | "
                   f"{_solver_words(rows[n].get('solver'))} | `{p.get('command')}` |" for n, p in measured.items()]
+    code = {n: code_words(r.get("provenance", results)["commit"], r) for n, r in rows.items()}
+    code = {n: w for n, w in code.items() if w}
+    if code:
+        lines += ["", "Code that ran each row's episodes (commit: episodes), where it is not the commit above:", ""]
+        lines += [f"- {n}: {w}" for n, w in code.items()]
     lines += ["", "Paper numbers (not measured here; quoted in the project issue from arXiv 2512.20052): "
               f"SOF average {PAPER_REFERENCE['sof_average_success']}, Flow2Action {PAPER_REFERENCE['flow2action']} "
               f"vs Skill2Action {PAPER_REFERENCE['skill2action']}."]

@@ -251,6 +251,8 @@ def test_eval_protocol_resumes_shards_and_reports_cis(trained, tmp_path):
     res = merge(work)
     row = res["rows"]["expert"]
     assert row["complete"] and row["episodes"] == 4 and set(row["per_camera"]) == {"corner", "corner2"}
+    from sof_ros.bench.meta import git_commit, machine
+    assert row["commits"] == {git_commit(): 4} and row["machines"] == {machine(): 4}  # which code ran them
     wins = round(row["average"] * 4)
     assert row["ci95"] == pytest.approx(list(wilson_ci(wins, 4)))
     assert res["protocol"]["cameras"] == ["corner", "corner2"] and res["protocol"]["max_steps"] == 8
@@ -361,6 +363,10 @@ def test_combine_keeps_each_rows_provenance_and_refuses_another_protocol(tmp_pat
     assert json.loads(out.read_text())["rows"]["sof"]["provenance"]["commit"] == "aaaa"
     assert combine([out])["rows"]["sof"]["provenance"]["file"] == a.name  # re-combining keeps where rows came from
     assert "Where each row" not in markdown({**json.loads(a.read_text()), "rows": json.loads(a.read_text())["rows"]})
+    one = json.loads(a.read_text())
+    assert "Code that ran" not in markdown({**one, "rows": {"sof": {**one["rows"]["sof"], "commits": {"aaaa": 10}}}})
+    resumed = markdown({**one, "rows": {"sof": {**one["rows"]["sof"], "commits": {"not recorded": 4, "a" * 40: 6}}}})
+    assert "- sof: not recorded (4), `aaaaaaaaaaaa` (6)" in resumed  # a row finished by another run says so
 
     # a row replaced by a new run: keep the others (--rows), then add the new file
     kept = tmp_path / "kept.json"

@@ -130,12 +130,14 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
     for i, task in enumerate(goal):
         path = tmp_path / "episodes" / "sof" / task / "agentview.jsonl"
         path.parent.mkdir(parents=True)
-        path.write_text("".join(json.dumps({"seed": s, "success": s < i, "steps": 50, "wall_s": 1.0}) + "\n"
+        path.write_text("".join(json.dumps({"seed": s, "success": s < i, "steps": 50, "wall_s": 1.0,
+                                            **({"commit": "c" * 40, "machine": "m"} if i else {})}) + "\n"
                                 for s in range(3)))
     suites = split_by_suite(tmp_path, protocol, ["sof"])
     assert list(suites) == ["libero_goal"]
     row = suites["libero_goal"]["rows"]["sof"]
     assert row["per_task"] == {goal[0]: 0.0, goal[1]: 1 / 3} and row["episodes"] == 6
+    assert row["commits"] == {"not recorded": 3, "c" * 40: 3}  # records from before the stamp, and after
 
     demos = demonstrations_of(CHECKPOINT)
     assert demos == {"first_state": 20, "per_task": 16, "d_act_per_task": 2}
@@ -144,6 +146,7 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
                         "camera": "agentview", "resolution": [128, 128], "demonstrations": demos}}
     text = markdown(res)
     assert "states 20..35, 16 per task, the first 2 of each with actions" in text and "libero_10" not in text
+    assert "libero_goal sof: episodes run at not recorded (3), `cccccccccccc` (3)" in text
     assert "initial states 0..2 of every task" in text and ", 3 episodes per task" in text
 
     res["suites"]["libero_10"] = {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.1}, "episodes_per_task": 10}}}
@@ -229,6 +232,7 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     def fake_evaluate(checkpoint, rows, cfg, work, episodes=None, **kw):
         seen.update(kw)
         open_work(Path(work), protocol_of(cfg, 16))  # as evaluate records a config's interval
+        kw["started"]()
         path = Path(work) / "episodes" / rows[0] / task / "agentview.jsonl"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"seed": 0, "success": True, "steps": 50, "wall_s": 1.0}) + "\n")
@@ -252,3 +256,25 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     with pytest.raises(SystemExit):
         bench_main(args + ["--workers", "0"])
     assert "--workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # not silently the config's default
+        bench_main(args[:-2] + ["--episodes", "0", "--workers", "1", "--out", str(out)])
+    assert "--episodes must be at least 1" in capsys.readouterr().err
+
+    def stopped_by_hand(checkpoint, rows, cfg, work, episodes=None, **kw):
+        kw["started"]()
+        raise KeyboardInterrupt
+
+    def refused(checkpoint, rows, cfg, work, episodes=None, **kw):
+        raise sof_eval.SofError("another protocol")
+
+    provenance = tmp_path / "w" / "provenance.json"
+    monkeypatch.setattr(sof_eval, "evaluate", refused)
+    monkeypatch.setattr(sys, "argv", ["sof-bench", "libero", "--refused"])  # what command_line records
+    with pytest.raises(SystemExit):  # a refused run overwrites no row's provenance
+        bench_main(args + ["--workers", "1"])
+    assert "--refused" not in provenance.read_text()
+    monkeypatch.setattr(sof_eval, "evaluate", stopped_by_hand)
+    monkeypatch.setattr(sys, "argv", ["sof-bench", "libero", "--stopped"])
+    with pytest.raises(SystemExit):  # recorded when the episodes start, not when they end
+        bench_main(args + ["--workers", "1"])
+    assert json.loads(provenance.read_text())["sof_learning_free"]["command"] == "sof-bench libero --stopped"

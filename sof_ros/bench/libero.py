@@ -11,7 +11,8 @@ limit -- then splits it by suite into benchmarks/results/libero.json (+ .md):
 
 A suite's average is the mean over its tasks (equal episodes per task), its 95% interval the Wilson
 interval of the pooled episodes. Rows may be run by separate invocations (they are resumable and
-additive); `rows_provenance` records the command and commit that ran each row.
+additive); `rows_provenance` records the last command that ran each row, written when it starts (a
+run stopped by hand keeps it), and each row's `commits`/`machines` count the episodes each code ran.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ SUITES = ("libero_goal", "libero_10")
 
 
 def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
-    from sof_ros.eval import _episode_file, read_episodes, wilson_ci
+    from sof_ros.eval import _episode_file, episodes_code, read_episodes, wilson_ci
     from sof_ros.policies import ROWS
     from sof_ros.sim.libero_env import suite_tasks
 
@@ -51,6 +52,7 @@ def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
                 "episodes": n * len(tasks), "episodes_per_task": n,
                 "steps_to_success_mean": _mean([r["steps"] for v in recs.values() for r in v[:n] if r["success"]]),
                 "wall_s_per_episode": _mean([r["wall_s"] for v in recs.values() for r in v[:n]]),
+                **episodes_code([r for v in recs.values() for r in v[:n]]),
             }
         if entry["rows"]:  # a suite whose tasks another invocation is still running is not reported empty
             out[suite] = entry
@@ -103,8 +105,8 @@ def _by_suite(per_suite: dict, text) -> str:
 
 
 def markdown(res: dict) -> str:
-    from sof_ros.bench.meta import markdown_header
-    from sof_ros.eval import settings_words
+    from sof_ros.bench.meta import markdown_header, short_commit
+    from sof_ros.eval import code_words, settings_words
 
     pr = res["protocol"]
     # rows of one suite share their episode count; suites may differ (run by separate invocations)
@@ -117,7 +119,12 @@ def markdown(res: dict) -> str:
         f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; " + settings_words(pr)
         + "average = mean over tasks with the 95% Wilson interval of the pooled episodes"]
     for row, prov in res.get("rows_provenance", {}).items():
-        lines.append(f"- row {row}: run at `{prov['commit']}` by `{prov['command']}`")
+        lines.append(f"- row {row}: run at `{short_commit(prov['commit'])}` by `{prov['command']}`")
+    for suite, entry in res["suites"].items():
+        for row, r in entry["rows"].items():
+            words = code_words(res.get("rows_provenance", {}).get(row, {}).get("commit", res["commit"]), r)
+            if words:
+                lines.append(f"- {suite} {row}: episodes run at {words}")
     lines.append("")
     for suite, entry in res["suites"].items():
         tasks = entry["tasks"]
@@ -158,13 +165,16 @@ def main(argv=None):
         e = cfg.eval
         if a.tasks:
             e.tasks = list(a.tasks)
-        if a.episodes:
+        if a.episodes is not None:
+            require_at_least_one({"--episodes": a.episodes})
             e.episodes_per_task_camera = a.episodes
         rows = list(a.rows or e.rows)
         work = Path(a.work)
         if not a.merge_only:
-            evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera, workers=a.workers)
-            record_provenance(work, rows, provenance)
+            # recorded once evaluate has checked rows and protocol, before the first episode: a run stopped
+            # by hand still names its command, and a refused one overwrites nothing
+            evaluate(a.checkpoint, rows, cfg, work, episodes=e.episodes_per_task_camera, workers=a.workers,
+                     started=lambda: record_provenance(work, rows, provenance))
         # what the work directory holds, as evaluate fixed it (a config's re-plan interval recorded as an
         # override: asking again with the checkpoint's own refused the merge of a run that had finished);
         # merge reads it, checks the work directory and refuses one without an evaluation

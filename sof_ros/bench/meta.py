@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import string
 import subprocess
 import sys
 
@@ -23,6 +24,13 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
+
+
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping what follows the hash (-dirty, "(from SOF_ROS_COMMIT)")."""
+    if len(commit) >= 40 and all(c in string.hexdigits for c in commit[:40]):
+        return commit[:12] + commit[40:]
+    return commit
 
 
 def machine() -> str:
