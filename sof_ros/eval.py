@@ -126,7 +126,6 @@ def paired(a: dict[tuple, bool], b: dict[tuple, bool]) -> dict:
 def _run_job(job: dict) -> dict:
     """The seeds of one (row, task, camera) not yet in its episode file: the unit a worker takes."""
     from sof_ros.policies import load_policy
-    from sof_ros.policies.learning_free import solver_settings
     from sof_ros.sim import make_arm
 
     torch.set_num_threads(1)  # small models: one thread is as fast and immune to contention
@@ -134,9 +133,8 @@ def _run_job(job: dict) -> dict:
     todo = [s for s in job["seeds"] if s not in read_episodes(path)]
     if not todo:
         return {**job, "ran": 0}
-    with solver_settings(job.get("solver") or {}):
-        policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"],
-                             eval_cfg=job["eval"])
+    policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"],
+                         eval_cfg=job["eval"], solver=job["solver"] if reads_solver(job["row"]) else None)
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
                    with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +185,7 @@ RUN_SETTINGS = ("replan_every", "solver", "plan_samples", "ensemble", "plan_flow
 
 def reads_solver(row: str) -> bool:
     """The rows `--solver` reaches: the learning-free ones, which run the geometric solver."""
-    return row.startswith("sof_learning_free")
+    return row in ROWS and getattr(ROWS[row].cls(), "reads_solver", False)
 
 
 def settings_words(pr: dict) -> str:
@@ -280,7 +278,6 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     settings of the learning-free rows' geometric solver (sof-eval --solver), part of the protocol.
     `started()` is called once rows and protocol are checked, before the first episode."""
     from sof_ros.policies import load_policy, row_spec
-    from sof_ros.policies.learning_free import solver_settings
 
     for row in rows:
         row_spec(row)
@@ -297,8 +294,7 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
         make_arm(e.tasks[0], cfg.sim, camera=cam).close()
     for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
-        with solver_settings(solver):
-            load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e)
+        load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e, solver=solver if reads_solver(row) else None)
     if replan_every is None and checkpoint and e.replan_every != eval_config(checkpoint, None).eval.replan_every:
         replan_every = e.replan_every  # a config changed the checkpoint's interval: an override, recorded as one
     work = Path(work)

@@ -23,7 +23,7 @@ class FakeAgent:
     name = "fake"
 
     @classmethod
-    def load(cls, checkpoint=None, device="cpu", replan_every=None, task=None):
+    def load(cls, checkpoint=None, device="cpu", replan_every=None, task=None, eval_cfg=None, solver=None):
         return cls()
 
     def reset(self) -> None:

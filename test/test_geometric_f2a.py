@@ -422,7 +422,7 @@ def test_policy_samples_a_fresh_plan_after_a_stall():
     pol.cfg, pol.models, pol.device = cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
     pol._gen = torch.Generator()
     pol.text = lambda s: np.zeros(384, np.float32)
-    pol._new_solver()
+    pol.solver = GeometricFlow2Action()
     from sof_ros.policies import AgentInput
 
     obs = AgentInput(rgb=np.zeros((128, 128, 3), np.uint8))
@@ -468,7 +468,7 @@ def test_policy_plans_the_medoid_of_several_plans():
     pol.cfg, pol.models, pol.device = cfg, {"policy": Gen(), "skill": Dec()}, "cpu"
     pol._gen = torch.Generator()
     pol.text = lambda s: np.zeros(384, np.float32)
-    pol._new_solver()
+    pol.solver = GeometricFlow2Action()
     plan = pol.plan(AgentInput(rgb=np.zeros((128, 128, 3), np.uint8)), "press the button")
     assert calls == [(1, 0.0), (2, 0.7)]
     assert plan.tokens.tolist() == [2, 0, 0, 0] and np.all(plan.flow == 2.0)
@@ -605,9 +605,11 @@ def test_the_shipped_v2_skills_press_a_button_through_the_learning_free_row():
     policy = load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press")
     assert policy.replan_every == 16  # the checkpoint's own interval (config.yaml eval.replan_every)
     assert policy.solver.idle_steps == 24  # the row's watchdog on a still arm; sof-eval --solver idle_steps=0 turns it off
-    from sof_ros.policies.learning_free import solver_settings
-    with solver_settings({"idle_steps": 0}):
-        assert load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press").solver.idle_steps == 0
+    assert load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press",
+                       solver={"idle_steps": 0}).solver.idle_steps == 0
+    assert load_policy("sof_learning_free", ckpt, "cpu", None, task="button-press").solver.idle_steps == 24  # not kept
+    with pytest.raises(SofError, match="row 'sof' runs no geometric solver"):
+        load_policy("sof", ckpt, "cpu", None, solver={"idle_steps": 0})
     arm = make_arm("button-press", eval_config(ckpt, None).sim, camera="corner", with_depth=True)
     plan = policy.plan(arm.reset(1000).agent_input(), arm.instruction)
     assert plan.flow.shape == (16, 64, 64, 2) and plan.frames_per_step == 2  # 32 control steps ahead
@@ -618,8 +620,8 @@ def test_the_shipped_v2_skills_press_a_button_through_the_learning_free_row():
 
 def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, monkeypatch):
     """sof-eval --solver: the learning-free row is built with the settings, the work directory's
-    protocol records them (a run with other settings is refused there), the table states them, a
-    combined table keeps each row's own, and the caller's own solver settings are back afterwards."""
+    protocol records them (a run with other settings is refused there), the table states them, and a
+    combined table keeps each row's own."""
     pytest.importorskip("metaworld")
     import json
 
@@ -643,7 +645,6 @@ def test_sof_eval_solver_settings_reach_the_solver_and_the_protocol(tmp_path, mo
             "--cameras", "corner", "--episodes", "1", "--max-steps", "2", "--work", str(tmp_path / "w")]
     eval_main(base + ["--solver", "gain=0.3", "held_motion=translation", "--out", str(tmp_path / "a.json")])
     assert built and all(kw == {"gain": 0.3, "held_motion": "translation"} for kw in built)
-    assert learning_free.SOLVER_DEFAULTS == {}
     protocol = json.loads((tmp_path / "w" / "protocol.json").read_text())
     assert protocol["solver"] == {"gain": 0.3, "held_motion": "translation"}
     assert "learning-free solver settings gain=0.3, held_motion=translation" in (tmp_path / "a.md").read_text()

@@ -10,7 +10,6 @@ This module is NumPy-only so the ROS nodes and their tests can use the types wit
 from __future__ import annotations
 
 import importlib
-import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -117,12 +116,14 @@ def stages_for(rows) -> tuple[str, ...]:
 
 
 def load_policy(name: str, checkpoint: str | None = None, device: str = "cpu", replan_every: int | None = None,
-                task: str | None = None, eval_cfg=None) -> Policy:
+                task: str | None = None, eval_cfg=None, solver: dict | None = None) -> Policy:
     """The policy for row `name` (or a "module:Class" with the same `load` signature, e.g. a test
     double), loaded from `checkpoint`. `task` is only read by the scripted expert. `replan_every`
     None keeps the row's own interval; 0 or less is refused (it used to mean the default silently).
     `eval_cfg` (an `EvalConfig`) replaces the checkpoint's own `eval` section for the rows that read
-    one (temporal ensembling, plan sampling, plan flow scale): an evaluation's protocol is the policy's."""
+    one (temporal ensembling, plan sampling, plan flow scale): an evaluation's protocol is the policy's;
+    rows without a checkpoint config (expert, oracle) read none. `solver`: settings of the geometric
+    solver over the row's own (sof-eval --solver), for the rows that run one (`reads_solver`)."""
     if replan_every is not None and int(replan_every) < 1:
         raise SofError(f"replan_every must be a positive number of control steps, got {replan_every}; "
                        "leave it out for the row's own interval")
@@ -134,7 +135,8 @@ def load_policy(name: str, checkpoint: str | None = None, device: str = "cpu", r
             raise SofError(f"cannot import policy class '{name}': {exc}") from None
     else:
         cls = row_spec(name).cls()
-    extra = {}
-    if eval_cfg is not None and "eval_cfg" in inspect.signature(cls.load).parameters:  # rows without a
-        extra["eval_cfg"] = eval_cfg  # checkpoint config (expert, oracle) read no evaluation settings
-    return cls.load(checkpoint, device=device, replan_every=replan_every, task=task, **extra)
+    solver = dict(solver or {})
+    if solver and not getattr(cls, "reads_solver", False):
+        raise SofError(f"row '{name}' runs no geometric solver; solver settings (sof-eval --solver) are for "
+                       "the learning-free rows")
+    return cls.load(checkpoint, device=device, replan_every=replan_every, task=task, eval_cfg=eval_cfg, solver=solver)

@@ -22,7 +22,8 @@ class ExpertPolicy:
                         else expert_policy(task))  # task names are disjoint
 
     @classmethod
-    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
+    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None,
+             eval_cfg=None, solver=None):
         if not task:
             raise SofError("the scripted expert row needs the simulator task it runs on")
         return cls(task)

@@ -9,7 +9,6 @@ the plan's moving pixels that are not the arm (`geometric.motion_mask`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,23 +18,6 @@ from sof_ros.flow2action.geometric import GeometricFlow2Action
 from sof_ros.policies.base import AgentInput, FlowPlan
 from sof_ros.policies.sof import _FlowSkillPolicy
 
-SOLVER_DEFAULTS: dict = {}  # solver settings for the rows built in this process (sof-eval --solver)
-
-
-@contextmanager
-def solver_settings(overrides: dict):
-    """SOLVER_DEFAULTS are `overrides` for the rows built inside the block (a row reads them once,
-    when it builds its solver), and what they were afterwards."""
-    saved = dict(SOLVER_DEFAULTS)
-    SOLVER_DEFAULTS.clear()
-    SOLVER_DEFAULTS.update(overrides)
-    try:
-        yield
-    finally:
-        SOLVER_DEFAULTS.clear()
-        SOLVER_DEFAULTS.update(saved)
-
-
 def _need_geometry(obs: AgentInput) -> None:
     if obs.depth is None or obs.intrinsics is None or obs.cam_pose is None or obs.ee_pos is None:
         raise SofError("the learning-free Flow2Action needs depth, camera intrinsics, camera pose and "
@@ -44,11 +26,8 @@ def _need_geometry(obs: AgentInput) -> None:
 
 class _SolverMixin:
     solver: GeometricFlow2Action
+    reads_solver = True  # load_policy passes solver settings (sof-eval --solver) to these rows only
     _plans = 0
-
-    def _new_solver(self, **defaults) -> None:
-        """The solver with this row's `defaults`, under the process's SOLVER_DEFAULTS (sof-eval --solver)."""
-        self.solver = GeometricFlow2Action(**{**defaults, **SOLVER_DEFAULTS})
 
     def reset(self) -> None:
         self.solver.reset()
@@ -90,7 +69,8 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
     idle_steps = 24
     _fresh_requested = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, solver: dict | None = None, **kwargs):
+        """`solver`: settings of the geometric solver over this row's own (sof-eval --solver)."""
         super().__init__(*args, **kwargs)
         scale = float(self.cfg.eval.plan_flow_scale)
         if not (np.isfinite(scale) and scale > 0):
@@ -101,7 +81,7 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
             raise SofError(f"eval.plan_samples must be a whole number >= 1, got {samples!r} (1: the greedy plan)")
         if samples > 1 and not (np.isfinite(temp) and temp > 0):
             raise SofError(f"eval.plan_sample_temperature must be a positive number with plan_samples > 1, got {temp}")
-        self._new_solver(flow_scale=scale, idle_steps=self.idle_steps)
+        self.solver = GeometricFlow2Action(**{"flow_scale": scale, "idle_steps": self.idle_steps, **(solver or {})})
 
     def reset(self) -> None:
         """The solver's state and the sampling stream of re-plans after a stall: an episode replays exactly."""
@@ -164,14 +144,15 @@ class SofLearningFreeOraclePolicy(_SolverMixin):
     name = "sof_learning_free_oracle"
 
     def __init__(self, fields: int = 8, frames_per_step: int = 12, flow_res: int | None = None,
-                 replan_every: int = ORACLE_REPLAN_EVERY):
+                 replan_every: int = ORACLE_REPLAN_EVERY, solver: dict | None = None):
         self.fields, self.frames_per_step, self.flow_res = int(fields), int(frames_per_step), flow_res
         self.replan_every = int(replan_every)
-        self._new_solver()
+        self.solver = GeometricFlow2Action(**(solver or {}))
 
     @classmethod
-    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None):
-        return cls(replan_every=replan_every or ORACLE_REPLAN_EVERY)
+    def load(cls, checkpoint=None, device: str = "cpu", replan_every: int | None = None, task: str | None = None,
+             eval_cfg=None, solver: dict | None = None):
+        return cls(replan_every=replan_every or ORACLE_REPLAN_EVERY, solver=solver)
 
     def plan(self, obs: AgentInput, instruction: str) -> FlowPlan:
         from sof_ros.flow2action.oracle import expert_flow_plan

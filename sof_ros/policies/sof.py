@@ -45,8 +45,10 @@ class CheckpointPolicy:
 
     @classmethod
     def load(cls, checkpoint, device: str = "cpu", replan_every: int | None = None, task: str | None = None,
-             eval_cfg=None):
-        """`eval_cfg`: the evaluation settings to run with instead of the checkpoint's own `eval` section."""
+             eval_cfg=None, solver: dict | None = None):
+        """`eval_cfg`: the evaluation settings to run with instead of the checkpoint's own `eval` section;
+        `solver`: geometric-solver settings over the row's own (load_policy lets them reach only the
+        rows that run one)."""
         from sof_ros.config import load_checkpoint_config
         from sof_ros.train import build_models, load_weights
 
@@ -66,7 +68,8 @@ class CheckpointPolicy:
         instructions = {}
         if instr_path.is_file():
             instructions = {k: v.numpy() for k, v in torch.load(instr_path, weights_only=True).items()}
-        return cls(cfg, models, instructions, device, replan_every)
+        extra = {"solver": solver} if solver else {}  # only the learning-free rows' constructors take it
+        return cls(cfg, models, instructions, device, replan_every, **extra)
 
     # --- instructions (for the ROS policy node) -----------------------------------------
     @property
