@@ -278,3 +278,47 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     with pytest.raises(SystemExit):  # recorded when the episodes start, not when they end
         bench_main(args + ["--workers", "1"])
     assert json.loads(provenance.read_text())["sof_learning_free"]["command"] == "sof-bench libero --stopped"
+
+
+def test_libero_combine_puts_runs_side_by_side_and_pools_them(tmp_path, capsys):
+    """Training seeds of one recipe are runs of one protocol: their rows side by side, each row
+    pooled over them, and files of another protocol refused."""
+    from sof_ros.bench.libero import main as bench_main, split_by_suite
+    from sof_ros.eval import wilson_ci
+    from sof_ros.sim.libero_env import suite_tasks
+
+    goal = suite_tasks("libero_goal")[:2]
+    protocol = {"tasks": goal, "cameras": ["agentview"], "first_seed": 0}
+    files = []
+    for k, wins in enumerate(([0, 1], [2, 3])):  # successes per task, of 3 initial states
+        work = tmp_path / f"w{k}"
+        for task, w in zip(goal, wins):
+            path = work / "episodes" / "sof" / task / "agentview.jsonl"
+            path.parent.mkdir(parents=True)
+            path.write_text("".join(json.dumps({"seed": s, "success": s < w, "steps": 50, "wall_s": 1.0}) + "\n"
+                                    for s in range(3)))
+        res = {"command": f"run {k}", "commit": "a" * 40, "machine": "m", "suites": split_by_suite(work, protocol, ["sof"]),
+               "protocol": {"first_seed": 0, "episodes_per_task": 3, "max_steps_env": 600, "max_steps": {"libero_goal": 300},
+                            "camera": "agentview", "resolution": [128, 128], "demonstrations": None, "checkpoint": f"ckpt{k}"}}
+        files.append(tmp_path / f"r{k}.json")
+        files[-1].write_text(json.dumps(res))
+    out = tmp_path / "seeds.json"
+    bench_main(["--combine", f"seed0={files[0]}", f"seed1={files[1]}", "--out", str(out)])
+    rows = json.loads(out.read_text())["suites"]["libero_goal"]["rows"]
+    assert list(rows) == ["sof@seed0", "sof@seed1", "sof pooled"]
+    assert rows["sof@seed0"]["average"] == 1 / 6 and rows["sof@seed1"]["average"] == 5 / 6
+    pooled = rows["sof pooled"]
+    assert pooled["per_task"] == {goal[0]: 2 / 6, goal[1]: 4 / 6} and pooled["episodes"] == 12
+    assert pooled["average"] == 0.5 and pooled["ci95"] == pytest.approx(list(wilson_ci(6, 12)))
+    md = out.with_suffix(".md").read_text()
+    assert "- run seed1: checkpoint `ckpt1`" in md and "| task | sof@seed0 | sof@seed1 | sof pooled |" in md
+
+    other = json.loads(files[1].read_text())
+    other["protocol"]["first_seed"] = 5
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit):
+        bench_main(["--combine", f"a={files[0]}", f"b={tmp_path / 'other.json'}", "--out", str(tmp_path / "x.json")])
+    assert "another protocol than a's: first_seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_main(["--combine", f"a={files[0]}", "--rows", "bc", "--out", str(tmp_path / "x.json")])
+    assert "row 'bc' is not in every file's libero_goal" in capsys.readouterr().err

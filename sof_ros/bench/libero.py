@@ -10,7 +10,9 @@ limit -- then splits it by suite into benchmarks/results/libero.json (+ .md):
                 "libero_10": {...}}}
 
 A suite's average is the mean over its tasks (equal episodes per task), its 95% interval the Wilson
-interval of the pooled episodes. Rows may be run by separate invocations (they are resumable and
+interval of the pooled episodes. `--combine LABEL=FILE ...` puts the rows of results files of one
+protocol (runs of one recipe with other training seeds, say) side by side as ROW@LABEL, with each
+row pooled over the files beside them. Rows may be run by separate invocations (they are resumable and
 additive); `rows_provenance` records the last command that ran each row, written when it starts (a
 run stopped by hand keeps it), and each row's `commits`/`machines` count the episodes each code ran.
 """
@@ -85,6 +87,73 @@ def record_provenance(work: Path, rows: list[str], provenance: dict) -> None:
     (Path(work) / "provenance.json").write_text(json.dumps(data, indent=1))
 
 
+# protocol keys two runs must share to stand in one table (the checkpoint is what differs)
+COMBINE_KEYS = ("max_steps", "max_steps_env", "episodes_per_task", "first_seed", "camera", "resolution",
+                "demonstrations", "replan_every", "solver", "plan_samples", "ensemble", "plan_flow_scale")
+
+
+def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
+    """LABEL=FILE results files of one protocol -> one table: each row of each file as ROW@LABEL, and
+    each row pooled over the files (`ROW pooled`: all their episodes; its Wilson interval treats them
+    as one sample, so it does not widen for a spread between runs -- the per-run columns show that)."""
+    from sof_ros.eval import wilson_ci
+
+    runs = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise SofError(f"--combine takes LABEL=FILE, e.g. seed1=benchmarks/results/libero_v2_seed1.json, got '{spec}'")
+        if label in runs:
+            raise SofError(f"--combine label '{label}' given twice")
+        try:
+            res = json.loads(Path(path).read_text())
+            res["suites"], res["protocol"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            raise SofError(f"{path} is not a sof-bench libero results file") from None
+        runs[label] = (path, res)
+    first_label, (_, first) = next(iter(runs.items()))
+    for label, (path, res) in runs.items():
+        differ = [k for k in COMBINE_KEYS if res["protocol"].get(k) != first["protocol"].get(k)]
+        if differ:
+            raise SofError(f"{path} ({label}) has another protocol than {first_label}'s: {', '.join(differ)}; "
+                           "combine runs of one protocol")
+    suites = {}
+    for suite in SUITES:
+        present = {lb: res["suites"][suite] for lb, (_, res) in runs.items() if suite in res["suites"]}
+        if not present:
+            continue
+        tasks = next(iter(present.values()))["tasks"]
+        if len(present) < len(runs) or any(e["tasks"] != tasks for e in present.values()):
+            raise SofError(f"the files do not all hold {suite} on the same tasks; combine runs of one protocol")
+        names = rows or list(dict.fromkeys(r for e in present.values() for r in e["rows"]))
+        entry = {"tasks": tasks, "rows": {}}
+        for row in names:
+            have = {lb: e["rows"][row] for lb, e in present.items() if row in e["rows"]}
+            if len(have) < len(present):
+                raise SofError(f"row '{row}' is not in every file's {suite}: only in {', '.join(have) or 'none'}")
+            for lb, r in have.items():
+                entry["rows"][f"{row}@{lb}"] = r
+            n = {r["episodes_per_task"] for r in have.values()}
+            if len(n) > 1:
+                raise SofError(f"row '{row}' ran {sorted(n)} episodes per task in different files of {suite}")
+            n = n.pop()
+            wins = {t: sum(round(r["per_task"][t] * n) for r in have.values()) for t in tasks}
+            m = n * len(have)
+            total = sum(wins.values())
+            entry["rows"][f"{row} pooled"] = {
+                "label": f"{row}, pooled over {', '.join(have)}", "per_task": {t: wins[t] / m for t in tasks},
+                "per_task_ci95": {t: list(wilson_ci(wins[t], m)) for t in tasks},
+                "average": total / (m * len(tasks)), "ci95": list(wilson_ci(total, m * len(tasks))),
+                "episodes": m * len(tasks), "episodes_per_task": m,
+                "wall_s_per_episode": _mean([r["wall_s_per_episode"] for r in have.values()])}
+        suites[suite] = entry
+    return {"protocol": {**first["protocol"], "checkpoint": {lb: res["protocol"]["checkpoint"] for lb, (_, res) in runs.items()},
+                         "suites": list(suites)},
+            "runs": {lb: {"file": path, "checkpoint": res["protocol"]["checkpoint"], "commit": res["commit"],
+                          "command": res["command"], "machine": res["machine"]} for lb, (path, res) in runs.items()},
+            "suites": suites}
+
+
 def _mean(xs):
     return round(sum(xs) / len(xs), 2) if xs else None
 
@@ -120,6 +189,12 @@ def markdown(res: dict) -> str:
         + "average = mean over tasks with the 95% Wilson interval of the pooled episodes"]
     for row, prov in res.get("rows_provenance", {}).items():
         lines.append(f"- row {row}: run at `{short_commit(prov['commit'])}` by `{prov['command']}`")
+    for label, run in res.get("runs", {}).items():
+        lines.append(f"- run {label}: checkpoint `{run['checkpoint']}`, `{run['file']}` (its report written at "
+                     f"`{short_commit(run['commit'])}` by `{run['command']}`)")
+    if res.get("runs"):
+        lines.append("- ROW pooled: the runs' episodes together; its interval treats them as one sample, so it does "
+                     "not widen for a spread between runs (the ROW@run columns show that spread)")
     for suite, entry in res["suites"].items():
         for row, r in entry["rows"].items():
             words = code_words(res.get("rows_provenance", {}).get(row, {}).get("commit", res["commit"]), r)
@@ -155,10 +230,14 @@ def main(argv=None):
         p.add_argument("--workers", type=int, default=1, help="episode processes (one per CPU core; LIBERO renders "
                        "and steps on the CPU)")
         p.add_argument("--merge-only", action="store_true", help="report what --work holds, run nothing")
+        p.add_argument("--combine", nargs="+", metavar="LABEL=FILE", help="results files of one protocol (e.g. "
+                       "training seeds of one recipe) side by side, each row pooled over them; runs nothing")
         p.add_argument("--out", default="benchmarks/results/libero.json")
         a = p.parse_args(argv)
         require_at_least_one({"--workers": a.workers})
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
+        if a.combine:
+            return _write(Path(a.out), {**provenance, **combine_runs(a.combine, a.rows)}, "")
         cfg = eval_config(a.checkpoint, a.config)
         if cfg.sim.backend != "libero":
             raise SofError(f"{a.config} is not a LIBERO config (sim.backend: {cfg.sim.backend})")
@@ -194,14 +273,17 @@ def main(argv=None):
                                        "end-effector target (sof_ros.sim.libero_env)"},
                "suites": suites,
                "rows_provenance": {r: p for r, p in read_provenance(work).items() if r in rows}}
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2))
-        out.with_suffix(".md").write_text(markdown(res))
-        print(markdown(res))
-        print(f"results: {out} (+ .md); episode records: {work}")
+        _write(Path(a.out), res, f"; episode records: {work}")
 
     return run_cli(body)
+
+
+def _write(out: Path, res: dict, where: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+    print(f"results: {out} (+ .md){where}")
 
 
 if __name__ == "__main__":
