@@ -250,6 +250,10 @@ def test_libero_report_merges_a_run_whose_config_changed_the_replan_interval(tmp
     assert res["protocol"]["replan_every"] == 16
     assert res["suites"]["libero_goal"]["rows"]["sof_learning_free"]["per_task"] == {task: 1.0}
     assert "re-planning every 16 control steps" in out.with_suffix(".md").read_text()
+    prov = json.loads((tmp_path / "w" / "provenance.json").read_text())
+    (tmp_path / "w" / "provenance.json").write_text(json.dumps({**prov, "bc": prov["sof_learning_free"]}))
+    bench_main(args[:-2] + ["--rows", "sof_learning_free", "bc", "--merge-only", "--out", str(out)])
+    assert list(json.loads(out.read_text())["rows_provenance"]) == ["sof_learning_free"]  # bc ran no episode
     with pytest.raises(SystemExit):  # a clear message, not a traceback
         bench_main(["--merge-only", "--work", str(tmp_path / "none"), "--out", str(tmp_path / "n.json")])
     assert "holds no evaluation (no protocol.json)" in capsys.readouterr().err

@@ -272,7 +272,9 @@ def main(argv=None):
                             "control": "one control step = 2 LIBERO env steps (10 Hz); action 1.0 = 0.01 m of "
                                        "end-effector target (sof_ros.sim.libero_env)"},
                "suites": suites,
-               "rows_provenance": {r: p for r, p in read_provenance(work).items() if r in rows}}
+               # rows this report holds (a row still running in a suite is not reported, nor its command)
+               "rows_provenance": {r: p for r, p in read_provenance(work).items()
+                                   if any(r in s["rows"] for s in suites.values())}}
         _write(Path(a.out), res, f"; episode records: {work}")
 
     return run_cli(body)
