@@ -147,6 +147,7 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
     text = markdown(res)
     assert "states 20..35, 16 per task, the first 2 of each with actions" in text and "libero_10" not in text
     assert "libero_goal sof: episodes run at not recorded (3), `cccccccccccc` (3)" in text
+    assert "- note: run by hand" in markdown({**res, "notes": ["run by hand"]})
     assert "initial states 0..2 of every task" in text and ", 3 episodes per task" in text
 
     res["suites"]["libero_10"] = {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.1}, "episodes_per_task": 10}}}

@@ -192,6 +192,7 @@ def markdown(res: dict) -> str:
     for label, run in res.get("runs", {}).items():
         lines.append(f"- run {label}: checkpoint `{run['checkpoint']}`, `{run['file']}` (its report written at "
                      f"`{short_commit(run['commit'])}` by `{run['command']}`)")
+    lines += [f"- note: {n}" for n in res.get("notes", [])]  # written by hand into the .json, rendered here
     if res.get("runs"):
         lines.append("- ROW pooled: the runs' episodes together; its interval treats them as one sample, so it does "
                      "not widen for a spread between runs (the ROW@run columns show that spread)")
