@@ -324,6 +324,12 @@ def test_libero_combine_puts_runs_side_by_side_and_pools_them(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_main(["--combine", f"a={files[0]}", f"b={tmp_path / 'other.json'}", "--out", str(tmp_path / "x.json")])
     assert "another protocol than a's: first_seed" in capsys.readouterr().err
+    ten = json.loads(files[1].read_text())  # a run that has finished LIBERO-10 too: not compared there
+    ten["suites"]["libero_10"] = ten["suites"]["libero_goal"]
+    (tmp_path / "ten.json").write_text(json.dumps(ten))
+    bench_main(["--combine", f"a={files[0]}", f"b={tmp_path / 'ten.json'}", "--out", str(out)])
+    assert list(json.loads(out.read_text())["suites"]) == ["libero_goal"]
+    assert "- libero_10 left out: only in b" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         bench_main(["--combine", f"a={files[0]}", "--rows", "bc", "--out", str(tmp_path / "x.json")])
     assert "row 'bc' is not in every file's libero_goal" in capsys.readouterr().err

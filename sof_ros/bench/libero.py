@@ -117,14 +117,16 @@ def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
         if differ:
             raise SofError(f"{path} ({label}) has another protocol than {first_label}'s: {', '.join(differ)}; "
                            "combine runs of one protocol")
-    suites = {}
+    suites, left_out = {}, {}
     for suite in SUITES:
         present = {lb: res["suites"][suite] for lb, (_, res) in runs.items() if suite in res["suites"]}
-        if not present:
+        if len(present) < len(runs):  # a run that has not finished the suite: the suite is not compared
+            if present:
+                left_out[suite] = f"only in {', '.join(present)}"
             continue
         tasks = next(iter(present.values()))["tasks"]
-        if len(present) < len(runs) or any(e["tasks"] != tasks for e in present.values()):
-            raise SofError(f"the files do not all hold {suite} on the same tasks; combine runs of one protocol")
+        if any(e["tasks"] != tasks for e in present.values()):
+            raise SofError(f"the files hold {suite} on different tasks; combine runs of one protocol")
         names = rows or list(dict.fromkeys(r for e in present.values() for r in e["rows"]))
         entry = {"tasks": tasks, "rows": {}}
         for row in names:
@@ -151,7 +153,7 @@ def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
                          "suites": list(suites)},
             "runs": {lb: {"file": path, "checkpoint": res["protocol"]["checkpoint"], "commit": res["commit"],
                           "command": res["command"], "machine": res["machine"]} for lb, (path, res) in runs.items()},
-            "suites": suites}
+            "suites": suites, "suites_left_out": left_out}
 
 
 def _mean(xs):
@@ -193,6 +195,7 @@ def markdown(res: dict) -> str:
         lines.append(f"- run {label}: checkpoint `{run['checkpoint']}`, `{run['file']}` (its report written at "
                      f"`{short_commit(run['commit'])}` by `{run['command']}`)")
     lines += [f"- note: {n}" for n in res.get("notes", [])]  # written by hand into the .json, rendered here
+    lines += [f"- {suite} left out: {why}" for suite, why in res.get("suites_left_out", {}).items()]
     if res.get("runs"):
         lines.append("- ROW pooled: the runs' episodes together; its interval treats them as one sample, so it does "
                      "not widen for a spread between runs (the ROW@run columns show that spread)")
