@@ -148,6 +148,9 @@ def test_libero_report_leaves_out_a_suite_still_running_and_names_the_checkpoint
     assert "states 20..35, 16 per task, the first 2 of each with actions" in text and "libero_10" not in text
     assert "libero_goal sof: episodes run at not recorded (3), `cccccccccccc` (3)" in text
     assert "- note: run by hand" in markdown({**res, "notes": ["run by hand"]})
+    only_ten = {**res, "suites": {"libero_10": {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.0}}}}},
+                "protocol": {**res["protocol"], "max_steps": {"libero_10": 300}}}
+    assert "= 300 control steps" in markdown(only_ten)  # a LIBERO-10-only report (it read LIBERO-GOAL's limit)
     assert "initial states 0..2 of every task" in text and ", 3 episodes per task" in text
 
     res["suites"]["libero_10"] = {"tasks": ten, "rows": {"sof": {**row, "per_task": {ten[0]: 0.1}, "episodes_per_task": 10}}}
@@ -326,6 +329,7 @@ def test_libero_combine_puts_runs_side_by_side_and_pools_them(tmp_path, capsys):
     assert "another protocol than a's: first_seed" in capsys.readouterr().err
     ten = json.loads(files[1].read_text())  # a run that has finished LIBERO-10 too: not compared there
     ten["suites"]["libero_10"] = ten["suites"]["libero_goal"]
+    ten["protocol"]["max_steps"]["libero_10"] = 300  # the step limits of the suites a file holds
     (tmp_path / "ten.json").write_text(json.dumps(ten))
     bench_main(["--combine", f"a={files[0]}", f"b={tmp_path / 'ten.json'}", "--out", str(out)])
     assert list(json.loads(out.read_text())["suites"]) == ["libero_goal"]

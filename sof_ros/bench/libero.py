@@ -88,7 +88,7 @@ def record_provenance(work: Path, rows: list[str], provenance: dict) -> None:
 
 
 # protocol keys two runs must share to stand in one table (the checkpoint is what differs)
-COMBINE_KEYS = ("max_steps", "max_steps_env", "episodes_per_task", "first_seed", "camera", "resolution",
+COMBINE_KEYS = ("max_steps_env", "episodes_per_task", "first_seed", "camera", "resolution",
                 "demonstrations", "replan_every", "solver", "plan_samples", "ensemble", "plan_flow_scale")
 
 
@@ -127,6 +127,8 @@ def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
         tasks = next(iter(present.values()))["tasks"]
         if any(e["tasks"] != tasks for e in present.values()):
             raise SofError(f"the files hold {suite} on different tasks; combine runs of one protocol")
+        if len({res["protocol"]["max_steps"].get(suite) for _, res in runs.values()}) > 1:  # per suite: a file
+            raise SofError(f"the files ran {suite} with different step limits; combine runs of one protocol")
         names = rows or list(dict.fromkeys(r for e in present.values() for r in e["rows"]))
         entry = {"tasks": tasks, "rows": {}}
         for row in names:
@@ -149,7 +151,8 @@ def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
                 "episodes": m * len(tasks), "episodes_per_task": m,
                 "wall_s_per_episode": _mean([r["wall_s_per_episode"] for r in have.values()])}
         suites[suite] = entry
-    return {"protocol": {**first["protocol"], "checkpoint": {lb: res["protocol"]["checkpoint"] for lb, (_, res) in runs.items()},
+    return {"protocol": {**first["protocol"], "max_steps": {s: first["protocol"]["max_steps"][s] for s in suites},
+                         "checkpoint": {lb: res["protocol"]["checkpoint"] for lb, (_, res) in runs.items()},
                          "suites": list(suites)},
             "runs": {lb: {"file": path, "checkpoint": res["protocol"]["checkpoint"], "commit": res["commit"],
                           "command": res["command"], "machine": res["machine"]} for lb, (path, res) in runs.items()},
@@ -186,7 +189,7 @@ def markdown(res: dict) -> str:
     lines = markdown_header("LIBERO closed-loop success (Franka Panda)", res) + [
         f"- protocol: initial states {_by_suite(per_suite, lambda n: f'{first}..{first + n - 1}')} of every task "
         f"(LIBERO's own evaluation states; {_demonstrations(pr)}), {_by_suite(per_suite, str)} episodes per task, "
-        f"at most {pr['max_steps_env']} LIBERO env steps = {pr['max_steps']['libero_goal']} control steps at 10 Hz, "
+        f"at most {pr['max_steps_env']} LIBERO env steps = {_by_suite(pr['max_steps'], str)} control steps at 10 Hz, "
         f"camera {pr['camera']} {pr['resolution'][0]}x{pr['resolution'][1]}; " + settings_words(pr)
         + "average = mean over tasks with the 95% Wilson interval of the pooled episodes"]
     for row, prov in res.get("rows_provenance", {}).items():
