@@ -134,7 +134,7 @@ def _run_job(job: dict) -> dict:
     if not todo:
         return {**job, "ran": 0}
     policy = load_policy(job["row"], job["checkpoint"], job["device"], job["replan_every"], task=job["task"],
-                         eval_cfg=job["eval"], solver=job["solver"] if reads_solver(job["row"]) else None)
+                         eval_cfg=job["eval"], solver=job["solver"])
     arm = make_arm(job["task"], job["sim"], camera=job["camera"],
                    with_depth=job["row"] not in ROWS or ROWS[job["row"]].needs_depth)  # RGB-only rows skip 2/3 of the rendering
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +293,9 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
 
     for cam in e.cameras:  # a typo'd camera fails here, not in a worker an hour later
         make_arm(e.tasks[0], cfg.sim, camera=cam).close()
-    for row in dict.fromkeys(rows):  # a missing stage fails here, clearly, not in a worker
-        load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e, solver=solver if reads_solver(row) else None)
+    solver_of = {row: solver if reads_solver(row) else None for row in rows}  # --solver reaches the solver rows
+    for row in solver_of:  # a missing stage fails here, clearly, not in a worker
+        load_policy(row, checkpoint, device, task=e.tasks[0], eval_cfg=e, solver=solver_of[row])
     if replan_every is None and checkpoint and e.replan_every != eval_config(checkpoint, None).eval.replan_every:
         replan_every = e.replan_every  # a config changed the checkpoint's interval: an override, recorded as one
     work = Path(work)
@@ -303,7 +304,7 @@ def evaluate(checkpoint: str | None, rows: list[str], cfg: SofConfig, work: str 
     seeds = list(range(e.first_seed, e.first_seed + n))
     code = {"commit": git_commit(), "machine": machine()}  # as started: each episode record carries it
     jobs = [dict(row=r, task=t, camera=c, checkpoint=checkpoint, device=device, replan_every=replan_every,
-                 solver=solver, sim=cfg.sim, eval=e, seeds=seeds, max_steps=e.max_steps,
+                 solver=solver_of[r], sim=cfg.sim, eval=e, seeds=seeds, max_steps=e.max_steps,
                  file=str(_episode_file(work, r, t, c)), **code)
             for r in rows for t in e.tasks for c in e.cameras]
     i, n_shards = shard
@@ -396,8 +397,8 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
     cells = len(protocol["tasks"]) * len(protocol["cameras"])
     n_eps = min(counts)
     # equal episodes per cell (the first n_eps seeds of each) so the pooled rate is the mean over task x camera
-    counted = [r for v in per_cell.values() for _, r in sorted(v.items())[:n_eps]]
-    wins = {k: sum(r["success"] for _, r in sorted(v.items())[:n_eps]) for k, v in per_cell.items()}
+    firsts = {k: [r for _, r in sorted(v.items())[:n_eps]] for k, v in per_cell.items()}
+    wins = {k: sum(r["success"] for r in v) for k, v in firsts.items()}
     total = n_eps * len(per_cell)
     succ = sum(wins.values())
     spec = ROWS.get(row)
@@ -418,7 +419,7 @@ def _row_summary(work: Path, row: str, protocol: dict) -> dict | None:
         "episodes_per_task_camera": n_eps, "complete": len(per_cell) == cells,
         "wall_s_per_episode": float(np.mean(wall)),
         "antialias": protocol.get("antialias"),  # None: measured before the protocol recorded it
-        **episodes_code(counted),
+        **episodes_code([r for v in firsts.values() for r in v]),
     }
     if reads_solver(row):
         entry["solver"] = dict(protocol.get("solver") or {})

@@ -44,7 +44,9 @@ def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
             if not all(recs.values()):
                 continue
             n = min(len(v) for v in recs.values())
-            wins = {t: sum(r["success"] for r in v[:n]) for t, v in recs.items()}
+            recs = {t: v[:n] for t, v in recs.items()}  # equal episodes per task: the first n states
+            counted = [r for v in recs.values() for r in v]
+            wins = {t: sum(r["success"] for r in v) for t, v in recs.items()}
             total = sum(wins.values())
             entry["rows"][row] = {
                 "label": ROWS[row].label if row in ROWS else row,
@@ -52,9 +54,9 @@ def split_by_suite(work: Path, protocol: dict, rows: list[str]) -> dict:
                 "per_task_ci95": {t: list(wilson_ci(wins[t], n)) for t in tasks},
                 "average": total / (n * len(tasks)), "ci95": list(wilson_ci(total, n * len(tasks))),
                 "episodes": n * len(tasks), "episodes_per_task": n,
-                "steps_to_success_mean": _mean([r["steps"] for v in recs.values() for r in v[:n] if r["success"]]),
-                "wall_s_per_episode": _mean([r["wall_s"] for v in recs.values() for r in v[:n]]),
-                **episodes_code([r for v in recs.values() for r in v[:n]]),
+                "steps_to_success_mean": _mean([r["steps"] for r in counted if r["success"]]),
+                "wall_s_per_episode": _mean([r["wall_s"] for r in counted]),
+                **episodes_code(counted),
             }
         if entry["rows"]:  # a suite whose tasks another invocation is still running is not reported empty
             out[suite] = entry
@@ -107,9 +109,10 @@ def combine_runs(specs: list[str], rows: list[str] | None = None) -> dict:
             raise SofError(f"--combine label '{label}' given twice")
         try:
             res = json.loads(Path(path).read_text())
-            res["suites"], res["protocol"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            raise SofError(f"{path} is not a sof-bench libero results file") from None
+        except (OSError, json.JSONDecodeError):
+            res = None
+        if not isinstance(res, dict) or not {"suites", "protocol", "command", "commit", "machine"} <= res.keys():
+            raise SofError(f"{path} is not a sof-bench libero results file")
         runs[label] = (path, res)
     first_label, (_, first) = next(iter(runs.items()))
     for label, (path, res) in runs.items():
@@ -241,7 +244,7 @@ def main(argv=None):
                        "training seeds of one recipe) side by side, each row pooled over them; runs nothing")
         p.add_argument("--out", default="benchmarks/results/libero.json")
         a = p.parse_args(argv)
-        require_at_least_one({"--workers": a.workers})
+        require_at_least_one({"--workers": a.workers, "--episodes": a.episodes})
         provenance = {"command": command_line(), "commit": git_commit(), "machine": machine()}  # code as started
         if a.combine:
             return _write(Path(a.out), {**provenance, **combine_runs(a.combine, a.rows)}, "")
@@ -252,7 +255,6 @@ def main(argv=None):
         if a.tasks:
             e.tasks = list(a.tasks)
         if a.episodes is not None:
-            require_at_least_one({"--episodes": a.episodes})
             e.episodes_per_task_camera = a.episodes
         rows = list(a.rows or e.rows)
         work = Path(a.work)

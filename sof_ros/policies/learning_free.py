@@ -9,7 +9,6 @@ the plan's moving pixels that are not the arm (`geometric.motion_mask`).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
