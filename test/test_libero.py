@@ -105,6 +105,46 @@ def test_scripted_expert_solves_a_held_out_initial_state(arm):
     assert obs.success
 
 
+def test_knob_sweep_pushes_along_the_way_the_joint_turns():
+    from sof_ros.sim.libero_experts import KnobSweep
+
+    for spin in (1.0, -1.0):  # a hinge axis pointing up or down
+        sweep = KnobSweep("knob", [0.0, 0.0, 0.0], lambda q, spin=spin: np.pi + spin * q, radius=0.03,
+                          ahead=0.01, z=0.02, target=1.0)
+        assert np.allclose(sweep.point(0.0, 0.0, 0.0), [-0.03, 0.0, 0.02])
+        # at the bar's -x end, raising the joint moves the end towards -y (up-axis) or +y (down-axis)
+        assert np.allclose(sweep.point(0.0, 0.0, 0.01), [-0.03, -0.01 * spin, 0.02])
+        led = sweep.point(0.0, 0.5, 0.0)
+        assert np.isclose(np.hypot(*led[:2]), 0.03) and np.sign(led[1]) == -spin
+
+
+def test_scripted_expert_turns_the_stove_knob_on_and_leaves_it_on():
+    """The knob sweep (the open fingers push the bar's end around the hinge) replaced a straight
+    sweep that jammed the knob between the closed fingers (1 of 3 held-out states solved)."""
+    from sof_ros.config import SimConfig
+    from sof_ros.sim.libero_env import LiberoArm
+    from sof_ros.sim.libero_experts import UNSOLVED, expert_for
+
+    task = "turn_on_the_stove"
+    assert task not in UNSOLVED
+    arm = LiberoArm(task, SimConfig(backend="libero", suite="libero_goal", camera="agentview"), with_depth=False)
+    arm.with_rgb = False
+    try:
+        obs = arm.reset(0)  # held out (the demonstrations use states 20..35)
+        expert = expert_for(task)
+        steps = 0
+        while not obs.success and steps < 150:
+            obs = arm.step(expert.get_action(obs.state))
+            steps += 1
+        assert obs.success, f"knob at {obs.state.joint_qpos('flat_stove_1_button'):.2f} rad after {steps} steps"
+        for _ in range(60):  # the program finishes and the hand leaves: the knob stays on
+            obs = arm.step(expert.get_action(obs.state))
+        assert obs.state.joint_qpos("flat_stove_1_button") >= 0.5
+        assert expert.current is None and obs.state.ee_pos[2] > 0.08  # done, and off the bar
+    finally:
+        arm.close()
+
+
 def test_a_checkpoint_for_another_arm_is_refused():
     from sof_ros.embodiment import check_embodiment
     from sof_ros.errors import SofError
