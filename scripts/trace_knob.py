@@ -1,7 +1,7 @@
 """Where does a learned row's hand go on a stove-knob task? A diagnostic, not a benchmark.
 
 Runs a row of a LIBERO checkpoint on `turn_on_the_stove` (or KITCHEN_SCENE3) from LIBERO's
-evaluation initial states, as sof-eval does (greedy plans, the checkpoint's re-plan interval), and
+evaluation initial states through sof-eval's own `rollout` (greedy plans, the checkpoint's re-plan interval), and
 prints per episode how close the hand came (in the table's plane) to the end of the knob's bar
 where the scripted expert starts its sweep, and how far the knob turned. Used for
 benchmarks/results/libero_knob_demos.md's note:
@@ -30,6 +30,7 @@ def main(argv=None) -> None:
     import torch
 
     from sof_ros.config import load_config
+    from sof_ros.eval import rollout
     from sof_ros.policies import load_policy
     from sof_ros.sim import make_arm
 
@@ -39,23 +40,19 @@ def main(argv=None) -> None:
     arm = make_arm(args.task, cfg.sim, camera=cfg.sim.camera, with_depth=False)
     try:
         for seed in args.seeds:
-            obs = arm.reset(seed)
-            policy.reset()
-            s = arm.state()
-            end = s.to_base(s.data().xanchor[s.model.joint(KNOB).id])
-            end[0] -= 0.035  # where the expert's sweep starts: 3/4 of the bar's half-length towards the robot
-            closest, plan = (np.inf, -1), None
-            for step in range(int(cfg.eval.max_steps)):
-                inp = obs.agent_input()
-                if step % policy.replan_every == 0:
-                    plan = policy.plan(inp, arm.instruction)
-                obs = arm.step(policy.act(plan, inp, step % policy.replan_every))
-                d = float(np.linalg.norm(obs.state.ee_pos[:2] - end[:2]))
-                closest = min(closest, (d, step))
-                if obs.success:
-                    break
-            print(f"{args.row} state {seed}: success {bool(obs.success)}, hand closest to the bar's end "
-                  f"{closest[0] * 100:.1f} cm (step {closest[1]}), knob {obs.state.joint_qpos(KNOB):.2f} rad", flush=True)
+            closest, end = [(np.inf, -1)], []
+
+            def note(step, obs):
+                if not end:  # the knob's hinge, in this initial state
+                    s = obs.state
+                    end.append(s.to_base(s.data().xanchor[s.model.joint(KNOB).id]))
+                    end[0][0] -= 0.035  # where the expert's sweep starts: 3/4 of the bar's half-length towards the robot
+                closest[0] = min(closest[0], (float(np.linalg.norm(obs.state.ee_pos[:2] - end[0][:2])), step))
+
+            ok, _, _, _ = rollout(arm, seed, int(cfg.eval.max_steps), policy, on_step=note)
+            (d, step), knob = closest[0], arm.state().joint_qpos(KNOB)
+            print(f"{args.row} state {seed}: success {ok}, hand closest to the bar's end "
+                  f"{d * 100:.1f} cm (step {step}), knob {knob:.2f} rad", flush=True)
     finally:
         arm.close()
 

@@ -59,11 +59,12 @@ def tied(a: dict, b: dict) -> bool:
 
 
 # --- rollouts ---------------------------------------------------------------------------------
-def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = None):
+def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = None, on_step=None):
     """One episode; returns (success, steps, per-step latencies in ms, per-plan latencies in ms).
 
     A control step that re-plans costs a full plan (for SOF: Transformer + decoder + head); the
-    others only index the plan."""
+    others only index the plan. `on_step(step, obs)`, if given, sees each observation the step led
+    to (diagnostics such as scripts/trace_knob.py), outside the timed part."""
     obs = arm.reset(seed)
     policy.reset()
     latencies, plan_latencies, plan = [], [], None
@@ -77,6 +78,8 @@ def rollout(arm, seed: int, max_steps: int, policy, instruction: str | None = No
         action = policy.act(plan, inp, step % k)
         latencies.append((time.perf_counter() - t0) * 1e3)
         obs = arm.step(action)
+        if on_step is not None:
+            on_step(step, obs)
         if obs.success:
             return True, step + 1, latencies, plan_latencies
     return False, max_steps, latencies, plan_latencies

@@ -109,8 +109,7 @@ def test_knob_sweep_pushes_along_the_way_the_joint_turns():
     from sof_ros.sim.libero_experts import KnobSweep
 
     for spin in (1.0, -1.0):  # a hinge axis pointing up or down
-        sweep = KnobSweep("knob", [0.0, 0.0, 0.0], lambda q, spin=spin: np.pi + spin * q, radius=0.03,
-                          ahead=0.01, z=0.02, target=1.0)
+        sweep = KnobSweep("knob", [0.0, 0.0, 0.0], np.pi, 0.0, spin, radius=0.03, ahead=0.01, z=0.02, target=1.0)
         assert np.allclose(sweep.point(0.0, 0.0, 0.0), [-0.03, 0.0, 0.02])
         # at the bar's -x end, raising the joint moves the end towards -y (up-axis) or +y (down-axis)
         assert np.allclose(sweep.point(0.0, 0.0, 0.01), [-0.03, -0.01 * spin, 0.02])

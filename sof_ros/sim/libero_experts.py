@@ -194,6 +194,12 @@ def object_center_top(obj: str, body: str | None = None):
     return f
 
 
+def joint_axis(s, j: int) -> np.ndarray:
+    """Axis of hinge/slide joint j in the base frame, as the joint's value grows."""
+    m = s.model
+    return s.base[:3, :3].T @ (s.data().xmat[m.jnt_bodyid[j]].reshape(3, 3) @ m.jnt_axis[j])
+
+
 def drawer_handle(cabinet: str, level: str):
     """Centre of the handle bar of drawer `level` (top|middle|bottom) and the opening direction."""
     def f(s):
@@ -203,9 +209,7 @@ def drawer_handle(cabinet: str, level: str):
         boxes = [geom_box(s, g) for g in geoms]
         jname = f"{s.objects[cabinet].replace('_main', '')}_{level}_level"
         j = m.joint(jname).id
-        d = s.data()
-        axis = s.base[:3, :3].T @ (d.xmat[m.jnt_bodyid[j]].reshape(3, 3) @ m.jnt_axis[j])
-        open_dir = -axis  # LIBERO's cabinets open towards negative joint values
+        open_dir = -joint_axis(s, j)  # LIBERO's cabinets open towards negative joint values
         # the handle bar: the geom that sticks out furthest along the opening direction
         bar = max(boxes, key=lambda b: float(((b[0] + b[1]) / 2) @ open_dir))
         return (bar[0] + bar[1]) / 2, open_dir, bar
@@ -250,17 +254,17 @@ class KnobSweep(Step):
     LIBERO's 0.5 rad, and closed fingers pushed tangentially climb onto the bar: their convex hulls
     are wedges.)"""
 
-    def __init__(self, joint: str, centre, angle_at, radius: float, ahead: float, z: float,
-                 target: float, lead: float = 0.3, limit: int = 120):
-        self.joint, self.centre, self.angle_at = joint, np.asarray(centre, dtype=np.float64), angle_at
+    def __init__(self, joint: str, centre, angle0: float, q0: float, spin: float, radius: float, ahead: float,
+                 z: float, target: float, lead: float = 0.3, limit: int = 120):
+        """angle0: direction (rad, base frame) of the pushed point seen from `centre` when the joint
+        reads q0; spin: +1 when the joint turns counter-clockwise seen from above, -1 otherwise."""
+        self.joint, self.centre, self.angle0, self.q0, self.spin = joint, np.asarray(centre, dtype=np.float64), angle0, q0, spin
         self.radius, self.ahead, self.z, self.target, self.lead, self.limit = radius, ahead, z, target, lead, limit
 
     def point(self, q: float, lead: float, ahead: float) -> np.ndarray:
-        psi = self.angle_at(q)
-        forward = np.sign(self.angle_at(q + 1.0) - psi)  # the sense in which the angle grows with the joint
-        psi = psi + forward * lead
+        psi = self.angle0 + self.spin * (q - self.q0 + lead)
         u = np.array([np.cos(psi), np.sin(psi)])
-        tangent = np.array([-u[1], u[0]]) * forward
+        tangent = np.array([-u[1], u[0]]) * self.spin  # the way the pushed point moves as the joint grows
         p = self.centre[:2] + self.radius * u + ahead * tangent
         return np.array([p[0], p[1], self.z])
 
@@ -280,9 +284,8 @@ def turn_knob(stove: str, target: float = 1.0):
         root = s.objects[stove].replace("_main", "")
         jname = f"{root}_button"
         j = m.joint(jname).id
-        d = s.data()
-        centre = s.to_base(d.xanchor[j])
-        spin = float(np.sign((s.base[:3, :3].T @ (d.xmat[m.jnt_bodyid[j]].reshape(3, 3) @ m.jnt_axis[j]))[2]))
+        centre = s.to_base(s.data().xanchor[j])
+        spin = float(np.sign(joint_axis(s, j)[2]))
         boxes = [geom_box(s, g) for g in _subtree_geoms(m, f"{root}_button")]
         tall = [b for b in boxes if b[1][2] - b[0][2] > 0.02] or boxes  # the bar stands above the knob's disc
         flat = [b for b in boxes if b[1][2] - b[0][2] <= 0.02] or boxes
@@ -301,8 +304,7 @@ def turn_knob(stove: str, target: float = 1.0):
         z = max(b[1][2] for b in flat) + 0.008 + tip_below_ee  # fingertips just above the disc
         # the trailing pad sits on the bar's side when the hand centre is this far ahead of the bar's centre line
         ahead = max(finger_gap(s) / 2 - half_width, 0.0) + 0.004
-        sweep = KnobSweep(jname, centre, lambda q: psi0 + spin * (q - q0), radius=0.75 * half_length,
-                          ahead=ahead, z=z, target=target)
+        sweep = KnobSweep(jname, centre, psi0, q0, spin, radius=0.75 * half_length, ahead=ahead, z=z, target=target)
         start = sweep.point(q0, 0.0, 0.0)  # the bar's end between the open fingers
         return [MoveTo(start + [0, 0, 0.08], -1.0, tol=0.01), MoveTo(start, -1.0, tol=0.006, limit=40),
                 sweep, MoveTo(lambda s2: s2.ee_pos + [0, 0, 0.08], -1.0, tol=0.02, limit=20)]
