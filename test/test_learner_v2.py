@@ -345,6 +345,26 @@ def test_multi_camera_collection_gives_each_camera_its_own_seeds(tmp_path):
             Dataset(tmp_path / "one").next_index(bad)
 
 
+def test_a_task_collected_alone_gives_the_episodes_of_a_joint_collection(tmp_path):
+    """`sof-collect --tasks A B` in one process and `--tasks B --block 1` in another give B the same
+    episodes: the expert's action noise comes from each episode's task and seed, not from a
+    generator that runs on from the tasks collected before it."""
+    from sof_ros.config import SimConfig
+    from sof_ros.data.collect import collect
+
+    sim = SimConfig(max_steps=30, antialias=False)
+    collect(str(tmp_path / "joint"), ["button-press", "handle-press"], 1, 0, sim, act_fraction=1.0, progress=False,
+            depth=False)
+    collect(str(tmp_path / "alone"), ["handle-press"], 1, 0, sim, act_fraction=1.0, progress=False, depth=False,
+            index_block=1)
+    joint, alone = Dataset(tmp_path / "joint"), Dataset(tmp_path / "alone")
+    (in_joint,) = [e for e in joint.episodes() if e.task == "handle-press"]
+    (in_alone,) = alone.episodes()
+    a, b = joint.load_actions(in_joint.path), alone.load_actions(in_alone.path)
+    assert a.shape == (30, 4) and (np.abs(a[:, :3]) < 1).sum() > 10  # not clipped: the noise shows
+    np.testing.assert_array_equal(a, b)
+
+
 def test_action_stages_reuse_saved_tokens(tmp_path):
     """Tokens encoded once are saved beside the Stage-1 weights and reused by a later process; new
     weights (another fingerprint) are re-encoded."""

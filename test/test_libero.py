@@ -88,6 +88,26 @@ def test_action_moves_the_end_effector_target_one_centimetre_per_unit(arm):
         arm.step(np.array([0.0, np.nan, 0.0, 1.0]))
 
 
+def test_an_episode_starts_the_same_whatever_ran_before_it(arm):
+    """sof-eval and sof-collect run many episodes through one arm: an episode must depend on its
+    initial state alone, not on where the last one left the gripper's command."""
+    arm.with_depth, arm.with_rgb = False, False
+    try:
+        def start_and_open() -> np.ndarray:
+            q = [arm.reset(2).state.qpos.copy()]
+            for _ in range(3):
+                q.append(arm.step(np.array([0.0, 0.0, 0.0, -1.0])).state.qpos.copy())
+            return np.array(q)
+
+        first = start_and_open()
+        for _ in range(20):  # close the fingers, as an episode that grasped ends
+            arm.step(np.array([0.0, 0.0, 0.0, 1.0]))
+        assert arm.gripper() < 0.5
+        np.testing.assert_array_equal(start_and_open(), first)
+    finally:
+        arm.with_depth, arm.with_rgb = True, True
+
+
 def test_scripted_expert_solves_a_held_out_initial_state(arm):
     from sof_ros.sim.libero_env import MAX_CONTROL_STEPS
     from sof_ros.sim.libero_experts import expert_for

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -36,6 +37,12 @@ def rollout_expert(arm, policy, seed: int, max_steps: int, noise: float, rng: np
     return observations, np.asarray(actions, dtype=np.float32)
 
 
+def noise_generator(task: str, ep_seed: int) -> np.random.Generator:
+    """The expert's action noise for one episode, from its task and seed alone, so an episode is
+    the same whichever process collects it and whatever that process collected before."""
+    return np.random.default_rng([int(ep_seed), zlib.crc32(task.encode())])
+
+
 def d_act_count(act_fraction: float, episodes_per_task: int) -> int:
     """How many of a (task, camera)'s first episodes sof-collect flags in_d_act."""
     return math.ceil(act_fraction * episodes_per_task)
@@ -66,9 +73,10 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
 
     `camera` may be a list: every camera gets its own episodes (its own seeds, never another
     camera's scene seen from elsewhere): camera i of the list uses seeds `seed + i * episodes_per_task + k`,
-    its expert noise drawn from its own generator, so collecting the cameras one by one (`--cameras X
-    --camera-index i`) gives the same episodes as collecting them together; those processes may
-    share `out`, each numbering its episodes in its own block (`index_block` = i). The first
+    each episode's expert noise drawn from its task and seed alone (`noise_generator`), so collecting
+    the cameras or the tasks in separate processes (`--cameras X --camera-index i`, `--block i`)
+    gives the same episodes as collecting them together; those processes may share `out`, each
+    numbering its episodes in its own block (`index_block` = i). The first
     `act_fraction` of every (task, camera) are flagged in_d_act. `depth=False` renders RGB only."""
     if episodes_per_task < 1:
         raise SofError("--episodes must be at least 1")
@@ -84,7 +92,6 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
     bar = tqdm(total=len(tasks) * episodes_per_task * len(cameras), desc="collect", unit="ep", disable=not progress)
     for cam_index, camera in cameras:
         first = seed + cam_index * episodes_per_task
-        rng = np.random.default_rng(first)
         for task in tasks:
             arm = make_arm(task, sim, camera=camera, with_depth=depth)
             policy = make_expert(task, sim)
@@ -92,7 +99,8 @@ def collect(out: str, tasks: list[str], episodes_per_task: int, seed: int, sim: 
             successes = 0
             for k in range(episodes_per_task):
                 ep_seed = first + k
-                observations, actions = rollout_expert(arm, policy, ep_seed, sim.max_steps, noise, rng)
+                observations, actions = rollout_expert(arm, policy, ep_seed, sim.max_steps, noise,
+                                                       noise_generator(arm.task, ep_seed))
                 success = observations[-1].success
                 successes += int(success)
                 bar.update(1)

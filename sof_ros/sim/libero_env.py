@@ -278,6 +278,11 @@ class LiberoArm:
             raise SofError(f"seed must be >= 0, got {seed}")
         self.env.seed(seed)
         self.env.reset()  # robosuite's state (controllers, gripper, ...); for seed >= 50 the placement too
+        for robot in self._raw.robots:
+            # robosuite's gripper integrates its command across steps and zeroes that integrator only
+            # when it builds the model (a hard reset); without this an episode began with the fingers
+            # commanded as the previous one left them, so outcomes depended on what ran before
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
         if seed < N_INIT_STATES:
             self.env.set_init_state(self._init_states[seed])
         self._success = False
