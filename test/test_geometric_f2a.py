@@ -124,6 +124,35 @@ def test_flow_scale_undoes_a_plan_that_under_reports_the_motion(scene):
         GeometricFlow2Action(flow_scale=0.0)
 
 
+@pytest.mark.parametrize("lost_contact_m", [0.0, 0.15])
+def test_a_hand_carried_off_a_pushed_object_approaches_it_again(scene, lost_contact_m):
+    """Plans that show the pushed object still hold a hand that is at it; a hand a plan carried
+    over 20 cm away held there for the rest of the episode (traced on button-press-topdown), unless
+    lost_contact_m (0 = off) names it out of contact, and then it approaches the object again."""
+    push, still = (rigid_plan(scene, {M(scene["mask"]): m}) for m in ([0.10, 0.0, 0.0], [0, 0, 0]))
+    args = (scene["depth"], scene["K"], scene["P"])
+    s = GeometricFlow2Action(lost_contact_m=lost_contact_m)
+    s.new_plan(push, *args, scene["ee"], scene["mask"], scene["robot"], frames_per_step=4)
+    start = s.waypoints[-1].copy()
+    s.act(push, *args, start, 0, scene["mask"], scene["robot"], frames_per_step=4)  # reached: pushing
+    assert s.in_contact and s.mode == "push", s.last_reason
+    s.new_plan(still, *args, start, scene["mask"], scene["robot"], frames_per_step=4)
+    assert s.in_contact and s.last_reason == "object still in the plan: holding"  # at the object: wait
+    away = start + np.array([0.10, 0.0, 0.35])
+    mot = s.new_plan(still, *args, away, scene["mask"], scene["robot"], frames_per_step=4)
+    assert np.linalg.norm(mot.obj_points - away, axis=1).min() > 0.2
+    if lost_contact_m == 0:
+        assert s.in_contact and s.last_reason == "object still in the plan: holding"
+        np.testing.assert_allclose(s.target(away, 0), away)
+    else:
+        assert not s.in_contact and s.last_reason.startswith("push along"), s.last_reason
+        assert s._push_dir @ [1.0, 0.0, 0.0] > 0.9  # the kept direction
+        np.testing.assert_allclose(s.waypoints[-1], start, atol=0.03)  # back to where the push starts
+        assert np.linalg.norm(s.target(away, 0) - away) > 0.1
+    with pytest.raises(SofError, match="lost_contact_m"):
+        GeometricFlow2Action(lost_contact_m=-0.1)
+
+
 def test_one_plan_turning_the_push_round_does_not_turn_the_arm(scene):
     """A door's planar points give PnP fits that alternate between a sideways and an upward push; the
     arm used to chase both approach points in turn. A direction is kept until push_turn_plans plans

@@ -58,7 +58,11 @@ plan made with the hand at the ball lifted it). 0 (the default) keeps the first 
   alternate between two directions). For an object over `large_object_m` across
   (`push_from="size"`), whose rear point jitters between plans, a hand within `contact_m` of the
   start pushes from where it is, by the contact point's planned motion (closing any gap to the
-  object's face along the push, never backing off against it);
+  object's face along the push, never backing off against it). A plan that shows the object still
+  holds the hand where it is while it is in contact; with `lost_contact_m` > 0 (0 = off), a hand
+  that is further than that from the object is no longer in contact and approaches it again along
+  the kept push direction (traced: a push that carried the hand 25 cm off the button, then plans
+  showing the button still held it there for the rest of the episode);
 * before any plan moved the object: `approach="mask"` goes above the grasp point and down onto it,
   `"plan"` follows the hand's own planned motion. An approach under way to about the same point is
   kept while the arm, near the object, hides part of its mask;
@@ -360,7 +364,7 @@ class GeometricFlow2Action:
                  lift_m: float = 0.03, close_steps: int = 8, hover_m: float = 0.12, reach_tol_m: float = 0.02,
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
                  release_m: float = 0.05, drop_m: float = 0.10, stall_steps: int = 15, stall_m: float = 0.001,
-                 backoff_steps: int = 6, idle_steps: int = 0, push_to_grasp_plans: int = 0,
+                 backoff_steps: int = 6, idle_steps: int = 0, push_to_grasp_plans: int = 0, lost_contact_m: float = 0.0,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
@@ -391,6 +395,9 @@ class GeometricFlow2Action:
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
         self.idle_steps = _count_or_off("idle_steps", idle_steps)
         self.push_to_grasp_plans = _count_or_off("push_to_grasp_plans", push_to_grasp_plans)
+        if not (np.isfinite(lost_contact_m) and lost_contact_m >= 0):
+            raise SofError(f"lost_contact_m must be a distance in metres >= 0 (0 = off), got {lost_contact_m}")
+        self.lost_contact_m = float(lost_contact_m)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
@@ -817,7 +824,8 @@ class GeometricFlow2Action:
         kept = False
         self._push_hand = self.push_from == "hand" or (self.push_from == "size" and self._large(mot))
         if not mot.obj_moving:
-            if self.in_contact or self._push_dir is None:
+            lost = self.in_contact and 0 < self.lost_contact_m < near
+            if (self.in_contact and not lost) or self._push_dir is None:
                 self._set_subgoals(ee[None])
                 return "object still in the plan: holding"
             d = self._push_dir  # re-approach along the last push direction seen

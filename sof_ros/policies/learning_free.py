@@ -66,6 +66,10 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
     # docs/learning_free.md#idle). The oracle row keeps the solver's default (0, off): with 24 it was
     # 0.78 against 0.79 (1 gained, 4 lost, tied).
     idle_steps = 24
+    # A push whose hand a predicted plan carried off the object, then plans showing it still, held the
+    # hand there; beyond 15 cm of the object (a push starts push_back_m = 8 cm behind its rear face,
+    # plus contact_m = 5 cm) the hand approaches the object again (docs/learning_free.md#lost-contact).
+    lost_contact_m = 0.15
     _fresh_requested = False
 
     def __init__(self, *args, solver: dict | None = None, **kwargs):
@@ -80,7 +84,8 @@ class SofLearningFreePolicy(_SolverMixin, _FlowSkillPolicy):
             raise SofError(f"eval.plan_samples must be a whole number >= 1, got {samples!r} (1: the greedy plan)")
         if samples > 1 and not (np.isfinite(temp) and temp > 0):
             raise SofError(f"eval.plan_sample_temperature must be a positive number with plan_samples > 1, got {temp}")
-        self.solver = GeometricFlow2Action(**{"flow_scale": scale, "idle_steps": self.idle_steps, **(solver or {})})
+        self.solver = GeometricFlow2Action(**{"flow_scale": scale, "idle_steps": self.idle_steps,
+                                                 "lost_contact_m": self.lost_contact_m, **(solver or {})})
 
     def reset(self) -> None:
         """The solver's state and the sampling stream of re-plans after a stall: an episode replays exactly."""
