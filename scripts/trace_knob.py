@@ -16,7 +16,20 @@ import numpy as np
 
 import sof_ros  # noqa: F401  (sets MUJOCO_GL before anything imports mujoco)
 
-KNOB = "flat_stove_1_button"
+STOVE = "flat_stove_1"  # the stove of LIBERO-GOAL's and LIBERO-10's knob tasks
+
+
+def sweep_start(state, stove: str = STOVE) -> tuple[np.ndarray, str]:
+    """Where the scripted expert starts its sweep (the bar's end between the open fingers) and the
+    knob's joint, from the expert's own program (sof_ros.sim.libero_experts.turn_knob)."""
+    from sof_ros.errors import SofError
+    from sof_ros.sim.libero_experts import turn_knob
+
+    if stove not in state.objects:
+        raise SofError(f"this task has no {stove}; trace a task with the stove knob: turn_on_the_stove or "
+                       "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it")
+    program = turn_knob(stove).make(state)  # [above the start, the start, the sweep, rise]
+    return np.asarray(program[1].goal, dtype=np.float64), program[2].joint
 
 
 def main(argv=None) -> None:
@@ -25,6 +38,7 @@ def main(argv=None) -> None:
     ap.add_argument("--row", default="sof")
     ap.add_argument("--task", default="turn_on_the_stove")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--max-steps", type=int, help="default: the checkpoint's eval.max_steps")
     args = ap.parse_args(argv)
 
     import torch
@@ -40,17 +54,14 @@ def main(argv=None) -> None:
     arm = make_arm(args.task, cfg.sim, camera=cfg.sim.camera, with_depth=False)
     try:
         for seed in args.seeds:
-            closest, end = [(np.inf, -1)], []
+            closest = [(np.inf, -1)]
+            end, knob_joint = sweep_start(arm.reset(seed).state)  # in this initial state
 
             def note(step, obs):
-                if not end:  # the knob's hinge, in this initial state
-                    s = obs.state
-                    end.append(s.to_base(s.data().xanchor[s.model.joint(KNOB).id]))
-                    end[0][0] -= 0.035  # where the expert's sweep starts: 3/4 of the bar's half-length towards the robot
-                closest[0] = min(closest[0], (float(np.linalg.norm(obs.state.ee_pos[:2] - end[0][:2])), step))
+                closest[0] = min(closest[0], (float(np.linalg.norm(obs.state.ee_pos[:2] - end[:2])), step))
 
-            ok, _, _, _ = rollout(arm, seed, int(cfg.eval.max_steps), policy, on_step=note)
-            (d, step), knob = closest[0], arm.state().joint_qpos(KNOB)
+            ok, _, _, _ = rollout(arm, seed, args.max_steps or int(cfg.eval.max_steps), policy, on_step=note)
+            (d, step), knob = closest[0], arm.state().joint_qpos(knob_joint)
             print(f"{args.row} state {seed}: success {ok}, hand closest to the bar's end "
                   f"{d * 100:.1f} cm (step {step}), knob {knob:.2f} rad", flush=True)
     finally:
@@ -58,4 +69,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sof_ros.errors import run_cli
+
+    run_cli(main)
