@@ -153,6 +153,27 @@ def test_a_hand_carried_off_a_pushed_object_approaches_it_again(scene, lost_cont
         GeometricFlow2Action(lost_contact_m=-0.1)
 
 
+@pytest.mark.parametrize("push_on_m", [0.0, 0.05])
+def test_a_hand_in_contact_pushes_on_when_the_plan_shows_the_object_still(scene, push_on_m):
+    """push_on_m (0 = off): a hand at the object it pushes goes on along the kept direction when a
+    plan shows the object still (traced: a door-close hand held at the push start for 450 steps)."""
+    push, still = (rigid_plan(scene, {M(scene["mask"]): m}) for m in ([0.10, 0.0, 0.0], [0, 0, 0]))
+    args = (scene["depth"], scene["K"], scene["P"])
+    s = GeometricFlow2Action(push_on_m=push_on_m)
+    s.new_plan(push, *args, scene["ee"], scene["mask"], scene["robot"], frames_per_step=4)
+    start = s.waypoints[-1].copy()
+    s.act(push, *args, start, 0, scene["mask"], scene["robot"], frames_per_step=4)  # reached: pushing
+    s.new_plan(still, *args, start, scene["mask"], scene["robot"], frames_per_step=4)
+    goal = s.target(start, 0)
+    np.testing.assert_allclose(goal, start + push_on_m * s._push_dir, atol=1e-9)
+    assert s.in_contact and ("pushing on" in s.last_reason) == (push_on_m > 0), s.last_reason
+    if push_on_m:
+        a = s.act(still, *args, start, 1, scene["mask"], scene["robot"], frames_per_step=4)
+        assert a[0] > 0.5 and a[3] == CLOSED, a  # on along +x, the fist closed
+    with pytest.raises(SofError, match="push_on_m"):
+        GeometricFlow2Action(push_on_m=float("nan"))
+
+
 def test_one_plan_turning_the_push_round_does_not_turn_the_arm(scene):
     """A door's planar points give PnP fits that alternate between a sideways and an upward push; the
     arm used to chase both approach points in turn. A direction is kept until push_turn_plans plans

@@ -62,7 +62,10 @@ plan made with the hand at the ball lifted it). 0 (the default) keeps the first 
   holds the hand where it is while it is in contact; with `lost_contact_m` > 0 (0 = off), a hand
   that is further than that from the object is no longer in contact and approaches it again along
   the kept push direction (traced: a push that carried the hand 25 cm off the button, then plans
-  showing the button still held it there for the rest of the episode);
+  showing the button still held it there for the rest of the episode). With `push_on_m` > 0 (0 =
+  off), a hand in contact pushes on along the kept direction by that much per plan that shows the
+  object still, instead of holding (traced: a door-close hand held at the push start for 450 steps
+  while every plan showed the door still);
 * before any plan moved the object: `approach="mask"` goes above the grasp point and down onto it,
   `"plan"` follows the hand's own planned motion. An approach under way to about the same point is
   kept while the arm, near the object, hides part of its mask;
@@ -365,6 +368,7 @@ class GeometricFlow2Action:
                  grasp_z_tol_m: float = 0.025, push_back_m: float = 0.08, push_down_m: float = 0.03,
                  release_m: float = 0.05, drop_m: float = 0.10, stall_steps: int = 15, stall_m: float = 0.001,
                  backoff_steps: int = 6, idle_steps: int = 0, push_to_grasp_plans: int = 0, lost_contact_m: float = 0.0,
+                 push_on_m: float = 0.0,
                  approach: str = "mask", grasp_from: str = "3d", tracking: str = "model", grasp_z_frac: float = 0.3,
                  max_speed_m: float = 0.015, sampling: str = "consistent", push_turn_deg: float = 60.0,
                  push_turn_plans: int = 3, push_from: str = "size", large_object_m: float = 0.15, carry_with: str = "auto",
@@ -398,6 +402,9 @@ class GeometricFlow2Action:
         if not (np.isfinite(lost_contact_m) and lost_contact_m >= 0):
             raise SofError(f"lost_contact_m must be a distance in metres >= 0 (0 = off), got {lost_contact_m}")
         self.lost_contact_m = float(lost_contact_m)
+        if not (np.isfinite(push_on_m) and push_on_m >= 0):
+            raise SofError(f"push_on_m must be a distance in metres >= 0 (0 = off), got {push_on_m}")
+        self.push_on_m = float(push_on_m)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
@@ -826,6 +833,9 @@ class GeometricFlow2Action:
         if not mot.obj_moving:
             lost = self.in_contact and 0 < self.lost_contact_m < near
             if (self.in_contact and not lost) or self._push_dir is None:
+                if self.in_contact and self._push_dir is not None and self.push_on_m > 0:
+                    self._set_subgoals((ee + self.push_on_m * self._push_dir)[None])
+                    return f"object still in the plan: pushing on {self.push_on_m:.2f} m along the kept direction"
                 self._set_subgoals(ee[None])
                 return "object still in the plan: holding"
             d = self._push_dir  # re-approach along the last push direction seen
