@@ -124,22 +124,33 @@ def test_flow_scale_undoes_a_plan_that_under_reports_the_motion(scene):
         GeometricFlow2Action(flow_scale=0.0)
 
 
+def _pushing(scene, **solver_args):
+    """A solver whose hand reached the start of a 10 cm push along +x (in contact), the plan that
+    shows the object still, and a function analysing a plan made with the hand at `ee`."""
+    push, still = (rigid_plan(scene, {M(scene["mask"]): m}) for m in ([0.10, 0.0, 0.0], [0, 0, 0]))
+    s = GeometricFlow2Action(**solver_args)
+
+    def see(plan, ee):
+        return s.new_plan(plan, scene["depth"], scene["K"], scene["P"], ee, scene["mask"], scene["robot"],
+                          frames_per_step=4)
+
+    see(push, scene["ee"])
+    start = s.waypoints[-1].copy()
+    s.act(push, scene["depth"], scene["K"], scene["P"], start, 0, scene["mask"], scene["robot"], frames_per_step=4)
+    assert s.in_contact and s.mode == "push", s.last_reason
+    return s, still, start, see
+
+
 @pytest.mark.parametrize("lost_contact_m", [0.0, 0.15])
 def test_a_hand_carried_off_a_pushed_object_approaches_it_again(scene, lost_contact_m):
     """Plans that show the pushed object still hold a hand that is at it; a hand a plan carried
     over 20 cm away held there for the rest of the episode (traced on button-press-topdown), unless
     lost_contact_m (0 = off) names it out of contact, and then it approaches the object again."""
-    push, still = (rigid_plan(scene, {M(scene["mask"]): m}) for m in ([0.10, 0.0, 0.0], [0, 0, 0]))
-    args = (scene["depth"], scene["K"], scene["P"])
-    s = GeometricFlow2Action(lost_contact_m=lost_contact_m)
-    s.new_plan(push, *args, scene["ee"], scene["mask"], scene["robot"], frames_per_step=4)
-    start = s.waypoints[-1].copy()
-    s.act(push, *args, start, 0, scene["mask"], scene["robot"], frames_per_step=4)  # reached: pushing
-    assert s.in_contact and s.mode == "push", s.last_reason
-    s.new_plan(still, *args, start, scene["mask"], scene["robot"], frames_per_step=4)
+    s, still, start, see = _pushing(scene, lost_contact_m=lost_contact_m)
+    see(still, start)
     assert s.in_contact and s.last_reason == "object still in the plan: holding"  # at the object: wait
     away = start + np.array([0.10, 0.0, 0.35])
-    mot = s.new_plan(still, *args, away, scene["mask"], scene["robot"], frames_per_step=4)
+    mot = see(still, away)
     assert np.linalg.norm(mot.obj_points - away, axis=1).min() > 0.2
     if lost_contact_m == 0:
         assert s.in_contact and s.last_reason == "object still in the plan: holding"
@@ -157,18 +168,13 @@ def test_a_hand_carried_off_a_pushed_object_approaches_it_again(scene, lost_cont
 def test_a_hand_in_contact_pushes_on_when_the_plan_shows_the_object_still(scene, push_on_m):
     """push_on_m (0 = off): a hand at the object it pushes goes on along the kept direction when a
     plan shows the object still (traced: a door-close hand held at the push start for 450 steps)."""
-    push, still = (rigid_plan(scene, {M(scene["mask"]): m}) for m in ([0.10, 0.0, 0.0], [0, 0, 0]))
-    args = (scene["depth"], scene["K"], scene["P"])
-    s = GeometricFlow2Action(push_on_m=push_on_m)
-    s.new_plan(push, *args, scene["ee"], scene["mask"], scene["robot"], frames_per_step=4)
-    start = s.waypoints[-1].copy()
-    s.act(push, *args, start, 0, scene["mask"], scene["robot"], frames_per_step=4)  # reached: pushing
-    s.new_plan(still, *args, start, scene["mask"], scene["robot"], frames_per_step=4)
-    goal = s.target(start, 0)
-    np.testing.assert_allclose(goal, start + push_on_m * s._push_dir, atol=1e-9)
+    s, still, start, see = _pushing(scene, push_on_m=push_on_m)
+    see(still, start)
+    np.testing.assert_allclose(s.target(start, 0), start + push_on_m * s._push_dir, atol=1e-9)
     assert s.in_contact and ("pushing on" in s.last_reason) == (push_on_m > 0), s.last_reason
     if push_on_m:
-        a = s.act(still, *args, start, 1, scene["mask"], scene["robot"], frames_per_step=4)
+        a = s.act(still, scene["depth"], scene["K"], scene["P"], start, 1, scene["mask"], scene["robot"],
+                  frames_per_step=4)
         assert a[0] > 0.5 and a[3] == CLOSED, a  # on along +x, the fist closed
     with pytest.raises(SofError, match="push_on_m"):
         GeometricFlow2Action(push_on_m=float("nan"))
