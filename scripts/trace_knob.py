@@ -21,15 +21,15 @@ STOVE = "flat_stove_1"  # the stove of LIBERO-GOAL's and LIBERO-10's knob tasks
 
 def sweep_start(state, stove: str = STOVE) -> tuple[np.ndarray, str]:
     """Where the scripted expert starts its sweep (the bar's end between the open fingers) and the
-    knob's joint, from the expert's own program (sof_ros.sim.libero_experts.turn_knob)."""
+    knob's joint, from the expert's own geometry (sof_ros.sim.libero_experts.knob_sweep)."""
     from sof_ros.errors import SofError
-    from sof_ros.sim.libero_experts import turn_knob
+    from sof_ros.sim.libero_experts import knob_sweep
 
     if stove not in state.objects:
         raise SofError(f"this task has no {stove}; trace a task with the stove knob: turn_on_the_stove or "
                        "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it")
-    program = turn_knob(stove).make(state)  # [above the start, the start, the sweep, rise]
-    return np.asarray(program[1].goal, dtype=np.float64), program[2].joint
+    sweep = knob_sweep(state, stove)
+    return sweep.point(sweep.q0, 0.0, 0.0), sweep.joint
 
 
 def main(argv=None) -> None:

@@ -61,7 +61,7 @@ plan made with the hand at the ball lifted it). 0 (the default) keeps the first 
   object's face along the push, never backing off against it). A plan that shows the object still
   holds the hand where it is while it is in contact; with `lost_contact_m` > 0 (0 = off), a hand
   that is further than that from the object is no longer in contact and approaches it again along
-  the kept push direction (traced: a push that carried the hand 25 cm off the button, then plans
+  the kept push direction (traced: a push that carried the hand 21 cm off the button, then plans
   showing the button still held it there for the rest of the episode). With `push_on_m` > 0 (0 =
   off), a hand in contact pushes on along the kept direction by that much per plan that shows the
   object still, instead of holding (traced: a door-close hand held at the push start for 450 steps
@@ -352,6 +352,13 @@ def _count_or_off(name: str, value) -> int:
     return int(value)
 
 
+def _metres_or_off(name: str, value) -> float:
+    """A solver setting that is a distance in metres, 0 meaning the rule is off."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (np.isfinite(value) and value >= 0):
+        raise SofError(f"{name} must be a distance in metres >= 0 (0 = off), got {value!r}")
+    return float(value)
+
+
 # --- the solver ---------------------------------------------------------------------------
 class GeometricFlow2Action:
     """Flow plan + depth + object mask + camera model + TCP position -> actions [dx, dy, dz, grip].
@@ -399,12 +406,8 @@ class GeometricFlow2Action:
         self.stall_steps, self.stall_m, self.backoff_steps = int(stall_steps), float(stall_m), int(backoff_steps)
         self.idle_steps = _count_or_off("idle_steps", idle_steps)
         self.push_to_grasp_plans = _count_or_off("push_to_grasp_plans", push_to_grasp_plans)
-        if not (np.isfinite(lost_contact_m) and lost_contact_m >= 0):
-            raise SofError(f"lost_contact_m must be a distance in metres >= 0 (0 = off), got {lost_contact_m}")
-        self.lost_contact_m = float(lost_contact_m)
-        if not (np.isfinite(push_on_m) and push_on_m >= 0):
-            raise SofError(f"push_on_m must be a distance in metres >= 0 (0 = off), got {push_on_m}")
-        self.push_on_m = float(push_on_m)
+        self.lost_contact_m = _metres_or_off("lost_contact_m", lost_contact_m)
+        self.push_on_m = _metres_or_off("push_on_m", push_on_m)
         self.approach, self.grasp_from = approach, grasp_from
         if tracking not in ("model", "chain"):
             raise SofError(f"tracking must be 'model' (AVDC: re-project the fitted motion) or 'chain' (chain the flow), got {tracking!r}")
@@ -831,9 +834,9 @@ class GeometricFlow2Action:
         kept = False
         self._push_hand = self.push_from == "hand" or (self.push_from == "size" and self._large(mot))
         if not mot.obj_moving:
-            lost = self.in_contact and 0 < self.lost_contact_m < near
-            if (self.in_contact and not lost) or self._push_dir is None:
-                if self.in_contact and self._push_dir is not None and self.push_on_m > 0:
+            touching = self.in_contact and not 0 < self.lost_contact_m < near
+            if touching or self._push_dir is None:
+                if touching and self._push_dir is not None and self.push_on_m > 0:
                     self._set_subgoals((ee + self.push_on_m * self._push_dir)[None])
                     return f"object still in the plan: pushing on {self.push_on_m:.2f} m along the kept direction"
                 self._set_subgoals(ee[None])

@@ -280,35 +280,40 @@ def turn_knob(stove: str, target: float = 1.0):
     is still on when a later goal of the task is reached; then the hand rises straight up, off the
     bar. Geometry (hinge, bar, disc, fingertips) comes from the model, so a rotated stove works too."""
     def plan(s):
-        m = s.model
-        root = s.objects[stove].replace("_main", "")
-        jname = f"{root}_button"
-        j = m.joint(jname).id
-        centre = s.to_base(s.data().xanchor[j])
-        spin = float(np.sign(joint_axis(s, j)[2]))
-        boxes = [geom_box(s, g) for g in _subtree_geoms(m, f"{root}_button")]
-        tall = [b for b in boxes if b[1][2] - b[0][2] > 0.02] or boxes  # the bar stands above the knob's disc
-        flat = [b for b in boxes if b[1][2] - b[0][2] <= 0.02] or boxes
-        blo, bhi = np.min([b[0] for b in tall], 0), np.max([b[1] for b in tall], 0)
-        along = 0 if bhi[0] - blo[0] >= bhi[1] - blo[1] else 1
-        half_length = (bhi[along] - blo[along]) / 2
-        half_width = (bhi[1 - along] - blo[1 - along]) / 2
-        ends = [centre[:2].copy(), centre[:2].copy()]
-        ends[0][along] -= half_length
-        ends[1][along] += half_length
-        near = min(ends, key=np.linalg.norm)  # the robot base is the origin of the base frame
-        psi0 = float(np.arctan2(*(near - centre[:2])[::-1]))
-        q0 = s.joint_qpos(jname)
-        fingers = [geom_box(s, m.geom(n).id) for n in ("gripper0_finger1_collision", "gripper0_finger2_collision")]
-        tip_below_ee = s.ee_pos[2] - min(f[0][2] for f in fingers)
-        z = max(b[1][2] for b in flat) + 0.008 + tip_below_ee  # fingertips just above the disc
-        # the trailing pad sits on the bar's side when the hand centre is this far ahead of the bar's centre line
-        ahead = max(finger_gap(s) / 2 - half_width, 0.0) + 0.004
-        sweep = KnobSweep(jname, centre, psi0, q0, spin, radius=0.75 * half_length, ahead=ahead, z=z, target=target)
-        start = sweep.point(q0, 0.0, 0.0)  # the bar's end between the open fingers
+        sweep = knob_sweep(s, stove, target)
+        start = sweep.point(sweep.q0, 0.0, 0.0)  # the bar's end between the open fingers
         return [MoveTo(start + [0, 0, 0.08], -1.0, tol=0.01), MoveTo(start, -1.0, tol=0.006, limit=40),
                 sweep, MoveTo(lambda s2: s2.ee_pos + [0, 0, 0.08], -1.0, tol=0.02, limit=20)]
     return Lazy(plan)
+
+
+def knob_sweep(s, stove: str, target: float = 1.0) -> KnobSweep:
+    """The sweep of `turn_knob` for the stove's knob in state `s` (also read by scripts/trace_knob.py)."""
+    m = s.model
+    root = s.objects[stove].replace("_main", "")
+    jname = f"{root}_button"
+    j = m.joint(jname).id
+    centre = s.to_base(s.data().xanchor[j])
+    spin = float(np.sign(joint_axis(s, j)[2]))
+    boxes = [geom_box(s, g) for g in _subtree_geoms(m, f"{root}_button")]
+    tall = [b for b in boxes if b[1][2] - b[0][2] > 0.02] or boxes  # the bar stands above the knob's disc
+    flat = [b for b in boxes if b[1][2] - b[0][2] <= 0.02] or boxes
+    blo, bhi = np.min([b[0] for b in tall], 0), np.max([b[1] for b in tall], 0)
+    along = 0 if bhi[0] - blo[0] >= bhi[1] - blo[1] else 1
+    half_length = (bhi[along] - blo[along]) / 2
+    half_width = (bhi[1 - along] - blo[1 - along]) / 2
+    ends = [centre[:2].copy(), centre[:2].copy()]
+    ends[0][along] -= half_length
+    ends[1][along] += half_length
+    near = min(ends, key=np.linalg.norm)  # the robot base is the origin of the base frame
+    psi0 = float(np.arctan2(*(near - centre[:2])[::-1]))
+    q0 = s.joint_qpos(jname)
+    fingers = [geom_box(s, m.geom(n).id) for n in ("gripper0_finger1_collision", "gripper0_finger2_collision")]
+    tip_below_ee = s.ee_pos[2] - min(f[0][2] for f in fingers)
+    z = max(b[1][2] for b in flat) + 0.008 + tip_below_ee  # fingertips just above the disc
+    # the trailing pad sits on the bar's side when the hand centre is this far ahead of the bar's centre line
+    ahead = max(finger_gap(s) / 2 - half_width, 0.0) + 0.004
+    return KnobSweep(jname, centre, psi0, q0, spin, radius=0.75 * half_length, ahead=ahead, z=z, target=target)
 
 
 def swing_door_closed(obj: str, joint: str):
